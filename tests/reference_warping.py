@@ -1,0 +1,463 @@
+"""Slow, obviously-correct pure-numpy reference of the ISBI 2012 metrics (Fiji semantics) and of a 3D warp.
+
+This module is the *independent* oracle that ``sdk.metrics`` is tested against. It shares no code with the
+C++ core and takes no shortcut that the core takes:
+
+* simple points are decided from first principles, by counting connected components of the foreground and
+  of the background inside the 3x3 (or 3x3x3) neighbourhood (the answers are memoised per configuration,
+  never taken from a table);
+* the warp re-scans the whole image on every pass exactly as Fiji's ``simplePointWarp2d`` does (column-major
+  list of mismatches, ``float32(|p - threshold|)`` keys, stable descending sort, flip every pixel that is
+  simple in the current state, repeat until a pass flips nothing) instead of sorting once;
+* the classification relabels the whole image (or the window) for every ambiguous pixel, as Fiji does.
+
+Semantics (see ``shared/notes/isbi2012-metrics.md``; Fiji: ``trainableSegmentation.metrics.WarpingError``,
+``RandError``, ``PixelError``; Jain et al., CVPR 2010): truth foreground = value > 0; proposal foreground =
+``float64(p) > threshold``; the image is padded with background for the simple-point test. Where Fiji's own
+code is wrong (all-foreground truth slice, truth slice without foreground in the Rand statistics, labels
+past 65,535), this reference does the right thing, as ``sdk.metrics`` must.
+
+Pixel and Rand statistics binarize the truth with ``> 0`` (the API's definition); Fiji binarizes it with
+``> threshold``, which is the same for every truth whose values are 0 or >= 1 (labels, masks, 0/255).
+
+Only numpy, the standard library and ``skimage.measure.label`` (for labelling whole images) are used.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from skimage.measure import label as _sk_label
+
+# Error codes of the classification image (sdk.metrics.ErrorType uses the same numbers).
+NO_ERROR, SPLIT, MERGER, HOLE_ADDITION, HOLE_DELETION, OBJECT_ADDITION, OBJECT_DELETION = range(7)
+ERROR_NAMES = {
+    SPLIT: "splits",
+    MERGER: "mergers",
+    HOLE_ADDITION: "hole_additions",
+    HOLE_DELETION: "hole_deletions",
+    OBJECT_ADDITION: "object_additions",
+    OBJECT_DELETION: "object_deletions",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Thresholds exactly as Fiji's `for (th = min; th <= max; th += step)` produces them.
+# --------------------------------------------------------------------------------------------------
+def fiji_thresholds(minimum: float, maximum: float, step: float = 0.1) -> list[float]:
+    values = []
+    th = minimum
+    while th <= maximum:
+        values.append(th)
+        th += step
+    return values
+
+
+WARPING_THRESHOLDS = fiji_thresholds(0.0, 0.9)  # 10 values, the last 0.8999999999999999
+FSCORE_THRESHOLDS = fiji_thresholds(0.0, 1.0)  # 11 values, the last 0.9999999999999999
+
+
+# --------------------------------------------------------------------------------------------------
+# Simple points, by counting components in the neighbourhood.
+# --------------------------------------------------------------------------------------------------
+def _components(points, adjacent) -> list[list[tuple]]:
+    """Connected components of a small set of lattice points under the predicate ``adjacent``."""
+    points = list(points)
+    seen: set = set()
+    comps = []
+    for start in points:
+        if start in seen:
+            continue
+        seen.add(start)
+        comp, stack = [], [start]
+        while stack:
+            q = stack.pop()
+            comp.append(q)
+            for r in points:
+                if r not in seen and adjacent(q, r):
+                    seen.add(r)
+                    stack.append(r)
+        comps.append(comp)
+    return comps
+
+
+def _chebyshev(a, b) -> int:
+    return max(abs(i - j) for i, j in zip(a, b))
+
+
+def _manhattan(a, b) -> int:
+    return sum(abs(i - j) for i, j in zip(a, b))
+
+
+def _face_adjacent(a, b) -> bool:  # 4-adjacency in 2D, 6-adjacency in 3D
+    return _manhattan(a, b) == 1
+
+
+def _any_adjacent(a, b) -> bool:  # 8-adjacency in 2D, 26-adjacency in 3D
+    return _chebyshev(a, b) == 1
+
+
+OFFSETS_2D = [o for o in itertools.product((-1, 0, 1), repeat=2) if o != (0, 0)]
+OFFSETS_3D = [o for o in itertools.product((-1, 0, 1), repeat=3) if o != (0, 0, 0)]
+
+
+@functools.lru_cache(maxsize=None)
+def is_simple_2d(neighbours: tuple[bool, ...]) -> bool:
+    """Simple-point test, foreground 4-connected / background 8-connected.
+
+    ``neighbours`` are the 8 values (True = foreground) at ``OFFSETS_2D`` around the centre, whose own
+    value does not matter. Simple iff the foreground neighbours have exactly one 4-component 4-adjacent to
+    the centre, and the background neighbours exactly one 8-component (all of them are 8-adjacent to it).
+    """
+    fg = [o for o, v in zip(OFFSETS_2D, neighbours) if v]
+    bg = [o for o, v in zip(OFFSETS_2D, neighbours) if not v]
+    t4 = sum(1 for comp in _components(fg, _face_adjacent) if any(_manhattan(q, (0, 0)) == 1 for q in comp))
+    t8_background = len(_components(bg, _any_adjacent))
+    return t4 == 1 and t8_background == 1
+
+
+@functools.lru_cache(maxsize=None)
+def is_simple_3d(neighbours: tuple[bool, ...]) -> bool:
+    """Simple-point test, foreground 6-connected / background 26-connected (Bertrand & Malandain 1994).
+
+    ``neighbours`` are the 26 values at ``OFFSETS_3D``. With X the foreground, the geodesic neighbourhood
+    G6(x, X) = union over y in N6*(x) & X of N6(y) & N18*(x) & X; T6 = number of 6-components of G6, and
+    T26 of the background = number of 26-components of N26*(x) minus X. Simple iff T6 == 1 and T26 == 1.
+    """
+    fg = {o for o, v in zip(OFFSETS_3D, neighbours) if v}
+    bg = [o for o, v in zip(OFFSETS_3D, neighbours) if not v]
+    centre = (0, 0, 0)
+    faces = [y for y in fg if _manhattan(y, centre) == 1]
+    n18 = [z for z in fg if _manhattan(z, centre) <= 2]  # faces and edges, not corners
+    geodesic = set(faces) | {z for z in n18 if any(_face_adjacent(z, y) for y in faces)}
+    t6 = len(_components(geodesic, _face_adjacent))
+    t26_background = len(_components(bg, _any_adjacent))
+    return t6 == 1 and t26_background == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The warp.
+# --------------------------------------------------------------------------------------------------
+def binarize_proposal(proposal: np.ndarray, threshold: float) -> np.ndarray:
+    """Foreground where the proposal value, promoted to double, is > the double threshold (as Fiji)."""
+    return np.asarray(proposal).astype(np.float64) > threshold
+
+
+def sort_keys(proposal: np.ndarray, threshold: float) -> np.ndarray:
+    """``float32(|p - threshold|)``, the difference taken in double (as Fiji's Point3f.z)."""
+    return np.abs(np.asarray(proposal).astype(np.float64) - threshold).astype(np.float32)
+
+
+def _column_major_mismatches(current: np.ndarray, target: np.ndarray, allowed: np.ndarray) -> list[tuple]:
+    """Mismatched pixels (y, x) listed x outer, y inner, as Fiji's scan."""
+    # np.nonzero walks the transposed (x, y) array in C order: x outer, y inner.
+    xs, ys = np.nonzero(((current != target) & allowed).T)
+    return list(zip(ys.tolist(), xs.tolist()))
+
+
+def warp_slice(truth, proposal, threshold: float, mask=None) -> tuple[np.ndarray, list[tuple]]:
+    """Warp one 2D ground-truth slice toward the binarized proposal by flipping simple points only.
+
+    Returns the warped truth (bool) and the pixels still mismatched, in Fiji's final list order.
+    ``mask`` (optional): only pixels where it is nonzero may be counted as mismatches and flipped.
+    """
+    h, w = truth.shape
+    padded = np.zeros((h + 2, w + 2), dtype=bool)  # outside the image counts as background
+    padded[1:-1, 1:-1] = np.asarray(truth) > 0
+    target = binarize_proposal(proposal, threshold)
+    keys = sort_keys(proposal, threshold)
+    allowed = np.ones((h, w), dtype=bool) if mask is None else (np.asarray(mask) != 0)
+    current = padded[1:-1, 1:-1]  # a view: flips in `padded` show here
+
+    while True:
+        mismatches = _column_major_mismatches(current, target, allowed)
+        # Python's sort is stable: equal keys keep the column-major scan order.
+        mismatches = sorted(mismatches, key=lambda yx: -float(keys[yx]))
+        flipped = 0
+        for y, x in mismatches:
+            neighbours = tuple(bool(padded[y + 1 + dy, x + 1 + dx]) for dy, dx in OFFSETS_2D)
+            if is_simple_2d(neighbours):
+                padded[y + 1, x + 1] = not padded[y + 1, x + 1]
+                flipped += 1
+        if flipped == 0:
+            return padded[1:-1, 1:-1].copy(), mismatches
+        if flipped == len(mismatches):
+            return padded[1:-1, 1:-1].copy(), []
+
+
+# --------------------------------------------------------------------------------------------------
+# Classification of the pixels left mismatched (Fiji's classifyMismatches2d).
+# --------------------------------------------------------------------------------------------------
+def _label4(image: np.ndarray) -> np.ndarray:
+    return _sk_label(np.asarray(image, dtype=bool), connectivity=1, background=0).astype(np.int64)
+
+
+def _neighbour_labels(labels: np.ndarray, y: int, x: int) -> set:
+    h, w = labels.shape
+    return {
+        int(labels[y + dy, x + dx])
+        for dy, dx in OFFSETS_2D
+        if 0 <= y + dy < h and 0 <= x + dx < w
+    }
+
+
+def _splits_when_removed(warped: np.ndarray, y: int, x: int, radius: int) -> bool:
+    """Fiji's test for a foreground pixel between exactly two labels: remove it, relabel, count labels."""
+    h, w = warped.shape
+    if radius < 1 or radius > w or radius > h:
+        region = warped.copy()
+        cy, cx = y, x
+    else:
+        region = np.zeros((2 * radius + 1, 2 * radius + 1), dtype=bool)  # outside the image is 0
+        for j in range(-radius, radius + 1):
+            for i in range(-radius, radius + 1):
+                if 0 <= y + j < h and 0 <= x + i < w:
+                    region[radius + j, radius + i] = warped[y + j, x + i]
+        cy, cx = radius, radius
+    region[cy, cx] = False
+    return len(_neighbour_labels(_label4(region), cy, cx)) > 2
+
+
+def classify_slice(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarray:
+    """uint8 image: the error type of every leftover mismatch (0 elsewhere)."""
+    labels = _label4(warped)
+    out = np.zeros(warped.shape, dtype=np.uint8)
+    for y, x in mismatches:
+        ids = _neighbour_labels(labels, y, x)
+        foreground = bool(warped[y, x])
+        if ids == {0}:
+            kind = OBJECT_DELETION if foreground else OBJECT_ADDITION
+        elif len(ids) == 1:
+            kind = HOLE_ADDITION if foreground else HOLE_DELETION
+        elif len(ids) == 2:
+            if not foreground:
+                kind = HOLE_ADDITION
+            else:
+                kind = SPLIT if _splits_when_removed(warped, y, x, radius) else HOLE_DELETION
+        else:  # three or more labels (Fiji's `else` also takes a 1x1 image, which has none)
+            kind = SPLIT if foreground else MERGER
+        out[y, x] = kind
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Public reference entry points.
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class ReferenceWarping:
+    warped: np.ndarray  # bool, same shape as the input
+    classification: np.ndarray  # uint8 error codes, same shape
+    error: float  # mismatches / pixels (a stack: mean of the per-slice errors)
+    mismatches: int
+    counts: dict = field(default_factory=dict)  # ERROR_NAMES value -> pixel count
+
+    @property
+    def splits(self) -> int:
+        return self.counts["splits"]
+
+    @property
+    def mergers(self) -> int:
+        return self.counts["mergers"]
+
+
+def _counts(classification: np.ndarray) -> dict:
+    return {name: int(np.count_nonzero(classification == code)) for code, name in ERROR_NAMES.items()}
+
+
+def warping_error(truth, proposal, *, threshold: float = 0.5, radius: int = 20, mask=None) -> ReferenceWarping:
+    """Fiji's warping error of a 2D image or a (Z, H, W) stack scored slice by slice."""
+    truth = np.asarray(truth)
+    proposal = np.asarray(proposal)
+    squeeze = truth.ndim == 2
+    truth3 = truth[None] if squeeze else truth
+    proposal3 = proposal[None] if squeeze else proposal
+    mask3 = None if mask is None else (np.asarray(mask)[None] if squeeze else np.asarray(mask))
+    warped = np.zeros(truth3.shape, dtype=bool)
+    classification = np.zeros(truth3.shape, dtype=np.uint8)
+    slice_errors = []
+    for z in range(truth3.shape[0]):
+        warped[z], left = warp_slice(truth3[z], proposal3[z], threshold, None if mask3 is None else mask3[z])
+        classification[z] = classify_slice(warped[z], left, radius)
+        slice_errors.append(len(left) / truth3[z].size)
+    total = int(np.count_nonzero(classification))
+    return ReferenceWarping(
+        warped=warped[0] if squeeze else warped,
+        classification=classification[0] if squeeze else classification,
+        error=float(np.mean(slice_errors)),
+        mismatches=total,
+        counts=_counts(classification),
+    )
+
+
+def fiji_fscore(tp: float, fp: float, fn: float) -> float:
+    """F-score as Fiji's ClassificationStatistics: P = 1 if fp == 0, R = 1 if fn == 0, F = 0 if P + R == 0."""
+    precision = 1.0 if fp == 0 else tp / (tp + fp)
+    recall = 1.0 if fn == 0 else tp / (tp + fn)
+    return 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall)
+
+
+def pixel_statistics(truth_slice, proposal_slice, threshold: float) -> tuple[int, int, int]:
+    t = np.asarray(truth_slice) > 0
+    p = binarize_proposal(proposal_slice, threshold)
+    return int(np.sum(t & p)), int(np.sum(~t & p)), int(np.sum(t & ~p))
+
+
+def rand_statistics(truth_slice, proposal_slice, threshold: float) -> tuple[int, int, int] | None:
+    """Foreground-restricted Rand tp, fp, fn of one slice (times n^2, exact integers); None if no truth.
+
+    With c_ij the pixel counts of (truth component i, proposal component j), components 4-connected,
+    0 = background, n = truth-foreground pixels, aux = sum_{i>=1} c_i0:
+    tp = sum_{i,j>=1} c_ij^2 + aux, fp = sum_{j>=1} (sum_{i>=1} c_ij)^2 + aux - tp,
+    fn = sum_{i>=1} (sum_j c_ij)^2 - tp.
+    """
+    truth_labels = _label4(np.asarray(truth_slice) > 0)
+    proposal_labels = _label4(binarize_proposal(proposal_slice, threshold))
+    inside = truth_labels > 0
+    if not inside.any():
+        return None
+    pairs: dict[tuple[int, int], int] = {}
+    for i, j in zip(truth_labels[inside].tolist(), proposal_labels[inside].tolist()):
+        pairs[(i, j)] = pairs.get((i, j), 0) + 1
+    rows: dict[int, int] = {}
+    cols: dict[int, int] = {}
+    aux = 0
+    sum_ab2 = 0
+    for (i, j), c in pairs.items():
+        rows[i] = rows.get(i, 0) + c
+        if j == 0:
+            aux += c
+        else:
+            cols[j] = cols.get(j, 0) + c
+            sum_ab2 += c * c
+    tp = sum_ab2 + aux
+    fp = sum(b * b for b in cols.values()) + aux - tp
+    fn = sum(a * a for a in rows.values()) - tp
+    return tp, fp, fn
+
+
+def _best(scores: list[float], thresholds: list[float]) -> tuple[float, float]:
+    best, best_th = 0.0, thresholds[0]
+    for f, th in zip(scores, thresholds):
+        if f > best:
+            best, best_th = f, th
+    return best, best_th
+
+
+def isbi2012(truth, proposal, *, radius: int = 20) -> dict:
+    """The ISBI 2012 challenge scores of a 2D pair or a (Z, H, W) stack, with the raw per-threshold sums.
+
+    Returns a dict: warping_error, warping_threshold, rand_error, rand_threshold, pixel_error,
+    pixel_threshold, and the per-threshold rows `warping_rows` (threshold, splits, mergers) and
+    `fscore_rows` (threshold, pixel_tp/fp/fn, rand_tp/fp/fn, rand_slices).
+    """
+    truth = np.asarray(truth)
+    proposal = np.asarray(proposal)
+    if truth.ndim == 2:
+        truth, proposal = truth[None], proposal[None]
+    warping_rows = []
+    for th in WARPING_THRESHOLDS:
+        r = warping_error(truth, proposal, threshold=th, radius=radius)
+        warping_rows.append({"threshold": th, "splits": r.splits, "mergers": r.mergers})
+    fscore_rows = []
+    for th in FSCORE_THRESHOLDS:
+        row = {"threshold": th, "pixel_tp": 0, "pixel_fp": 0, "pixel_fn": 0,
+               "rand_tp": 0, "rand_fp": 0, "rand_fn": 0, "rand_slices": 0}
+        for z in range(truth.shape[0]):
+            tp, fp, fn = pixel_statistics(truth[z], proposal[z], th)
+            row["pixel_tp"] += tp
+            row["pixel_fp"] += fp
+            row["pixel_fn"] += fn
+            rand = rand_statistics(truth[z], proposal[z], th)
+            if rand is not None:  # a slice without truth foreground is left out (Fiji: NaN)
+                row["rand_tp"] += rand[0]
+                row["rand_fp"] += rand[1]
+                row["rand_fn"] += rand[2]
+                row["rand_slices"] += 1
+        fscore_rows.append(row)
+    return summarize(warping_rows, fscore_rows, truth.size)
+
+
+def summarize(warping_rows: list[dict], fscore_rows: list[dict], n_pixels: int) -> dict:
+    """Scores from raw per-threshold sums (also how several items are pooled: add the rows, then this)."""
+    errors = [(row["splits"] + row["mergers"]) / n_pixels for row in warping_rows]
+    best_error, best_th = errors[0], warping_rows[0]["threshold"]
+    for e, row in zip(errors, warping_rows):
+        if e < best_error:
+            best_error, best_th = e, row["threshold"]
+    thresholds = [row["threshold"] for row in fscore_rows]
+    pixel_f = [fiji_fscore(r["pixel_tp"], r["pixel_fp"], r["pixel_fn"]) for r in fscore_rows]
+    pixel_best, pixel_th = _best(pixel_f, thresholds)
+    if all(r["rand_slices"] == 0 for r in fscore_rows):
+        rand_error, rand_th = math.nan, math.nan
+    else:
+        rand_f = [fiji_fscore(r["rand_tp"], r["rand_fp"], r["rand_fn"]) for r in fscore_rows]
+        rand_best, rand_th = _best(rand_f, thresholds)
+        rand_error = 1.0 - rand_best
+    return {
+        "warping_error": best_error,
+        "warping_threshold": best_th,
+        "warping_errors": errors,
+        "rand_error": rand_error,
+        "rand_threshold": rand_th,
+        "pixel_error": 1.0 - pixel_best,
+        "pixel_threshold": pixel_th,
+        "warping_rows": warping_rows,
+        "fscore_rows": fscore_rows,
+        "n_pixels": n_pixels,
+    }
+
+
+def pool(results: list[dict]) -> dict:
+    """Pool several `isbi2012` results as if their slices formed one stack."""
+    warping_rows = [
+        {"threshold": rows[0]["threshold"], "splits": sum(r["splits"] for r in rows),
+         "mergers": sum(r["mergers"] for r in rows)}
+        for rows in zip(*(res["warping_rows"] for res in results))
+    ]
+    fscore_rows = []
+    for rows in zip(*(res["fscore_rows"] for res in results)):
+        pooled = {"threshold": rows[0]["threshold"]}
+        for key in rows[0]:
+            if key != "threshold":
+                pooled[key] = sum(r[key] for r in rows)
+        fscore_rows.append(pooled)
+    return summarize(warping_rows, fscore_rows, sum(res["n_pixels"] for res in results))
+
+
+# --------------------------------------------------------------------------------------------------
+# Native 3D warp (Fiji has none): foreground 6-, background 26-connected simple points.
+# --------------------------------------------------------------------------------------------------
+def warp_volume(truth, proposal, threshold: float = 0.5, order: str = "F") -> tuple[np.ndarray, list[tuple]]:
+    """Warp a 3D truth toward the binarized proposal with 3D simple points; same greedy passes as 2D.
+
+    ``order``: the scan order of the mismatch list before the stable sort, "F" (first axis fastest; for a
+    2D image this is Fiji's column-major order) or "C". Returns the warped truth and the leftover voxels.
+    """
+    shape = truth.shape
+    padded = np.zeros(tuple(s + 2 for s in shape), dtype=bool)
+    padded[1:-1, 1:-1, 1:-1] = np.asarray(truth) > 0
+    target = binarize_proposal(proposal, threshold)
+    keys = sort_keys(proposal, threshold)
+    if order not in ("F", "C"):
+        raise ValueError(f"order must be 'F' or 'C', not {order!r}")
+    while True:
+        differ = padded[1:-1, 1:-1, 1:-1] != target
+        if order == "F":  # the transposed array in C order: first axis fastest
+            xs, ys, zs = np.nonzero(differ.T)
+        else:
+            zs, ys, xs = np.nonzero(differ)
+        mismatches = list(zip(zs.tolist(), ys.tolist(), xs.tolist()))
+        mismatches = sorted(mismatches, key=lambda idx: -float(keys[idx]))
+        flipped = 0
+        for z, y, x in mismatches:
+            neighbours = tuple(bool(padded[z + 1 + a, y + 1 + b, x + 1 + c]) for a, b, c in OFFSETS_3D)
+            if is_simple_3d(neighbours):
+                padded[z + 1, y + 1, x + 1] = not padded[z + 1, y + 1, x + 1]
+                flipped += 1
+        if flipped == 0:
+            return padded[1:-1, 1:-1, 1:-1].copy(), mismatches
+        if flipped == len(mismatches):
+            return padded[1:-1, 1:-1, 1:-1].copy(), []
