@@ -1,0 +1,1 @@
+"""Benchmark scripts and their shared synthetic-data generator (see benchmarks/README.md)."""
