@@ -228,7 +228,7 @@ def _integer_valued(array: np.ndarray, *, name: str, what: str) -> np.ndarray:
         if not finite.all():
             raise InvalidInputError(f"{name}: {what} holds NaN or Inf; labels must be integers")
         if not np.array_equal(array, np.floor(array)):
-            sample = array[array != np.floor(array)].flat[0]
+            sample = float(array[array != np.floor(array)].flat[0])
             raise InvalidInputError(
                 f"{name}: {what} must hold integer labels, found {sample!r} (dtype {array.dtype}); "
                 "is this a probability map on the wrong side?"
