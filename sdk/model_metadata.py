@@ -83,9 +83,15 @@ class Normalization:
             offset, scale = lo.astype(np.float64), (hi - lo).astype(np.float64)
         return offset, np.maximum(scale, self.eps)
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Normalize ``image`` (C, *spatial), any real dtype, into a new float32 array."""
-        offset, scale = self.statistics(image)
+    def apply(
+        self, image: np.ndarray, statistics: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Normalize ``image`` (C, *spatial), any real dtype, into a new float32 array.
+
+        ``statistics`` (from :meth:`statistics` of the whole image) lets a tile be normalised exactly
+        as the whole image would be.
+        """
+        offset, scale = self.statistics(image) if statistics is None else statistics
         shape = (-1,) + (1,) * (image.ndim - 1)
         out = (image.astype(np.float32) - offset.astype(np.float32).reshape(shape)) / scale.astype(
             np.float32

@@ -1,0 +1,52 @@
+"""``unet-sdk info [MODEL]``: what a model file says about itself, and where it would run."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..models import default_model_path
+from ..runtime import available_providers
+from ..segmenter import Segmenter
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info", help="show a model's metadata and the execution providers", description=__doc__
+    )
+    parser.add_argument("model", nargs="?", help="an .onnx file (default: the embedded ISBI 2012 model)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.model or str(default_model_path())
+    segmenter = Segmenter(path)  # device="auto": shows where inference would actually run
+    meta = segmenter.metadata
+    report = {
+        "model": path,
+        "metadata": _plain(meta),
+        "providers_available": available_providers(),
+        "auto_device": segmenter.device,
+        "auto_providers": segmenter.providers,
+        "defaults": {
+            "tile": list(segmenter.tile),
+            "overlap": segmenter.overlap,
+            "blend": segmenter.blend,
+            "batch_size": segmenter.batch_size,
+        },
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"model: {path}")
+    for key, value in report["metadata"].items():
+        print(f"  {key}: {value}")
+    print(f"providers available: {', '.join(report['providers_available'])}")
+    print(f"device='auto' runs on: {segmenter.device} ({', '.join(segmenter.providers)})")
+    print("defaults: " + ", ".join(f"{k}={v}" for k, v in report["defaults"].items()))
+    return 0
+
+
+def _plain(meta) -> dict:
+    """The metadata as stored (JSON values under their names, without the ``unet_sdk.`` prefix)."""
+    return {key.split(".", 1)[1]: json.loads(text) for key, text in meta.to_props().items()}

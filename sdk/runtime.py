@@ -1,0 +1,160 @@
+"""ONNX Runtime sessions: loading a model, picking CPU or CUDA honestly, running batches.
+
+Why CUDA is handled with care: ``onnxruntime-gpu`` lists ``CUDAExecutionProvider`` even when the CUDA or
+cuDNN libraries are missing, and a session that asks for it then runs on the CPU after printing errors.
+So CUDA is requested only when listed, confirmed from ``session.get_providers()`` afterwards, and ORT's
+own logging is kept to fatal messages while we probe. ``device="cuda"`` never falls back silently.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError, ModelError, RuntimeUnavailableError
+from .model_metadata import ModelMetadata
+from .tiling import validate_choice
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+_ORT_QUIET = 3  # ORT log severity: 3 = errors only (ours are raised as exceptions instead)
+_ORT_SILENT = 4  # fatal only, while probing CUDA (a failed probe is an answer, not an error)
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or :class:`RuntimeUnavailableError` naming the extras."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            "ONNX Runtime is not installed. Install exactly one of: pip install 'unet-sdk[cpu]' "
+            "(onnxruntime, any machine) or pip install 'unet-sdk[gpu]' (onnxruntime-gpu, NVIDIA GPU "
+            "with CUDA and cuDNN); never both, they overwrite each other."
+        ) from exc
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """Execution providers this ONNX Runtime build lists (a listed CUDA may still fail to load)."""
+    return list(import_onnxruntime().get_available_providers())
+
+
+def default_threads() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _model_bytes(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), "<bytes>"
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist (or is not a file); pass a path to an .onnx file")
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc}") from exc
+
+
+def _session_options(ort: Any, threads: int, severity: int) -> Any:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # a U-Net is one chain of ops: parallelism lives inside them
+    options.log_severity_level = severity
+    return options
+
+
+def _cuda_provider_options() -> dict[str, str]:
+    # every tile of an image has one shape, so an exhaustive cuDNN search pays off after the first tile
+    return {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+
+
+class Runtime:
+    """An ORT session over a unet-sdk model, with its metadata; ``run(batch)`` is thread-safe."""
+
+    def __init__(
+        self, model: str | os.PathLike | bytes, *, device: str = "auto", threads: int | None = None
+    ) -> None:
+        validate_choice("device", device, DEVICES)
+        if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+            raise InvalidInputError(f"threads={threads!r} must be a positive integer (or None for all cores)")
+        ort = import_onnxruntime()
+        data, self.source = _model_bytes(model)
+        self.threads = int(threads) if threads is not None else default_threads()
+        listed = ort.get_available_providers()
+        session = None
+        if device in ("auto", "cuda") and CUDA in listed:
+            session = self._open(ort, data, [(CUDA, _cuda_provider_options()), CPU], _ORT_SILENT)
+            if CUDA not in session.get_providers():
+                logger.info("CUDA provider is listed but did not load (CUDA/cuDNN libraries missing?)")
+                session = None
+        if session is None:
+            if device == "cuda":
+                reason = (
+                    "it is listed but failed to load (CUDA or cuDNN libraries missing or mismatched)"
+                    if CUDA in listed
+                    else "this ONNX Runtime has no CUDA provider (plain onnxruntime is CPU-only)"
+                )
+                raise RuntimeUnavailableError(
+                    f"device='cuda' requested but CUDA is not usable: {reason}. Install 'unet-sdk[gpu]' "
+                    "(onnxruntime-gpu, not together with onnxruntime) on a machine with an NVIDIA GPU, "
+                    "CUDA and cuDNN 9, or use device='cpu' / 'auto'."
+                )
+            session = self._open(ort, data, [CPU], _ORT_QUIET)
+        self.session = session
+        self.device = "cuda" if CUDA in session.get_providers() else "cpu"
+        self.metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelError(
+                f"{self.source}: a unet-sdk model has one input and one output, got {len(inputs)} "
+                f"inputs and {len(outputs)} outputs"
+            )
+        rank = self.metadata.spatial_dims + 2
+        if len(inputs[0].shape) != rank:
+            raise ModelError(
+                f"{self.source}: input {inputs[0].name!r} has shape {inputs[0].shape}, but a "
+                f"{self.metadata.spatial_dims}D model takes (batch, channels, *spatial) = rank {rank}"
+            )
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        logger.info("loaded %s on %s (%d threads)", self.source, self.device, self.threads)
+
+    def _open(self, ort: Any, data: bytes, providers: list, severity: int) -> Any:
+        try:
+            return ort.InferenceSession(
+                data, sess_options=_session_options(ort, self.threads, severity), providers=providers
+            )
+        except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for bad files
+            raise ModelError(
+                f"{self.source}: not a loadable ONNX model ({type(exc).__name__}: "
+                f"{str(exc).strip()[:300]}); re-export it with `unet-export onnx`"
+            ) from exc
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Network output (float32) for ``batch`` (B, C, *spatial)."""
+        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        if self.device == "cuda":
+            # IOBinding: the input is copied to the GPU once and the output produced there, without
+            # ORT's per-run staging copies; a binding per call keeps concurrent callers apart
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, batch)
+            binding.bind_output(self.output_name, "cuda")
+            self.session.run_with_iobinding(binding)
+            output = binding.copy_outputs_to_cpu()[0]
+        else:
+            output = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return np.asarray(output, dtype=np.float32)
