@@ -52,6 +52,7 @@ METRICS = ("isbi2012", "warping", "vi", "adapted_rand")
 DEFAULT_METRICS = ("isbi2012", "vi", "adapted_rand")
 
 ProgressCallback = Callable[[int, int], None]
+SCHEDULER_TIMEOUT = "10s"  # how long to try reaching a Dask scheduler given by address
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ def _run_dask(tasks: list[Task], options: Options, client: Any) -> Iterator[Task
     own_client = isinstance(client, str)
     if own_client:
         try:
-            client = distributed.Client(client, timeout="10s")
+            client = distributed.Client(client, timeout=SCHEDULER_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise RuntimeUnavailableError(f"cannot reach the Dask scheduler at {client}: {exc}") from exc
     futures = []

@@ -1,0 +1,116 @@
+"""`unet-sdk evaluate`: outputs equal the library's report, exit codes, refusals, plots, --model."""
+import json
+
+import numpy as np
+import pytest
+
+from sdk.cli.main import main
+from sdk.io import write_array
+from sdk.metrics.evaluate import evaluate
+from sdk.metrics.report import Report
+from test_evaluate import membrane_stack
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return membrane_stack(11, depth=4)
+
+
+@pytest.fixture()
+def stack_files(tmp_path, stack):
+    truth, proposal = stack
+    write_array(tmp_path / "gt.tif", truth)
+    write_array(tmp_path / "pred.tif", proposal)
+    return tmp_path / "gt.tif", tmp_path / "pred.tif"
+
+
+def test_two_stacks_report_equals_the_library(tmp_path, stack, stack_files, capsys):
+    gt, pred = stack_files
+    rc = main(["evaluate", str(gt), str(pred), "-o", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
+               "--workers", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "pooled (ISBI)" in out and "gt[3]" in out and "best thresholds" in out
+    expected = evaluate(*stack, workers=1, progress=False).to_dict()
+    for item in expected["items"]:
+        item["name"] = item["name"].replace("array", "gt")
+    assert json.loads((tmp_path / "r.json").read_text()) == expected
+    from_csv = Report.from_csv(tmp_path / "r.csv")
+    assert [r.scores for r in from_csv.items] == [r["scores"] for r in expected["items"]]
+
+
+def test_failures_are_listed_and_give_exit_1(tmp_path, stack, capsys):
+    truth, proposal = stack
+    (tmp_path / "gt").mkdir(), (tmp_path / "pr").mkdir()
+    write_array(tmp_path / "gt" / "good.tif", truth[0])
+    write_array(tmp_path / "pr" / "good.tif", proposal[0])
+    write_array(tmp_path / "gt" / "bad.tif", truth[1])
+    write_array(tmp_path / "pr" / "bad.tif", proposal[1][:-2])
+    rc = main(["evaluate", str(tmp_path / "gt"), str(tmp_path / "pr"), "-o", str(tmp_path / "r.json"),
+               "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "1 item(s) failed" in captured.err and "bad: truth shape" in captured.out
+    report = Report.from_json(tmp_path / "r.json")
+    assert [r.name for r in report.items] == ["good"] and [f.name for f in report.failures] == ["bad"]
+
+
+def test_nothing_scored_is_exit_2(tmp_path, stack, capsys):
+    truth, proposal = stack
+    write_array(tmp_path / "gt.tif", truth)
+    write_array(tmp_path / "pred.tif", proposal[:2])
+    assert main(["evaluate", str(tmp_path / "gt.tif"), str(tmp_path / "pred.tif"), "--no-progress"]) == 2
+    assert "no item could be scored" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_before_scoring(tmp_path, stack_files, capsys):
+    gt, pred = stack_files
+    (tmp_path / "r.json").write_text("keep me")
+    assert main(["evaluate", str(gt), str(pred), "-o", str(tmp_path / "r.json"), "--no-progress"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "r.json").read_text() == "keep me"
+    assert main(["evaluate", str(gt), str(pred), "-o", str(tmp_path / "r.json"), "--force", "--no-progress"]) == 0
+    assert Report.from_json(tmp_path / "r.json").items
+
+
+def test_argument_errors(stack_files, capsys):
+    gt, pred = stack_files
+    assert main(["evaluate", str(gt), "--no-progress"]) == 2
+    assert "either PROPOSAL or --model" in capsys.readouterr().err
+    assert main(["evaluate", str(gt), str(pred), "--model", "m.onnx", "--no-progress"]) == 2
+    assert "--model and --images go together" in capsys.readouterr().err
+    assert main(["evaluate", str(gt) + ".missing", str(pred), "--no-progress"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_plots_option_writes_pngs(tmp_path, stack_files, capsys):
+    pytest.importorskip("matplotlib")
+    gt, pred = stack_files
+    assert main(["evaluate", str(gt), str(pred), "--plots", str(tmp_path / "plots"), "--worst", "1",
+                 "--metrics", "isbi2012", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir())[0] == "curves.png"
+    assert len(list((tmp_path / "plots").glob("overlay_01_gt_*_.png"))) == 1
+
+
+def test_model_and_images_predict_then_score(tmp_path, stack, capsys):
+    pytest.importorskip("onnxruntime")
+    from onnx_fixtures import make_model
+
+    from sdk import Segmenter
+
+    truth, _ = stack
+    rng = np.random.default_rng(0)
+    images = (truth.astype(np.float32) + rng.normal(0, 40, truth.shape)).astype(np.float32)
+    model_bytes, _ = make_model("pointwise", seed=3)
+    (tmp_path / "model.onnx").write_bytes(model_bytes)
+    write_array(tmp_path / "gt.tif", truth)
+    write_array(tmp_path / "img.tif", images)
+    rc = main(["evaluate", str(tmp_path / "gt.tif"), "--model", str(tmp_path / "model.onnx"),
+               "--images", str(tmp_path / "img.tif"), "-o", str(tmp_path / "r.json"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    segmenter = Segmenter(str(tmp_path / "model.onnx"))
+    probability = segmenter.predict_proba(images)[segmenter.metadata.foreground_class]
+    expected = evaluate(truth, probability, progress=False).to_dict()
+    got = json.loads((tmp_path / "r.json").read_text())
+    assert [i["scores"] for i in got["items"]] == [i["scores"] for i in expected["items"]]
+    assert got["pooled"] == expected["pooled"]
