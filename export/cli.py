@@ -1,0 +1,308 @@
+"""The ``unet-export`` command (also ``python -m export``): train, export to ONNX, quantize, evaluate.
+
+    unet-export train --preset isbi2012 --out runs/isbi2012 --steps 12000 --max-minutes 110
+    unet-export onnx runs/isbi2012/best.pt -o model.onnx [--precision fp16]
+    unet-export quantize model.onnx -o model_int8.onnx --preset isbi2012
+    unet-export evaluate model.onnx --preset isbi2012
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sdk.errors import InvalidInputError, UnetSdkError
+
+logger = logging.getLogger(__name__)
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--preset", choices=["isbi2012"], help="a known data set with its split")
+    group.add_argument("--data-dir", type=Path, help="where the preset's files are (default: ../shared/data/...)")
+    group.add_argument("--images", type=Path, help="image stack (TIFF/NPY/...) or directory of images")
+    group.add_argument("--labels", type=Path, help="label stack or directory, same layout as --images")
+    group.add_argument("--train-indices", help="samples to train on, e.g. 0:25 (default: all but validation)")
+    group.add_argument("--val-indices", help="held-out samples, e.g. 25:30 (default: the last 20%%)")
+    group.add_argument("--label-mode", choices=["binary", "classes"], default=None)
+    group.add_argument("--class-names", help="comma-separated, e.g. membrane,cell")
+    group.add_argument("--spatial-dims", type=int, choices=[2, 3], default=None)
+
+
+def _resolve_data(args) -> dict:
+    """Stacks, split and naming from a preset and/or explicit options (explicit options win)."""
+    from .data import PRESETS, load_stack, parse_index_range
+
+    preset = PRESETS[args.preset](args.data_dir) if args.preset else None
+    images_path = args.images or (preset.images if preset else None)
+    labels_path = args.labels or (preset.labels if preset else None)
+    if images_path is None or labels_path is None:
+        raise InvalidInputError("give --preset or both --images and --labels")
+    images, labels = load_stack(images_path), load_stack(labels_path)
+    spatial_dims = args.spatial_dims or (preset.spatial_dims if preset else 2)
+    n = labels.shape[0] if labels.ndim > spatial_dims else 1
+    if args.val_indices:
+        val = parse_index_range(args.val_indices, n)
+    elif preset:
+        val = list(preset.val_indices)
+    else:
+        val = list(range(n - max(1, n // 5), n)) if n > 1 else []
+    if args.train_indices:
+        train = parse_index_range(args.train_indices, n)
+    elif preset and not args.val_indices:
+        train = list(preset.train_indices)
+    else:
+        train = [i for i in range(n) if i not in val]
+    if set(train) & set(val):
+        raise InvalidInputError(f"training and validation samples overlap: {sorted(set(train) & set(val))}")
+    class_names = tuple(args.class_names.split(",")) if args.class_names else (
+        preset.class_names if preset else ("background", "foreground")
+    )
+    return dict(
+        images=images,
+        labels=labels,
+        images_path=str(images_path),
+        labels_path=str(labels_path),
+        train=train,
+        val=val,
+        spatial_dims=spatial_dims,
+        class_names=class_names,
+        label_mode=args.label_mode or (preset.label_mode if preset else "binary"),
+        preset=preset,
+    )
+
+
+def _samples(data: dict, indices: list[int], normalization):
+    from .data import make_samples
+
+    images, labels = data["images"], data["labels"]
+    if labels.ndim == data["spatial_dims"]:
+        images, labels = images[None], labels[None]
+    return make_samples(
+        images[indices],
+        labels[indices],
+        spatial_dims=data["spatial_dims"],
+        num_classes=len(data["class_names"]),
+        label_mode=data["label_mode"],
+        normalization=normalization,
+    )
+
+
+def _ranges(indices: list[int]) -> str:
+    return ",".join(str(i) for i in indices) if len(indices) < 3 or indices != list(
+        range(indices[0], indices[-1] + 1)
+    ) else f"{indices[0]}-{indices[-1]}"
+
+
+# -- train ---------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from sdk._progress import ProgressBar
+    from sdk.model_metadata import Normalization
+
+    from .train import TrainConfig, train
+
+    data = _resolve_data(args)
+    normalization = Normalization("per_image_zscore")
+    tile = tuple(args.tile for _ in range(data["spatial_dims"]))
+    config = TrainConfig(
+        spatial_dims=data["spatial_dims"],
+        class_names=data["class_names"],
+        depth=args.depth,
+        base_features=args.base_features,
+        padding=args.padding,
+        batch_norm=not args.no_batch_norm,
+        dropout=args.dropout,
+        tile=tile,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        epoch_steps=args.epoch_steps,
+        max_minutes=args.max_minutes,
+        lr=args.lr,
+        dice_weight=args.dice_weight,
+        augment=not args.no_augment,
+        seed=args.seed,
+        threads=args.threads,
+        normalization=normalization.to_dict(),
+        data={
+            "preset": args.preset,
+            "images": data["images_path"],
+            "labels": data["labels_path"],
+            "train_samples": _ranges(data["train"]),
+            "val_samples": _ranges(data["val"]),
+            "label_mode": data["label_mode"],
+            "citation": data["preset"].citation if data["preset"] else "",
+        },
+    )
+    train_samples = _samples(data, data["train"], normalization)
+    val_samples = _samples(data, data["val"], normalization) if data["val"] else []
+    print(
+        f"training on {len(train_samples)} samples, validating on {len(val_samples)}; "
+        f"{config.steps} steps (max {config.max_minutes} min) -> {args.out}",
+        file=sys.stderr,
+    )
+    with ProgressBar(config.steps, "train", enabled=None if args.progress else False) as bar:
+
+        def on_step(step: int, loss: float) -> None:
+            bar.desc = f"train loss {loss:.3f}"
+            bar.update(step - bar.count)  # steps are absolute, so a resumed run starts where it left off
+
+        best = train(config, train_samples, val_samples, args.out, resume=args.resume, on_step=on_step)
+    print(json.dumps({"best": best["best"], "steps": best["step"], "checkpoint": str(Path(args.out) / "best.pt")}))
+    return 0
+
+
+# -- onnx ----------------------------------------------------------------------------------------
+def training_record(checkpoint: dict) -> dict:
+    """The metadata ``training`` entry: data, steps, time, hardware, held-out metrics of a checkpoint."""
+    config = checkpoint["config"]
+    best = checkpoint.get("best") or {}
+    return {
+        "data": config.get("data", {}),
+        "steps": checkpoint["step"],
+        "batch_size": config["batch_size"],
+        "tile": config["tile"],
+        "train_seconds": round(checkpoint["train_seconds"], 1),
+        "hardware": checkpoint.get("hardware", ""),
+        "architecture": {k: config[k] for k in ("depth", "base_features", "padding", "batch_norm", "dropout")},
+        "loss": "weighted cross-entropy (U-Net weight map, w0=10, sigma=5)"
+        + (f" + {config['dice_weight']} x Dice" if config.get("dice_weight") else ""),
+        "held_out_metrics": {k: best[k] for k in ("warping_error", "rand_error", "pixel_error", "val_loss") if k in best},
+        "selected_by": "lowest held-out rand_error over epochs",
+    }
+
+
+def cmd_onnx(args) -> int:
+    from sdk.model_metadata import Normalization
+
+    from .onnx_export import build_metadata, export_onnx
+    from .train import model_from_checkpoint
+
+    model, checkpoint = model_from_checkpoint(args.checkpoint)
+    config = checkpoint["config"]
+    tile = tuple(args.tile_size for _ in range(model.spatial_dims)) if args.tile_size else tuple(config["tile"])
+    metadata = build_metadata(
+        model,
+        class_names=config["class_names"],
+        normalization=Normalization(**config["normalization"]),
+        foreground_class=config["foreground_class"],
+        tile_size=tile,
+        tile_overlap=args.tile_overlap,
+        blend=args.blend,
+        training=training_record(checkpoint),
+    )
+    path = export_onnx(
+        model, args.output, metadata=metadata, precision=args.precision, check_parity=not args.no_parity,
+        overwrite=args.force,
+    )
+    print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, {args.precision}")
+    return 0
+
+
+# -- quantize ------------------------------------------------------------------------------------
+def calibration_tiles(data: dict, metadata, *, count: int, seed: int) -> list[np.ndarray]:
+    """``count`` random normalised training tiles of the model's recommended tile size (no augmentation)."""
+    from .data import TileSampler
+
+    samples = _samples(data, data["train"], metadata.normalization)
+    tile = metadata.tile_size or tuple(metadata.valid_input_size_at_least(256) for _ in range(metadata.spatial_dims))
+    sampler = TileSampler(samples, tile, None)
+    rng = np.random.default_rng(seed)
+    return [sampler.draw(rng)[0] for _ in range(count)]
+
+
+def cmd_quantize(args) -> int:
+    from .onnx_export import quantize_int8, read_metadata
+
+    metadata = read_metadata(args.model)
+    data = _resolve_data(args)
+    tiles = calibration_tiles(data, metadata, count=args.calibration_tiles, seed=args.seed)
+    path = quantize_int8(args.model, args.output, tiles, overwrite=args.force)
+    print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, int8 QDQ calibrated on {len(tiles)} training tiles")
+    return 0
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_onnx
+
+    data = _resolve_data(args)
+    images, labels = data["images"][data["val"]], data["labels"][data["val"]]
+    result = evaluate_onnx(args.model, images, labels, threads=args.threads, repeats=args.repeats)
+    result["samples"] = _ranges(data["val"])
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unet-export", description="Train U-Nets and export them to ONNX.")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a U-Net (checkpoints in --out)")
+    _data_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="directory for best.pt / last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--epoch-steps", type=int, default=500, help="steps between validations")
+    p.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tile", type=int, default=256, help="training tile side")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--base-features", type=int, default=16)
+    p.add_argument("--padding", choices=["same"], default="same", help="whole-sample validation needs 'same'")
+    p.add_argument("--no-batch-norm", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dice-weight", type=float, default=0.0)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("onnx", help="export a checkpoint to one self-describing ONNX file")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--tile-size", type=int, help="recommended inference tile side (default: training tile)")
+    p.add_argument("--tile-overlap", type=float, default=0.25)
+    p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
+    p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
+    p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("quantize", help="int8 static QDQ quantization calibrated on training tiles")
+    p.add_argument("model", type=Path, help="fp32 ONNX file written by `unet-export onnx`")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    _data_arguments(p)
+    p.add_argument("--calibration-tiles", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-f", "--force", action="store_true")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("evaluate", help="held-out ISBI metrics and speed of an ONNX model (ONNX Runtime)")
+    p.add_argument("model", type=Path)
+    _data_arguments(p)
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the held-out samples")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (UnetSdkError, ValueError, FileExistsError) as exc:
+        print(f"unet-export {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"unet-export {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,253 @@
+"""The training loop: Adam on random augmented tiles, per-epoch validation with the real ISBI 2012 metrics.
+
+An *epoch* here is ``epoch_steps`` optimisation steps (tiles are drawn at random, so there is no natural
+pass over the data). After every epoch the held-out samples are segmented whole, and scored with
+:func:`sdk.metrics.isbi2012` (warping, Rand and pixel error, the challenge's metrics) and the validation
+loss. ``last.pt`` is written after every epoch (resume from it), ``best.pt`` whenever the validation Rand
+error improves. Checkpoints hold only tensors and plain Python values, so they load with
+``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from sdk.io import atomic_output
+from sdk.model_metadata import Normalization
+
+from .augment import Augmenter
+from .data import Sample, TileSampler
+from .losses import UNetLoss
+from .unet import UNet
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "rand_error"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (stored in every checkpoint)."""
+
+    spatial_dims: int = 2
+    in_channels: int = 1
+    class_names: tuple[str, ...] = ("background", "foreground")
+    foreground_class: int = 1
+    depth: int = 4
+    base_features: int = 16
+    padding: str = "same"
+    batch_norm: bool = True
+    dropout: float = 0.0
+    tile: tuple[int, ...] = (256, 256)
+    batch_size: int = 4
+    steps: int = 1000
+    epoch_steps: int = 250
+    max_minutes: float | None = None
+    lr: float = 1e-3
+    min_lr_fraction: float = 0.05
+    weight_decay: float = 0.0
+    dice_weight: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+    normalization: dict = field(default_factory=lambda: Normalization("per_image_zscore").to_dict())
+    data: dict = field(default_factory=dict)
+
+    def model(self) -> UNet:
+        return UNet(
+            spatial_dims=self.spatial_dims,
+            in_channels=self.in_channels,
+            num_classes=len(self.class_names),
+            depth=self.depth,
+            base_features=self.base_features,
+            padding=self.padding,
+            batch_norm=self.batch_norm,
+            dropout=self.dropout,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["class_names"] = list(self.class_names)
+        values["tile"] = list(self.tile)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        values = dict(values)
+        values["class_names"] = tuple(values["class_names"])
+        values["tile"] = tuple(values["tile"])
+        return cls(**values)
+
+
+def hardware_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def _memory_format(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def _batch_tensor(image: np.ndarray, spatial_dims: int) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32))
+    return x.contiguous(memory_format=_memory_format(spatial_dims))
+
+
+def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foreground_class: int = 1) -> dict[str, float]:
+    """Validation loss and the ISBI 2012 metrics (:func:`sdk.metrics.isbi2012`) over ``samples``.
+
+    Each sample is segmented whole (a 'same'-padding model keeps its size). 2D samples are scored as one
+    stack (Fiji's slice-by-slice semantics, counts summed over slices); 3D volumes as stacks of slices.
+    """
+    from sdk.metrics import isbi2012
+
+    if model.padding != "same":
+        raise ValueError("whole-sample validation needs a 'same'-padding model")
+    model.eval()
+    probabilities, losses = [], []
+    with torch.no_grad():
+        for s in samples:
+            logits = model(_batch_tensor(s.image, model.spatial_dims))
+            probabilities.append(torch.softmax(logits, dim=1)[0, foreground_class].numpy())
+            target, weights = torch.from_numpy(s.classes[None]), torch.from_numpy(s.weights[None])
+            losses.append(float(loss_fn(logits, target, weights)))
+    truth = np.stack([(s.classes == foreground_class).astype(np.uint8) for s in samples])
+    proposal = np.stack(probabilities).astype(np.float32)
+    truth, proposal = truth.reshape(-1, *truth.shape[-2:]), proposal.reshape(-1, *proposal.shape[-2:])
+    scores = isbi2012(truth, proposal)
+    return {
+        "val_loss": float(np.mean(losses)),
+        "warping_error": float(scores.warping_error),
+        "rand_error": float(scores.rand_error),
+        "pixel_error": float(scores.pixel_error),
+    }
+
+
+def _lr_at(config: TrainConfig, step: int) -> float:
+    """Cosine decay from ``lr`` to ``lr * min_lr_fraction`` over ``steps``."""
+    progress = min(step / max(config.steps, 1), 1.0)
+    floor = config.lr * config.min_lr_fraction
+    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` (tensors and plain values only: ``weights_only=True``)."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[UNet, dict[str, Any]]:
+    """Rebuild the trained :class:`UNet` (eval mode) and return it with the checkpoint dict."""
+    checkpoint = load_checkpoint(path)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = config.model()
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    return model, checkpoint
+
+
+def train(
+    config: TrainConfig,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train, validating every ``epoch_steps``; return the final checkpoint dict (also in ``out_dir``).
+
+    ``resume=True`` continues from ``out_dir/last.pt``. ``on_step(step, loss)`` is called after every
+    step (progress display). Stops at ``config.steps`` or after ``config.max_minutes`` of training.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = config.model().to(memory_format=_memory_format(config.spatial_dims))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = UNetLoss(dice_weight=config.dice_weight, foreground_class=config.foreground_class)
+    augmenter = Augmenter(spatial_dims=config.spatial_dims) if config.augment else None
+    sampler = TileSampler(train_samples, config.tile, augmenter)
+    step, elapsed, history, best = 0, 0.0, [], None
+    if resume:
+        state = load_checkpoint(out_dir / "last.pt")
+        if TrainConfig.from_dict(state["config"]).model().config != model.config:
+            raise ValueError(f"{out_dir / 'last.pt'} holds a different architecture; cannot resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed, history, best = state["step"], state["train_seconds"], state["history"], state["best"]
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed from %s at step %d", out_dir / "last.pt", step)
+
+    def checkpoint() -> dict[str, Any]:
+        return {
+            "config": config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "train_seconds": elapsed,
+            "history": history,
+            "best": best,
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "hardware": hardware_description(),
+        }
+
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    while step < config.steps and (budget is None or elapsed < budget):
+        model.train()
+        started = time.perf_counter()
+        epoch_losses = []
+        while step < config.steps and (budget is None or elapsed + time.perf_counter() - started < budget):
+            x, y, w = sampler.batch(rng, config.batch_size)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(config, step)
+            xt = torch.from_numpy(x).contiguous(memory_format=_memory_format(config.spatial_dims))
+            loss = loss_fn(model(xt), torch.from_numpy(y), torch.from_numpy(w))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            epoch_losses.append(float(loss))
+            if on_step is not None:
+                on_step(step, epoch_losses[-1])
+            if step % config.epoch_steps == 0:
+                break
+        elapsed += time.perf_counter() - started
+        record = {"step": step, "train_seconds": round(elapsed, 1), "train_loss": float(np.mean(epoch_losses))}
+        if val_samples:
+            record.update(validate(model, val_samples, loss_fn, foreground_class=config.foreground_class))
+        history.append(record)
+        logger.info("epoch %d: %s", len(history), json.dumps(record))
+        improved = val_samples and (best is None or record[SELECTION_METRIC] < best[SELECTION_METRIC])
+        if improved or not val_samples:
+            best = record
+            _save(out_dir / "best.pt", checkpoint())
+        _save(out_dir / "last.pt", checkpoint())
+    return load_checkpoint(out_dir / "best.pt")
