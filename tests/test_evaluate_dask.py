@@ -1,6 +1,7 @@
 """evaluate on a Dask distributed cluster gives the serial report, for in-memory stacks and for
 directories read by the workers; an unreachable scheduler is a clear error. One LocalCluster (two
 single-threaded worker processes, so results really cross process boundaries) serves the module."""
+import logging
 import socket
 
 import pytest
@@ -17,8 +18,8 @@ METRICS = ("isbi2012", "warping", "vi", "adapted_rand")
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs="error") as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=logging.ERROR) as cluster:
         yield cluster
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -119,7 +120,7 @@ def score_item(
     name: str, truth: np.ndarray, proposal: np.ndarray, options: Options
 ) -> tuple[ItemResult, Any]:
     """The scores of one slice or volume; also returns the raw ISBI result (or None) for pooling."""
-    from . import adapted_rand_error, isbi2012, variation_of_information, warping_error
+    from . import adapted_rand_error, contingency_table, isbi2012, variation_of_information, warping_error
 
     truth = prepare_truth(truth, name=name)
     probability, proposal_labels = prepare_proposal(proposal, kind=options.proposal_kind, name=name)
@@ -144,11 +145,12 @@ def score_item(
             proposal_labels = connected_components(probability > options.threshold, mode=options.mode)
         else:
             proposal_labels = segment_labels(proposal_labels, mode=options.mode)
+        contingency = contingency_table(truth_labels, proposal_labels, threads=options.threads)  # once for both
         if "vi" in options.metrics:
-            split, merge = variation_of_information(truth_labels, proposal_labels)
+            split, merge = variation_of_information(table=contingency)
             scores.update(vi_split=float(split), vi_merge=float(merge), vi=float(split) + float(merge))
         if "adapted_rand" in options.metrics:
-            scores.update(adapted_rand_scores(adapted_rand_error(truth_labels, proposal_labels)))
+            scores.update(adapted_rand_scores(adapted_rand_error(table=contingency)))
     return ItemResult(name, tuple(int(n) for n in truth.shape), scores, table), raw
 
 
@@ -171,11 +173,10 @@ def adapted_rand_scores(result: Any) -> dict[str, float]:
     }
 
 
-def table_rows(table: Any) -> list[dict[str, float]]:
-    """A per-threshold table (structured array or rows of dicts) as a list of plain-float dicts."""
-    if isinstance(table, np.ndarray) and table.dtype.names:
-        return [{k: float(row[k]) for k in table.dtype.names} for row in table]
-    return [{k: float(v) for k, v in dict(row).items()} for row in table]
+def table_rows(table: Any) -> list[dict[str, Any]]:
+    """An ISBI per-threshold table as plain dicts: exact ints kept, None (a sweep's unused row) as NaN."""
+    return [{k: (math.nan if v is None else v if isinstance(v, int) else float(v)) for k, v in row.items()}
+            for row in table]
 
 
 def segment_labels(labels: np.ndarray, *, mode: str) -> np.ndarray:
@@ -188,10 +189,17 @@ def segment_labels(labels: np.ndarray, *, mode: str) -> np.ndarray:
 
 
 def connected_components(mask: np.ndarray, *, mode: str) -> np.ndarray:
-    """Label 4-connected components per slice (``mode="2d"``) or 6-connected in 3D; 0 = background."""
-    from . import label_components
-
-    return label_components(mask, volumetric=(mode == "3d" and mask.ndim == 3))
+    """Label 4-connected components per slice (``mode="2d"``, items are 2D) or 6-connected components
+    of a volume (``mode="3d"``); 0 = background."""
+    try:
+        from scipy import ndimage
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            "VI / adapted Rand of masks or probability maps need connected components from scipy: "
+            "pip install scipy (or give label images)"
+        ) from exc
+    labels, _ = ndimage.label(mask)  # default structure: face connectivity (4 in 2D, 6 in 3D)
+    return labels
 
 
 def evaluate(

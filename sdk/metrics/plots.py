@@ -57,14 +57,15 @@ def _save(fig, path: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def curve_points(table: Sequence[dict[str, float]], score: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(thresholds, errors)`` of one ISBI score from a per-threshold table."""
-    rows = [row for row in table if f"{score}_threshold" in row or "threshold" in row]
-    key = f"{score}_threshold" if rows and f"{score}_threshold" in rows[0] else "threshold"
-    points = [(row[key], row[f"{score}_error"]) for row in rows if not math.isnan(row.get(f"{score}_error", math.nan))]
-    if not points:
-        return np.empty(0), np.empty(0)
-    th, err = zip(*points)
-    return np.asarray(th), np.asarray(err)
+    """``(thresholds, errors)`` of ``score`` ("warping", "rand" or "pixel") from an ISBI per-threshold
+    table (error = 1 - F-score for Rand and pixel); rows outside the score's sweep are left out."""
+    points = []
+    for row in table:
+        error = row["warping_error"] if score == "warping" else 1.0 - row[f"{score}_fscore"]
+        if not math.isnan(error):
+            points.append((row["threshold"], error))
+    th, err = (zip(*points)) if points else ((), ())
+    return np.asarray(th, dtype=float), np.asarray(err, dtype=float)
 
 
 def plot_threshold_curves(report: Report, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
