@@ -25,7 +25,7 @@ def examples(n: int) -> settings:
 
 
 TRUTH_DTYPES = [np.bool_, np.uint8, np.uint16, np.int32, np.int64, np.uint32, np.uint64, np.float32, np.float64]
-QUANTIZATIONS = [None, 1, 4, 10, 255]  # levels of the probability map; 1 = binary 0/1 proposal
+QUANTIZATIONS = [None, 1, 4, 10, 255, "tiny"]  # levels of the map; 1 = binary 0/1; "tiny": see make_proposal
 THRESHOLDS = ref.WARPING_THRESHOLDS + [0.25, 1 / 3]
 
 
@@ -44,9 +44,16 @@ def make_truth(rng, shape, style: str) -> np.ndarray:
 
 
 def make_proposal(rng, truth: np.ndarray, levels) -> np.ndarray:
-    """Probability of foreground near the truth: flips, noise, clipping to exact 0/1, quantization."""
+    """Probability of foreground near the truth: flips, noise, clipping to exact 0/1, quantization.
+
+    "tiny" levels: binary 0/1, but the zeros become distinct values of order 1e-9 as sigmoid outputs do.
+    Their keys |p - th| differ in double and tie in float32, so only float32 keys give Fiji's order.
+    """
     p = truth.astype(np.float64)
     p[rng.random(truth.shape) < rng.uniform(0.02, 0.25)] = rng.random()
+    if levels == "tiny":
+        p = np.round(np.clip(p, 0.0, 1.0))
+        return np.where(p == 0, rng.integers(1, 50, truth.shape) * 1e-9, 1.0).astype(np.float32)
     p = p + rng.normal(0.0, rng.uniform(0.0, 0.5), truth.shape)
     p = np.clip(p, 0.0, 1.0)
     if levels is not None:
