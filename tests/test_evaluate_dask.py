@@ -25,7 +25,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def stack():
-    return membrane_stack(21, depth=6)
+    return membrane_stack(21, depth=12)  # more tasks than the submission window (8)
 
 
 def test_dask_equals_serial(cluster, stack, tmp_path):

@@ -302,6 +302,8 @@ def _run_threads(tasks: list[Task], options: Options, workers: int) -> Iterator[
 
 
 def _run_dask(tasks: list[Task], options: Options, client: Any) -> Iterator[TaskOutcome]:
+    """Submit tasks to Dask through a sliding window (a few per worker thread), so that the images of a
+    large in-memory set are not all held by the scheduler at once."""
     distributed = _import_distributed()
     own_client = isinstance(client, str)
     if own_client:
@@ -309,15 +311,29 @@ def _run_dask(tasks: list[Task], options: Options, client: Any) -> Iterator[Task
             client = distributed.Client(client, timeout=SCHEDULER_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise RuntimeUnavailableError(f"cannot reach the Dask scheduler at {client}: {exc}") from exc
-    futures = []
+    in_flight: set = set()
     try:
-        futures = client.map(score_task, range(len(tasks)), tasks, options=options, pure=False)
-        for future in distributed.as_completed(futures):
-            yield future.result()
+        window = max(8, 4 * sum(client.nthreads().values()))
+        queue = iter(enumerate(tasks))
+        completed = distributed.as_completed()
+
+        def submit_next() -> None:
+            for index, task in queue:
+                future = client.submit(score_task, index, task, options, pure=False)
+                in_flight.add(future)
+                completed.add(future)
+                return
+
+        for _ in range(window):
+            submit_next()
+        for future in completed:
+            in_flight.discard(future)
+            outcome = future.result()
+            submit_next()
+            yield outcome
     finally:
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            client.cancel(pending)
+        if in_flight:
+            client.cancel(list(in_flight))
         if own_client:
             client.close()
 

@@ -147,7 +147,8 @@ def plot_error_overlay(
         for code, (label, colour) in ERROR_STYLES.items()
     ]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle(f"{title}  warping error {float(result.error):.4g}".strip())
+    fig.suptitle(f"{title}: {int(result.mismatches)} px mismatched after warping at threshold {threshold:.2f}, "
+                 f"{int(result.splits) + int(result.mergers)} of them splits/mergers".lstrip(": "))
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return _save(fig, path, overwrite)
 
