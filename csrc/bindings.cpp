@@ -1,8 +1,260 @@
-// pybind11 bindings of the header-only core (csrc/include/unetsdk). Python-facing checks live here only.
+// pybind11 bindings of the header-only core (csrc/include/unetsdk): dtype dispatch, strides, GIL
+// release and result structs. Argument semantics (shapes, ranges, NaN) are validated in Python
+// (sdk/metrics/_validation.py); the checks here only guard memory safety.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "unetsdk/contingency.hpp"
+#include "unetsdk/isbi.hpp"
+#include "unetsdk/simple_point.hpp"
+#include "unetsdk/thread_pool.hpp"
+#include "unetsdk/views.hpp"
+#include "unetsdk/warping_error.hpp"
 
 namespace py = pybind11;
+using namespace unetsdk;
+
+namespace {
+
+template <class T>
+View3D<T> view3d(const py::array& a) {
+    if (a.ndim() != 3) throw std::invalid_argument("internal: expected a 3-d array");
+    return View3D<T>{static_cast<const char*>(a.data()), a.shape(0), a.shape(1), a.shape(2),
+                     a.strides(0), a.strides(1), a.strides(2)};
+}
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// Calls fn(T{}) with T the C++ type of a's dtype among the numeric types numpy uses for images.
+template <class Fn>
+void dispatch_numeric(const py::array& a, Fn&& fn) {
+    const char kind = a.dtype().kind();
+    const auto size = a.itemsize();
+    if (kind == 'b') return fn(std::uint8_t{});
+    if (kind == 'u') {
+        if (size == 1) return fn(std::uint8_t{});
+        if (size == 2) return fn(std::uint16_t{});
+        if (size == 4) return fn(std::uint32_t{});
+        if (size == 8) return fn(std::uint64_t{});
+    }
+    if (kind == 'i') {
+        if (size == 1) return fn(std::int8_t{});
+        if (size == 2) return fn(std::int16_t{});
+        if (size == 4) return fn(std::int32_t{});
+        if (size == 8) return fn(std::int64_t{});
+    }
+    if (kind == 'f') {
+        if (size == 4) return fn(float{});
+        if (size == 8) return fn(double{});
+    }
+    throw std::invalid_argument("unsupported dtype " + dtype_name(a));
+}
+
+// Proposals: float32, float64 or bool (as 0/1).
+template <class Fn>
+void dispatch_proposal(const py::array& a, Fn&& fn) {
+    const char kind = a.dtype().kind();
+    if (kind == 'b') return fn(std::uint8_t{});
+    if (kind == 'f' && a.itemsize() == 4) return fn(float{});
+    if (kind == 'f' && a.itemsize() == 8) return fn(double{});
+    throw std::invalid_argument("unsupported proposal dtype " + dtype_name(a));
+}
+
+// Foreground (value > 0) of a 3-d array as a contiguous uint8 buffer, slices in parallel.
+std::vector<std::uint8_t> foreground(const py::array& a, unsigned threads) {
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(a.size()));
+    dispatch_numeric(a, [&](auto tag) {
+        using T = decltype(tag);
+        const View3D<T> v = view3d<T>(a);
+        py::gil_scoped_release release;
+        parallel_for(static_cast<std::size_t>(v.nz), resolve_threads(threads),
+                     [&](std::size_t z, unsigned) { binarize_truth(v, out.data(), static_cast<index_t>(z), static_cast<index_t>(z) + 1); });
+    });
+    return out;
+}
+
+void check_same_shape(const py::array& a, const py::array& b) {
+    if (a.ndim() != b.ndim()) throw std::invalid_argument("internal: arrays differ in ndim");
+    for (py::ssize_t k = 0; k < a.ndim(); ++k)
+        if (a.shape(k) != b.shape(k)) throw std::invalid_argument("internal: arrays differ in shape");
+}
+
+py::tuple py_proposal_summary(const py::array& p) {
+    bool finite = true;
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    dispatch_proposal(p, [&](auto tag) {
+        using T = decltype(tag);
+        const View3D<T> v = view3d<T>(p);
+        py::gil_scoped_release release;
+        for (index_t z = 0; z < v.nz; ++z)
+            for (index_t y = 0; y < v.ny; ++y) {
+                const char* r = v.row(z, y);
+                for (index_t x = 0; x < v.nx; ++x) {
+                    const double value = static_cast<double>(v.at_row(r, x));
+                    if (!std::isfinite(value)) finite = false;
+                    else {
+                        lo = value < lo ? value : lo;
+                        hi = value > hi ? value : hi;
+                    }
+                }
+            }
+    });
+    return py::make_tuple(finite, lo, hi);
+}
+
+py::dict py_warping_error(const py::array& truth, const py::array& proposal, const py::object& mask, double threshold,
+                       int radius, bool volumetric, unsigned threads) {
+    check_same_shape(truth, proposal);
+    const std::vector<std::uint8_t> fg = foreground(truth, threads);
+    std::vector<std::uint8_t> mask_fg;
+    if (!mask.is_none()) {
+        const py::array m = mask.cast<py::array>();
+        check_same_shape(truth, m);
+        mask_fg = foreground(m, threads);
+    }
+    py::array_t<std::uint8_t> warped({truth.shape(0), truth.shape(1), truth.shape(2)});
+    py::array_t<std::uint8_t> classification({truth.shape(0), truth.shape(1), truth.shape(2)});
+    WarpingCounts counts;
+    dispatch_proposal(proposal, [&](auto tag) {
+        using P = decltype(tag);
+        const View3D<P> v = view3d<P>(proposal);
+        std::uint8_t* w = warped.mutable_data();
+        std::uint8_t* c = classification.mutable_data();
+        const std::uint8_t* m = mask_fg.empty() ? nullptr : mask_fg.data();
+        py::gil_scoped_release release;
+        counts = volumetric ? warping_error_3d(fg.data(), v, m, threshold, radius, w, c)
+                            : warping_error_2d(fg.data(), v, m, threshold, radius, threads, w, c);
+    });
+    py::dict out;
+    out["mismatches"] = counts.mismatches;
+    out["splits"] = counts.by_type[kSplit];
+    out["mergers"] = counts.by_type[kMerger];
+    out["hole_additions"] = counts.by_type[kHoleAddition];
+    out["hole_deletions"] = counts.by_type[kHoleDeletion];
+    out["object_additions"] = counts.by_type[kObjectAddition];
+    out["object_deletions"] = counts.by_type[kObjectDeletion];
+    py::dict clusters;
+    clusters["splits"] = counts.clusters[kSplit];
+    clusters["mergers"] = counts.clusters[kMerger];
+    clusters["hole_additions"] = counts.clusters[kHoleAddition];
+    clusters["hole_deletions"] = counts.clusters[kHoleDeletion];
+    clusters["object_additions"] = counts.clusters[kObjectAddition];
+    clusters["object_deletions"] = counts.clusters[kObjectDeletion];
+    out["clusters"] = clusters;
+    out["warped"] = warped;
+    out["classification"] = classification;
+    return out;
+}
+
+py::dict py_isbi_sweep(const py::array& truth, const py::array& proposal, const std::vector<double>& thresholds,
+                    std::size_t n_warp, int radius, unsigned threads) {
+    check_same_shape(truth, proposal);
+    if (n_warp > thresholds.size()) throw std::invalid_argument("internal: n_warp exceeds the thresholds");
+    const std::vector<std::uint8_t> fg = foreground(truth, threads);
+    std::vector<SweepRow> rows;
+    std::int64_t slices_with_foreground = 0;
+    dispatch_proposal(proposal, [&](auto tag) {
+        using P = decltype(tag);
+        const View3D<P> v = view3d<P>(proposal);
+        py::gil_scoped_release release;
+        isbi_sweep(fg.data(), v, thresholds, n_warp, radius, threads, rows, slices_with_foreground);
+    });
+    const auto column = [&](std::int64_t SweepRow::*field) {
+        py::array_t<std::int64_t> col(static_cast<py::ssize_t>(rows.size()));
+        for (std::size_t i = 0; i < rows.size(); ++i) col.mutable_at(i) = rows[i].*field;
+        return col;
+    };
+    py::dict out;
+    out["splits"] = column(&SweepRow::splits);
+    out["mergers"] = column(&SweepRow::mergers);
+    out["pixel_tp"] = column(&SweepRow::pixel_tp);
+    out["pixel_fp"] = column(&SweepRow::pixel_fp);
+    out["pixel_fn"] = column(&SweepRow::pixel_fn);
+    out["rand_tp"] = column(&SweepRow::rand_tp);
+    out["rand_fp"] = column(&SweepRow::rand_fp);
+    out["rand_fn"] = column(&SweepRow::rand_fn);
+    out["rand_slices"] = slices_with_foreground;
+    return out;
+}
+
+// Label arrays are read as unsigned integers of their width: equality of bits is equality of labels.
+template <class Fn>
+void dispatch_label_bits(const py::array& a, Fn&& fn) {
+    const char kind = a.dtype().kind();
+    if (kind != 'b' && kind != 'u' && kind != 'i') throw std::invalid_argument("unsupported label dtype " + dtype_name(a));
+    switch (a.itemsize()) {
+        case 1: return fn(std::uint8_t{});
+        case 2: return fn(std::uint16_t{});
+        case 4: return fn(std::uint32_t{});
+        case 8: return fn(std::uint64_t{});
+        default: throw std::invalid_argument("unsupported label dtype " + dtype_name(a));
+    }
+}
+
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+    auto* heap = new std::vector<T>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>(static_cast<py::ssize_t>(heap->size()), heap->data(), owner);
+}
+
+py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned threads) {
+    check_same_shape(a, b);
+    std::vector<std::int64_t> shape, sa, sb;
+    for (py::ssize_t k = 0; k < a.ndim(); ++k) {
+        shape.push_back(a.shape(k));
+        sa.push_back(a.strides(k));
+        sb.push_back(b.strides(k));
+    }
+    Contingency table;
+    dispatch_label_bits(a, [&](auto ta) {
+        dispatch_label_bits(b, [&](auto tb) {
+            using A = decltype(ta);
+            using B = decltype(tb);
+            const char* pa = static_cast<const char*>(a.data());
+            const char* pb = static_cast<const char*>(b.data());
+            py::gil_scoped_release release;
+            table = contingency_table<A, B>(pa, pb, shape, sa, sb, threads);
+        });
+    });
+    return py::make_tuple(to_numpy(std::move(table.truth_values)), to_numpy(std::move(table.proposal_values)),
+                          to_numpy(std::move(table.rows)), to_numpy(std::move(table.cols)),
+                          to_numpy(std::move(table.counts)));
+}
+
+py::array_t<std::uint8_t> py_simple_table_2d() {
+    const auto& t = topology::simple_table_2d();
+    py::array_t<std::uint8_t> out(256);
+    for (int i = 0; i < 256; ++i) out.mutable_at(i) = t[static_cast<std::size_t>(i)];
+    return out;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "unet-sdk C++ metrics core";
+    m.doc() = "unet-sdk C++ metrics core (header-only library in csrc/include/unetsdk). Internal: use sdk.metrics.";
+    m.def("proposal_summary", &py_proposal_summary, py::arg("proposal"),
+          "(all_finite, min, max) of a 3-d float32/float64/bool array, min/max over finite values.");
+    m.def("warping_error", &py_warping_error, py::arg("truth"), py::arg("proposal"), py::arg("mask"),
+          py::arg("threshold"), py::arg("radius"), py::arg("volumetric"), py::arg("threads"),
+          "Warp and classify a (Z, H, W) stack (2D per slice) or volume (3D).");
+    m.def("isbi_sweep", &py_isbi_sweep, py::arg("truth"), py::arg("proposal"), py::arg("thresholds"),
+          py::arg("n_warp"), py::arg("radius"), py::arg("threads"),
+          "Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack.");
+    m.def("contingency_table", &py_contingency_table, py::arg("truth"), py::arg("proposal"), py::arg("threads"),
+          "Sparse contingency table: (truth_bits, proposal_bits, rows, cols, counts).");
+    m.def("simple_table_2d", &py_simple_table_2d, "The 256-entry 2D simple-point table (fg 4-, bg 8-connected).");
+    m.def("is_simple_3d", &topology::is_simple_3d, py::arg("code"),
+          "Is the centre of a 3x3x3 neighbourhood simple (fg 6-, bg 26-connected)? Bit k = neighbour k in "
+          "raster order (dz, dy, dx), centre skipped.");
+    m.def("hardware_threads", [] { return resolve_threads(0); });
 }

@@ -1,0 +1,153 @@
+// The ISBI 2012 challenge scores (Fiji's ISBI evaluation script) as raw, poolable accumulators.
+//
+// For each threshold of a sweep and each slice of a (Z, H, W) stack:
+//  - pixel statistics: tp/fp/fn of foreground (truth > 0 vs proposal > th);
+//  - foreground-restricted Rand statistics (Arganda-Carreras et al., Front. Neuroanat. 2015): with
+//    c_ij the pixels in truth component i >= 1 and proposal component j (j = 0: proposal background,
+//    counted as singletons), a_i = sum_j c_ij, b_j = sum_{i>=1} c_ij (j >= 1), C0 = sum_i c_i0:
+//      tp = sum_{i,j>=1} c_ij^2 + C0,  fp = sum_j b_j^2 - sum_{i,j>=1} c_ij^2,  fn = sum_i a_i^2 - tp
+//    (Fiji's n^2-scaled probabilities, in exact integers); slices without truth foreground are left
+//    out (Fiji turns them into NaN and reports Rand error 1);
+//  - for the first n_warp thresholds: split and merger pixels after warping (radius as given).
+// Components are 4-connected in 2D. Thresholds and slices are independent tasks for the pool.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "components.hpp"
+#include "thread_pool.hpp"
+#include "views.hpp"
+#include "warping_error.hpp"
+
+namespace unetsdk {
+
+struct SweepRow {
+    std::int64_t splits = 0, mergers = 0;             // warping thresholds only
+    std::int64_t pixel_tp = 0, pixel_fp = 0, pixel_fn = 0;
+    std::int64_t rand_tp = 0, rand_fp = 0, rand_fn = 0;  // summed over slices with truth foreground
+
+    SweepRow& operator+=(const SweepRow& o) {
+        splits += o.splits, mergers += o.mergers;
+        pixel_tp += o.pixel_tp, pixel_fp += o.pixel_fp, pixel_fn += o.pixel_fn;
+        rand_tp += o.rand_tp, rand_fp += o.rand_fp, rand_fn += o.rand_fn;
+        return *this;
+    }
+};
+
+struct RandScratch {
+    std::vector<std::int64_t> a, b;
+    std::vector<std::uint64_t> pair_keys;
+    std::vector<std::int64_t> pair_counts;
+};
+
+// Pixel and foreground-restricted Rand statistics of one slice from the run labellings of its truth
+// and of its thresholded proposal (both one slice). Writes into row (pixel_* always, rand_* only if
+// the truth has foreground).
+inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& proposal, RandScratch& s, SweepRow& row) {
+    s.a.assign(truth.count + 1, 0);
+    s.b.assign(proposal.count + 1, 0);
+    s.pair_keys.clear();
+    s.pair_counts.clear();
+    std::int64_t n = 0, c0 = 0, overlap_total = 0, proposal_total = 0;
+    for (index_t l = 0; l < truth.ny * truth.nz; ++l) {
+        const Run* p = proposal.begin_line(l);
+        const Run* p_end = proposal.end_line(l);
+        for (const Run* q = p; q != p_end; ++q) proposal_total += q->x1 - q->x0;
+        for (const Run* t = truth.begin_line(l); t != truth.end_line(l); ++t) {
+            const std::int64_t len = t->x1 - t->x0;
+            n += len;
+            s.a[t->label] += len;
+            while (p != p_end && p->x1 <= t->x0) ++p;
+            std::int64_t covered = 0;
+            for (const Run* q = p; q != p_end && q->x0 < t->x1; ++q) {
+                const std::int64_t ov = std::min(t->x1, q->x1) - std::max(t->x0, q->x0);
+                covered += ov;
+                s.b[q->label] += ov;
+                s.pair_keys.push_back(static_cast<std::uint64_t>(t->label) << 32 | q->label);
+                s.pair_counts.push_back(ov);
+            }
+            overlap_total += covered;
+            c0 += len - covered;
+        }
+    }
+    row.pixel_tp += overlap_total;
+    row.pixel_fn += n - overlap_total;
+    row.pixel_fp += proposal_total - overlap_total;
+    if (n == 0) return;
+    // Sum of squared pair counts: sort the overlap segments by (i, j) and add up equal keys.
+    std::vector<std::size_t> order(s.pair_keys.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return s.pair_keys[x] < s.pair_keys[y]; });
+    std::int64_t sum_c2 = 0;
+    for (std::size_t i = 0; i < order.size();) {
+        std::int64_t c = 0;
+        const std::uint64_t key = s.pair_keys[order[i]];
+        for (; i < order.size() && s.pair_keys[order[i]] == key; ++i) c += s.pair_counts[order[i]];
+        sum_c2 += c * c;
+    }
+    std::int64_t sum_a2 = 0, sum_b2 = 0;
+    for (std::size_t i = 1; i < s.a.size(); ++i) sum_a2 += s.a[i] * s.a[i];
+    for (std::size_t j = 1; j < s.b.size(); ++j) sum_b2 += s.b[j] * s.b[j];
+    const std::int64_t tp = sum_c2 + c0;
+    row.rand_tp += tp;
+    row.rand_fp += sum_b2 - sum_c2;
+    row.rand_fn += sum_a2 - tp;
+}
+
+struct SweepWorkspace {
+    WarpingWorkspace warping;
+    RunLabels proposal_runs;
+    RandScratch rand;
+    std::vector<std::uint8_t> row;
+    std::vector<std::uint8_t> warped;
+};
+
+// Runs the sweep. truth: contiguous binary (Z, H, W). thresholds: all thresholds of the pixel/Rand
+// sweep; the first n_warp of them also get the warping split/merger count. rows receives one row per
+// threshold; slices_with_foreground the number of slices contributing to the Rand statistics.
+template <class P>
+void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std::vector<double>& thresholds,
+                std::size_t n_warp, int radius, unsigned threads, std::vector<SweepRow>& rows,
+                std::int64_t& slices_with_foreground) {
+    const index_t nz = proposal.nz, ny = proposal.ny, nx = proposal.nx, plane = ny * nx;
+    const unsigned workers = resolve_threads(threads);
+    std::vector<RunLabels> truth_runs(static_cast<std::size_t>(nz));
+    parallel_for(static_cast<std::size_t>(nz), workers, [&](std::size_t z, unsigned) {
+        label_runs(truth + static_cast<index_t>(z) * plane, 1, ny, nx, false, truth_runs[z]);
+    });
+    slices_with_foreground = 0;
+    for (const auto& r : truth_runs) slices_with_foreground += r.runs.empty() ? 0 : 1;
+
+    const std::size_t n_th = thresholds.size();
+    std::vector<SweepWorkspace> ws(workers);
+    std::vector<SweepRow> per_task(n_th * static_cast<std::size_t>(nz));
+    // Warping tasks are the slow ones: schedule them first.
+    parallel_for(per_task.size(), workers, [&](std::size_t task, unsigned w) {
+        const std::size_t t = task / static_cast<std::size_t>(nz);
+        const auto z = static_cast<index_t>(task % static_cast<std::size_t>(nz));
+        const double th = thresholds[t];
+        SweepWorkspace& s = ws[w];
+        SweepRow& row = per_task[task];
+        s.row.resize(static_cast<std::size_t>(nx));
+        label_runs_by_line(1, ny, nx, false, [&](index_t y) {
+            const char* prow = proposal.row(z, y);
+            for (index_t x = 0; x < nx; ++x)
+                s.row[static_cast<std::size_t>(x)] = proposal_value(proposal.at_row(prow, x)) > th ? 1 : 0;
+            return s.row.data();
+        }, s.proposal_runs);
+        pixel_and_rand_counts(truth_runs[static_cast<std::size_t>(z)], s.proposal_runs, s.rand, row);
+        if (t < n_warp) {
+            s.warped.resize(static_cast<std::size_t>(plane));
+            const WarpingCounts c =
+                warp_and_classify_slice(truth, proposal, nullptr, z, th, radius, s.warping, s.warped.data(), nullptr, false);
+            row.splits = c.by_type[kSplit];
+            row.mergers = c.by_type[kMerger];
+        }
+    });
+    rows.assign(n_th, SweepRow{});
+    for (std::size_t task = 0; task < per_task.size(); ++task) rows[task / static_cast<std::size_t>(nz)] += per_task[task];
+}
+
+}  // namespace unetsdk

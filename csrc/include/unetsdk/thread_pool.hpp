@@ -1,0 +1,56 @@
+// A minimal fork-join pool: run `count` independent tasks on up to `threads` std::threads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace unetsdk {
+
+// Calls fn(task, worker) for task in [0, count), dynamically scheduled; worker in [0, workers) lets
+// callers keep one scratch workspace per thread. The first exception thrown by a task is rethrown.
+template <class Fn>
+void parallel_for(std::size_t count, unsigned threads, Fn&& fn) {
+    if (count == 0) return;
+    const unsigned workers =
+        static_cast<unsigned>(std::max<std::size_t>(1, std::min<std::size_t>(threads ? threads : 1, count)));
+    if (workers == 1) {
+        for (std::size_t t = 0; t < count; ++t) fn(t, 0u);
+        return;
+    }
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto run = [&](unsigned worker) {
+        for (;;) {
+            const std::size_t t = next.fetch_add(1);
+            if (t >= count) return;
+            try {
+                fn(t, worker);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!error) error = std::current_exception();
+                next.store(count);
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(workers - 1);
+    for (unsigned w = 1; w < workers; ++w) pool.emplace_back(run, w);
+    run(0);
+    for (auto& th : pool) th.join();
+    if (error) std::rethrow_exception(error);
+}
+
+// Number of workers to use for `requested` threads (0 = all hardware threads).
+inline unsigned resolve_threads(unsigned requested) {
+    if (requested > 0) return requested;
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw ? hw : 1;
+}
+
+}  // namespace unetsdk

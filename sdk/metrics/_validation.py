@@ -1,0 +1,182 @@
+"""Input checks shared by the metric families: one place that turns bad arrays into
+:class:`~sdk.errors.InvalidInputError` with a message naming the problem (and the fix, where there is one).
+
+Nothing here copies an array unless its layout makes the C++ core unable to read it (non-native byte order).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from .. import _core
+from ..errors import InvalidInputError
+
+#: Ground truth: foreground is value > 0.
+TRUTH_DTYPES = frozenset(
+    np.dtype(t) for t in (np.bool_, np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32,
+                          np.int64, np.float32, np.float64)
+)
+#: Proposals: probabilities of foreground in [0, 1]; bool is taken as 0/1.
+PROPOSAL_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.float32, np.float64))
+#: Label images (the contingency family): integers of any width, or bool.
+LABEL_DTYPES = frozenset(
+    np.dtype(t) for t in (np.bool_, np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64)
+)
+
+# The core indexes a slice (2D) or a volume (3D) with 32-bit scan positions.
+MAX_WARP_PIXELS = 2**32 - 1
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _summary(a: np.ndarray) -> tuple:
+    """(all finite, min, max) of a float/bool array, computed in C++ in one pass without temporaries."""
+    if a.ndim == 3:
+        view = a
+    elif a.ndim == 0:
+        view = a.reshape(1, 1, 1)
+    else:  # a view for 1D/2D; for ndim > 3 numpy copies only if the axes cannot be merged
+        view = a.reshape(1, -1, a.shape[-1])
+    return _core.proposal_summary(view)
+
+
+def as_array(x, name: str) -> np.ndarray:
+    """``x`` as an ndarray (no copy for arrays), rejecting objects numpy cannot turn into numbers."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's bad input
+        raise InvalidInputError(f"{name}: cannot be converted to an array ({exc})") from exc
+    if a.dtype == object:
+        raise InvalidInputError(f"{name}: not a numeric array (object dtype)")
+    return a
+
+
+def check_nonempty(a: np.ndarray, name: str) -> None:
+    if a.size == 0:
+        raise InvalidInputError(f"{name}: empty array of shape {a.shape}")
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise InvalidInputError(f"shape mismatch: {name_a} has shape {a.shape}, {name_b} has shape {b.shape}")
+
+
+def check_truth(x, name: str = "truth") -> np.ndarray:
+    """A ground-truth image (foreground = value > 0) of a supported dtype, without NaN."""
+    a = as_array(x, name)
+    if a.dtype not in TRUTH_DTYPES:
+        raise InvalidInputError(
+            f"{name}: unsupported dtype {a.dtype}; use bool, uint8/16/32/64, int8/16/32/64, float32 or float64"
+        )
+    check_nonempty(a, name)
+    a = _native(a)
+    if a.dtype.kind == "f":
+        finite, _, _ = _summary(a)
+        if not finite:
+            raise InvalidInputError(f"{name}: contains NaN or Inf")
+    return a
+
+
+def check_proposal(x, name: str = "proposal") -> np.ndarray:
+    """A probability map of foreground in [0, 1] (float32/float64, or bool as 0/1), finite."""
+    a = as_array(x, name)
+    if a.dtype.kind in "iu":
+        raise InvalidInputError(
+            f"{name}: integer dtype {a.dtype} is ambiguous (0..255 or labels?); pass probabilities of "
+            f"foreground in [0, 1] as float32/float64, e.g. image.astype(np.float32) / 255, or a bool mask"
+        )
+    if a.dtype not in PROPOSAL_DTYPES:
+        raise InvalidInputError(f"{name}: unsupported dtype {a.dtype}; use float32, float64 or bool")
+    check_nonempty(a, name)
+    a = _native(a)
+    if a.dtype.kind == "f":
+        finite, lo, hi = _summary(a)
+        if not finite:
+            raise InvalidInputError(f"{name}: contains NaN or Inf; probabilities must be finite")
+        if lo < 0.0 or hi > 1.0:
+            raise InvalidInputError(
+                f"{name}: values outside [0, 1] (min {lo:g}, max {hi:g}); pass probabilities of foreground"
+            )
+    return a
+
+
+def check_labels(x, name: str) -> np.ndarray:
+    """A label image of integers (or bool)."""
+    a = as_array(x, name)
+    if a.dtype not in LABEL_DTYPES:
+        hint = " (float labels: convert with .astype(np.int64) if they are whole numbers)" if a.dtype.kind == "f" else ""
+        raise InvalidInputError(f"{name}: unsupported label dtype {a.dtype}; use an integer dtype{hint}")
+    check_nonempty(a, name)
+    return _native(a)
+
+
+def check_mask(x, shape: tuple, name: str = "mask") -> Optional[np.ndarray]:
+    """An optional bool/integer mask of the given shape (nonzero = warping allowed and scored)."""
+    if x is None:
+        return None
+    a = as_array(x, name)
+    if a.dtype.kind not in "biu":
+        raise InvalidInputError(f"{name}: unsupported dtype {a.dtype}; use bool (True = scored)")
+    if a.shape != shape:
+        raise InvalidInputError(f"shape mismatch: {name} has shape {a.shape}, truth has shape {shape}")
+    return _native(a)
+
+
+def check_threshold(threshold, name: str = "threshold") -> float:
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name}: must be a number in [0, 1], got {threshold!r}") from exc
+    if not (0.0 <= t <= 1.0):
+        raise InvalidInputError(f"{name}: must be in [0, 1], got {threshold!r}")
+    return t
+
+
+def check_int(value, name: str, *, minimum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidInputError(f"{name}: must be an integer, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise InvalidInputError(f"{name}: must be >= {minimum}, got {v}")
+    return v
+
+
+def resolve_threads(threads) -> int:
+    """``None`` = every core this process may use; else a positive integer."""
+    if threads is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    return check_int(threads, "threads", minimum=1)
+
+
+def check_option(value, name: str, allowed: tuple) -> str:
+    if value not in allowed:
+        raise InvalidInputError(f"{name}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def as_stack(a: np.ndarray, name: str, *, mode: str) -> np.ndarray:
+    """A (Z, H, W) view: 2D images become one-slice stacks; 3D stays. mode '3d' needs a 3D volume."""
+    if mode == "3d":
+        if a.ndim != 3:
+            raise InvalidInputError(f"{name}: mode='3d' needs a 3D volume (Z, H, W), got ndim={a.ndim} shape {a.shape}")
+        stack = a
+    elif a.ndim == 2:
+        stack = a[np.newaxis]
+    elif a.ndim == 3:
+        stack = a
+    else:
+        raise InvalidInputError(f"{name}: expected a 2D image (H, W) or a stack (Z, H, W), got ndim={a.ndim} shape {a.shape}")
+    pixels = stack.size if mode == "3d" else stack.shape[1] * stack.shape[2]
+    if pixels > MAX_WARP_PIXELS:
+        unit = "volume" if mode == "3d" else "slice"
+        raise InvalidInputError(f"{name}: a {unit} of {pixels} pixels exceeds the supported {MAX_WARP_PIXELS}")
+    return stack
