@@ -234,7 +234,7 @@ def train(
             loss.backward()
             optimizer.step()
             step += 1
-            epoch_losses.append(float(loss))
+            epoch_losses.append(loss.item())
             if on_step is not None:
                 on_step(step, epoch_losses[-1])
             if step % config.epoch_steps == 0:

@@ -1,0 +1,149 @@
+"""ONNX export: ONNX Runtime reproduces PyTorch, metadata round-trips, fp16/int8, bad files fail clearly."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from export.onnx_export import (  # noqa: E402
+    ParityError,
+    build_metadata,
+    export_onnx,
+    quantize_int8,
+    read_metadata,
+    verify_parity,
+)
+from export.unet import UNet  # noqa: E402
+from sdk.errors import ModelError, OutputExistsError  # noqa: E402
+from sdk.model_metadata import ModelMetadata, Normalization  # noqa: E402
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    model = UNet(**{"depth": 2, "base_features": 4, **kw})
+    # non-trivial batch-norm statistics, so folding them into the convolutions is really exercised
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _metadata(model, **kw):
+    return build_metadata(model, class_names=("membrane", "cell"), normalization=Normalization(), **kw)
+
+
+def _run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    return session.run(None, {"image": x})[0]
+
+
+@pytest.mark.parametrize(
+    "spatial_dims,padding,size",
+    [(2, "same", (40, 56)), (2, "valid", (52, 60)), (3, "same", (8, 16, 12))],
+)
+def test_round_trip_equals_torch(tmp_path, spatial_dims, padding, size):
+    model = _model(spatial_dims=spatial_dims, padding=padding)
+    path = export_onnx(model, tmp_path / "m.onnx", metadata=_metadata(model))
+    x = np.random.default_rng(1).standard_normal((3, 1, *size)).astype(np.float32)  # a size the check did not use
+    got = _run(path, x)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert not list(tmp_path.glob("*.data"))  # one self-contained file
+    dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] == "batch" and dims[-1] == "width"
+
+
+def test_metadata_round_trip_and_size_rules(tmp_path):
+    model = _model(padding="valid")
+    metadata = _metadata(model, tile_size=(148, 148), training={"steps": 3, "held_out": {"rand_error": 0.1}})
+    path = export_onnx(model, tmp_path / "m.onnx", metadata=metadata)
+    back = read_metadata(path)
+    assert back.training == {**metadata.training, "precision": "fp32"}
+    for field in ("spatial_dims", "in_channels", "class_names", "padding", "input_size_multiple",
+                  "input_size_offset", "min_input_size", "output_margin", "foreground_class",
+                  "normalization", "tile_size", "output_activation"):
+        assert getattr(back, field) == getattr(metadata, field), field
+    # the stored margin is the real one
+    n = back.valid_input_size_at_least(70)
+    out = _run(path, np.zeros((1, 1, n, n), np.float32))
+    assert out.shape[-1] == n - 2 * back.output_margin == back.output_size(n)
+
+
+def test_fp16_export_and_overwrite_protection(tmp_path):
+    model = _model()
+    path = export_onnx(model, tmp_path / "h.onnx", metadata=_metadata(model), precision="fp16")
+    proto = onnx.load(str(path))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer)
+    assert read_metadata(path).training["precision"] == "fp16"
+    x = np.random.default_rng(2).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(_run(path, x), expected, atol=5e-3)
+    with pytest.raises(OutputExistsError):
+        export_onnx(model, path, metadata=_metadata(model))
+
+
+def test_parity_failure_is_loud(tmp_path):
+    a, b = _model(seed=0), _model(seed=1)
+    path = export_onnx(a, tmp_path / "a.onnx", metadata=_metadata(a))
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        verify_parity(b, path)
+    with pytest.raises(ValueError, match="metadata"):
+        export_onnx(a, tmp_path / "x.onnx", metadata=_metadata(_model(padding="valid")))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_static_qdq(tmp_path):
+    model = _model()
+    fp32 = export_onnx(model, tmp_path / "f.onnx", metadata=_metadata(model))
+    rng = np.random.default_rng(3)
+    calib = [rng.standard_normal((1, 32, 32)).astype(np.float32) for _ in range(8)]
+    q = quantize_int8(fp32, tmp_path / "q.onnx", calib)
+    proto = onnx.load(str(q))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
+    int8_weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert int8_weights  # s8 convolution weights
+    scales = {i.name: i for i in proto.graph.initializer}
+    per_channel = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in {w.name for w in int8_weights} and len(scales[n.input[1]].dims) == 1]
+    assert per_channel  # one scale per output channel
+    assert read_metadata(q).training["precision"].startswith("int8 static QDQ")
+    x = calib[0][None]
+    diff = np.abs(_run(q, x) - _run(fp32, x)).max()
+    assert 0 < diff < 0.15  # quantized, yet close to fp32 on data like the calibration tiles
+
+
+def test_foreign_and_corrupt_models_give_model_error(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+    )
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(foreign))
+    with pytest.raises(ModelError, match="no unet-sdk metadata"):
+        read_metadata(foreign)
+    with pytest.raises(ModelError):
+        ModelMetadata.from_props({"unet_sdk.spatial_dims": "2"})
+
+    model = _model()
+    good = export_onnx(model, tmp_path / "good.onnx", metadata=_metadata(model))
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    from sdk import Segmenter
+
+    for bad in (foreign, corrupt):
+        with pytest.raises(ModelError):
+            Segmenter(bad)
+    assert Segmenter(good).metadata.num_classes == 2
