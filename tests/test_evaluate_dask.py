@@ -36,8 +36,8 @@ def test_dask_equals_serial(cluster, stack, tmp_path):
         truth, proposal = stack
         (tmp_path / "gt").mkdir(), (tmp_path / "pr").mkdir()
         for z in range(len(truth)):
-            write_array(tmp_path / "gt" / f"s{z}.tif", truth[z])
-            write_array(tmp_path / "pr" / f"s{z}.npy", proposal[z])
+            write_array(tmp_path / "gt" / f"s{z:02d}.tif", truth[z])
+            write_array(tmp_path / "pr" / f"s{z:02d}.npy", proposal[z])
         from_files = evaluate(tmp_path / "gt", tmp_path / "pr", metrics=METRICS, client=client, progress=False)
     assert on_dask.to_dict() == serial.to_dict()
     assert [r.scores for r in from_files.items] == [r.scores for r in serial.items]
