@@ -113,6 +113,16 @@ def test_npz_key_and_mapping_inputs(tmp_path):
     assert [t.name for t in tasks] == ["x"] and failures == [Failure("y", "y: no proposal with this name")]
 
 
+def test_zarr_arrays_pair_like_stacks(tmp_path):
+    pytest.importorskip("zarr")
+    truth, proposal = membrane_stack(4, depth=2)
+    write_array(tmp_path / "gt.zarr", truth)
+    write_array(tmp_path / "pr.zarr", proposal)
+    tasks, failures = make_tasks(tmp_path / "gt.zarr", tmp_path / "pr.zarr")
+    assert failures == [] and [t.name for t in tasks] == ["gt[0]", "gt[1]"]
+    np.testing.assert_array_equal(tasks[1].proposal, proposal[1])
+
+
 def test_truth_must_hold_integers():
     assert prepare_truth(np.array([[0.0, 2.0]]), name="s").dtype == np.int64
     with pytest.raises(InvalidInputError, match=r"s7: ground truth must hold integer labels, found 0\.5"):

@@ -1,4 +1,5 @@
 """`unet-sdk evaluate`: outputs equal the library's report, exit codes, refusals, plots, --model."""
+import importlib
 import json
 
 import numpy as np
@@ -114,3 +115,22 @@ def test_model_and_images_predict_then_score(tmp_path, stack, capsys):
     got = json.loads((tmp_path / "r.json").read_text())
     assert [i["scores"] for i in got["items"]] == [i["scores"] for i in expected["items"]]
     assert got["pooled"] == expected["pooled"]
+
+
+def test_ctrl_c_writes_the_partial_report_and_exits_130(tmp_path, stack_files, monkeypatch, capsys):
+    module = importlib.import_module("sdk.metrics.evaluate")  # the module, shadowed by the function
+    real_score_task = module.score_task
+
+    def interrupted_on_third(index, task, options):
+        if index == 2:
+            raise KeyboardInterrupt
+        return real_score_task(index, task, options)
+
+    monkeypatch.setattr(module, "score_task", interrupted_on_third)
+    gt, pred = stack_files
+    rc = main(["evaluate", str(gt), str(pred), "-o", str(tmp_path / "r.json"), "--workers", "1", "--no-progress"])
+    assert rc == 130
+    assert "interrupted" in capsys.readouterr().err
+    report = Report.from_json(tmp_path / "r.json")
+    assert report.interrupted and [r.name for r in report.items] == ["gt[0]", "gt[1]"]
+    assert report.not_scored == ["gt[2]", "gt[3]"]

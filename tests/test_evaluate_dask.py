@@ -1,6 +1,7 @@
 """evaluate on a Dask distributed cluster gives the serial report, for in-memory stacks and for
 directories read by the workers; an unreachable scheduler is a clear error. One LocalCluster (two
 single-threaded worker processes, so results really cross process boundaries) serves the module."""
+import importlib
 import logging
 import socket
 
@@ -52,7 +53,8 @@ def test_scheduler_address(cluster, stack):
 
 
 def test_unreachable_scheduler_is_a_clear_error(stack, monkeypatch):
-    monkeypatch.setattr("sdk.metrics.evaluate.SCHEDULER_TIMEOUT", "1s")
+    # the module, not the function sdk.metrics.evaluate that shadows it as a package attribute
+    monkeypatch.setattr(importlib.import_module("sdk.metrics.evaluate"), "SCHEDULER_TIMEOUT", "1s")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -51,3 +51,11 @@ __all__ = [
     "adapted_rand_error",
     "AdaptedRandResult",
 ]
+
+# Scoring whole label sets (issue 5): evaluate -> Report; sdk.metrics.plots needs matplotlib (imported there
+# only when drawing), Dask only when evaluate(client=...) is used.
+from .evaluate import evaluate  # noqa: E402
+from .inputs import Failure  # noqa: E402
+from .report import ItemResult, Report  # noqa: E402
+
+__all__ += ["evaluate", "Report", "ItemResult", "Failure"]
