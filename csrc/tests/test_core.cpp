@@ -1,1 +1,168 @@
-int main() { return 0; }
+// Tests of the header-only core, and an example of using it from C++ without Python.
+// Built and run by plain CMake + ctest (tests/test_core_cpp.py drives it from pytest).
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include "unetsdk/components.hpp"
+#include "unetsdk/contingency.hpp"
+#include "unetsdk/isbi.hpp"
+#include "unetsdk/simple_point.hpp"
+#include "unetsdk/thread_pool.hpp"
+#include "unetsdk/warping_error.hpp"
+
+using namespace unetsdk;
+
+static int failures = 0;
+#define CHECK(cond)                                                    \
+    do {                                                               \
+        if (!(cond)) {                                                 \
+            std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+            ++failures;                                                \
+        }                                                              \
+    } while (0)
+
+// 2D neighbourhood code from a 3x3 patch given row by row (centre ignored).
+static unsigned code2d(const char* rows) {
+    unsigned code = 0;
+    for (int k = 0; k < 8; ++k) {
+        const int y = topology::kOffsets2D[k][0] + 1, x = topology::kOffsets2D[k][1] + 1;
+        if (rows[y * 3 + x] == '#') code |= 1u << k;
+    }
+    return code;
+}
+
+// 3D code from a predicate over offsets.
+template <class Pred>
+static std::uint32_t code3d(Pred fg) {
+    const auto& a = topology::adjacency_3d();
+    std::uint32_t code = 0;
+    for (int k = 0; k < 26; ++k)
+        if (fg(a.offset[k][0], a.offset[k][1], a.offset[k][2])) code |= 1u << k;
+    return code;
+}
+
+static void test_simple_points_2d() {
+    const auto& simple = topology::simple_table_2d();
+    CHECK(!simple[code2d("........." )]);  // isolated pixel: deleting it removes an object
+    CHECK(!simple[code2d("#########")]);   // interior pixel: flipping it makes a hole
+    CHECK(simple[code2d(".#.......")]);    // end of a line
+    CHECK(simple[code2d("###......")]);    // on a straight border
+    CHECK(!simple[code2d("...#.#...")]);   // bridge between two 4-neighbours
+    CHECK(!simple[code2d("#.......#")]);   // two diagonal corners only: no 4-adjacent foreground
+    CHECK(!simple[code2d("##.....#.")]);   // two foreground components touching the centre
+    CHECK(simple[code2d("###.....#")]);    // a diagonal-only corner object is not affected
+}
+
+static void test_simple_points_3d() {
+    CHECK(!topology::is_simple_3d(0));                                       // isolated voxel
+    CHECK(!topology::is_simple_3d((1u << 26) - 1));                          // interior voxel
+    CHECK(topology::is_simple_3d(code3d([](int z, int, int) { return z == -1; })));  // on a flat face
+    CHECK(topology::is_simple_3d(code3d([](int z, int y, int x) { return z == -1 && y == 0 && x == 0; })));
+    CHECK(!topology::is_simple_3d(code3d([](int z, int y, int x) { return y == 0 && x == 0 && z != 0; })));  // bridge
+    // the hole of an in-plane ring: filling it closes a tunnel
+    CHECK(!topology::is_simple_3d(code3d([](int z, int, int) { return z == 0; })));
+    // a corner neighbour alone is not 6-adjacent: the voxel would be a new object
+    CHECK(!topology::is_simple_3d(code3d([](int z, int y, int x) { return z == 1 && y == 1 && x == 1; })));
+}
+
+static void test_components() {
+    // two 4-components that are one 8-component
+    const std::uint8_t img[3 * 4] = {1, 1, 0, 0,
+                                     0, 0, 1, 1,
+                                     0, 0, 0, 0};
+    RunLabels runs;
+    label_runs(img, 1, 3, 4, false, runs);
+    CHECK(runs.count == 2);
+    label_runs(img, 1, 3, 4, false, runs, true);
+    CHECK(runs.count == 1);
+    std::vector<std::uint32_t> labels(12);
+    label_runs(img, 1, 3, 4, false, runs);
+    paint_labels(runs, labels.data());
+    CHECK(labels[0] == 1 && labels[1] == 1 && labels[6] == 2 && labels[2] == 0);
+    // 3D: two voxels stacked in z are one 6-component; diagonal in z only 26-connected
+    const std::uint8_t vol[2 * 1 * 2] = {1, 0, 0, 1};
+    label_runs(vol, 2, 1, 2, true, runs);
+    CHECK(runs.count == 2);
+    label_runs(vol, 2, 1, 2, true, runs, true);
+    CHECK(runs.count == 1);
+}
+
+// Two cells separated by a vertical membrane; the proposal opens a 2-pixel gap in it: the warp cannot
+// flip those pixels (each would merge the cells), so they remain as mergers.
+static void test_warping_merger() {
+    const index_t h = 6, w = 7;
+    std::vector<std::uint8_t> truth(h * w, 1);
+    std::vector<float> proposal(h * w, 0.9f);
+    for (index_t y = 0; y < h; ++y) {
+        truth[y * w + 3] = 0;
+        proposal[y * w + 3] = (y == 2 || y == 3) ? 0.8f : 0.1f;
+    }
+    const View3D<float> view{reinterpret_cast<const char*>(proposal.data()), 1, h, w,
+                             static_cast<index_t>(h * w * sizeof(float)), static_cast<index_t>(w * sizeof(float)),
+                             sizeof(float)};
+    std::vector<std::uint8_t> warped(h * w), classes(h * w);
+    const WarpingCounts c = warping_error_2d(truth.data(), view, nullptr, 0.5, 20, 2, warped.data(), classes.data());
+    CHECK(c.mismatches == 2);
+    CHECK(c.by_type[kMerger] == 2);
+    CHECK(c.clusters[kMerger] == 1);
+    CHECK(classes[2 * w + 3] == kMerger && classes[3 * w + 3] == kMerger);
+    // identical proposal: nothing left
+    std::vector<float> same(truth.begin(), truth.end());
+    const View3D<float> same_view{reinterpret_cast<const char*>(same.data()), 1, h, w,
+                                  static_cast<index_t>(h * w * sizeof(float)), static_cast<index_t>(w * sizeof(float)),
+                                  sizeof(float)};
+    CHECK(warping_error_2d(truth.data(), same_view, nullptr, 0.5, 20, 1, warped.data(), classes.data()).mismatches == 0);
+
+    // the ISBI sweep on the same pair: at thresholds below 0.8 the gap is foreground (2 merger pixels)
+    std::vector<double> thresholds = {0.0, 0.5, 0.85};
+    std::vector<SweepRow> rows;
+    std::int64_t rand_slices = 0;
+    isbi_sweep(truth.data(), view, thresholds, 3, 20, 2, rows, rand_slices);
+    CHECK(rand_slices == 1);
+    CHECK(rows[1].mergers == 2 && rows[2].mergers == 0 && rows[0].splits == 0);
+    CHECK(rows[2].pixel_fp == 0 && rows[2].pixel_fn == 0);
+}
+
+static void test_contingency() {
+    const std::uint32_t a[6] = {1, 1, 2, 2, 2, 7};
+    const std::uint64_t b[6] = {5, 5, 5, 9, 9, 9};
+    const Contingency t = contingency_table<std::uint32_t, std::uint64_t>(
+        reinterpret_cast<const char*>(a), reinterpret_cast<const char*>(b), {6}, {4}, {8}, 1);
+    CHECK(t.truth_values.size() == 3 && t.proposal_values.size() == 2 && t.counts.size() == 4);
+    std::int64_t total = 0, c22 = -1;
+    for (std::size_t k = 0; k < t.counts.size(); ++k) {
+        total += t.counts[k];
+        if (t.truth_values[t.rows[k]] == 2 && t.proposal_values[t.cols[k]] == 9) c22 = t.counts[k];
+    }
+    CHECK(total == 6 && c22 == 2);
+}
+
+static void test_parallel_for() {
+    std::atomic<long> sum{0};
+    parallel_for(1000, 4, [&](std::size_t i, unsigned) { sum += static_cast<long>(i); });
+    CHECK(sum == 999L * 1000 / 2);
+    bool thrown = false;
+    try {
+        parallel_for(10, 2, [](std::size_t i, unsigned) { if (i == 3) throw std::runtime_error("task"); });
+    } catch (const std::runtime_error&) {
+        thrown = true;
+    }
+    CHECK(thrown);
+}
+
+int main() {
+    test_simple_points_2d();
+    test_simple_points_3d();
+    test_components();
+    test_warping_merger();
+    test_contingency();
+    test_parallel_for();
+    if (failures) {
+        std::printf("%d check(s) failed\n", failures);
+        return 1;
+    }
+    std::printf("all core checks passed\n");
+    return 0;
+}

@@ -1,0 +1,78 @@
+"""Type stubs of the C++ extension ``sdk._core`` (csrc/bindings.cpp). Internal: use :mod:`sdk.metrics`,
+which validates arguments; these functions expect already-checked arrays."""
+from typing import Optional, Sequence, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+class _ClusterCounts(TypedDict):
+    splits: int
+    mergers: int
+    hole_additions: int
+    hole_deletions: int
+    object_additions: int
+    object_deletions: int
+
+class _Warping(TypedDict):
+    mismatches: int
+    splits: int
+    mergers: int
+    hole_additions: int
+    hole_deletions: int
+    object_additions: int
+    object_deletions: int
+    clusters: _ClusterCounts
+    warped: npt.NDArray[np.uint8]  # (Z, H, W), 0/1
+    classification: npt.NDArray[np.uint8]  # (Z, H, W), ErrorType codes
+
+class _Sweep(TypedDict):
+    splits: npt.NDArray[np.int64]
+    mergers: npt.NDArray[np.int64]
+    pixel_tp: npt.NDArray[np.int64]
+    pixel_fp: npt.NDArray[np.int64]
+    pixel_fn: npt.NDArray[np.int64]
+    rand_tp: npt.NDArray[np.int64]
+    rand_fp: npt.NDArray[np.int64]
+    rand_fn: npt.NDArray[np.int64]
+    rand_slices: int
+
+def proposal_summary(proposal: npt.NDArray) -> tuple[bool, float, float]:
+    """(all finite, min, max) of a 3-d float32/float64/bool array; min/max over the finite values."""
+
+def warping_error(
+    truth: npt.NDArray,
+    proposal: npt.NDArray,
+    mask: Optional[npt.NDArray],
+    threshold: float,
+    radius: int,
+    volumetric: bool,
+    threads: int,
+) -> _Warping:
+    """Warp and classify a (Z, H, W) stack slice by slice (volumetric=False) or as a volume."""
+
+def isbi_sweep(
+    truth: npt.NDArray,
+    proposal: npt.NDArray,
+    thresholds: Sequence[float],
+    n_warp: int,
+    radius: int,
+    threads: int,
+) -> _Sweep:
+    """Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack; the first n_warp thresholds are warped."""
+
+def contingency_table(
+    truth: npt.NDArray, proposal: npt.NDArray, threads: int
+) -> tuple[
+    npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.int64]
+]:
+    """(truth label bits, proposal label bits, row ids, col ids, counts) of two integer label arrays."""
+
+def simple_table_2d() -> npt.NDArray[np.uint8]:
+    """256-entry 2D simple-point table (foreground 4-, background 8-connected); bit k = neighbour k,
+    neighbours in raster order (dy, dx) with the centre skipped."""
+
+def is_simple_3d(code: int) -> bool:
+    """Is the centre of a 3x3x3 neighbourhood simple (foreground 6-, background 26-connected)?
+    Bit k = neighbour k in raster order (dz, dy, dx), centre skipped."""
+
+def hardware_threads() -> int: ...

@@ -1,0 +1,222 @@
+"""Label metrics from the sparse contingency table against independent references: scikit-image (VI,
+adapted Rand), brute-force pair counting (ISBI Rand), numpy (table, pixel error); on random and real labels,
+with 64-bit label ids and any memory layout."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdk.metrics import (
+    adapted_rand_error,
+    contingency_table,
+    isbi2012,
+    pixel_error,
+    rand_error,
+    variation_of_information,
+)
+
+skm = pytest.importorskip("skimage.metrics")
+measure = pytest.importorskip("skimage.measure")
+
+SHARED = Path("/work/shared/data")
+for _candidate in (Path(__file__).resolve().parents[2] / "shared" / "data", SHARED):
+    if _candidate.is_dir():
+        SHARED = _candidate
+        break
+DSB_MASK = SHARED / "dsb2018_nuclei_stardist_sample" / "mask2d.tif"
+ISBI_LABELS = SHARED / "isbi2012" / "train-labels.tif"
+
+TOL = dict(rel=1e-12, abs=1e-12)
+
+
+def assert_matches_skimage(truth, proposal):
+    split, merge = variation_of_information(truth, proposal)
+    sk_split, sk_merge = skm.variation_of_information(truth, proposal)
+    assert split == pytest.approx(sk_split, **TOL)
+    assert merge == pytest.approx(sk_merge, **TOL)
+    ours = adapted_rand_error(truth, proposal)
+    sk_error, sk_prec, sk_rec = skm.adapted_rand_error(truth, proposal)
+    assert ours.error == pytest.approx(sk_error, **TOL)
+    # skimage's "precision" divides by the truth's pairs (its issue #6485): it is our recall
+    assert ours.recall == pytest.approx(sk_prec, **TOL)
+    assert ours.precision == pytest.approx(sk_rec, **TOL)
+    assert ours.fscore == pytest.approx(1.0 - sk_error, **TOL)
+
+
+@pytest.mark.parametrize("shape,n_labels,seed", [((64, 64), 5, 0), ((40, 50), 300, 1), ((8, 16, 12), 20, 2)])
+def test_random_labels_match_skimage(shape, n_labels, seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, n_labels, size=shape).astype(np.int32)
+    proposal = rng.integers(0, n_labels, size=shape).astype(np.int64)
+    assert_matches_skimage(truth, proposal)
+
+
+def test_vi_ignore_labels_matches_skimage():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 6, size=(30, 30))
+    proposal = rng.integers(0, 4, size=(30, 30))
+    ours = variation_of_information(truth, proposal, ignore_labels=(0, 2))
+    sk = skm.variation_of_information(truth, proposal, ignore_labels=(0, 2))
+    assert ours == pytest.approx(tuple(sk), **TOL)
+
+
+@pytest.mark.skipif(not DSB_MASK.is_file(), reason="dsb2018 sample not available")
+def test_real_nuclei_labels_match_skimage():
+    tifffile = pytest.importorskip("tifffile")
+    truth = tifffile.imread(DSB_MASK)  # uint16 instance labels
+    # a realistic imperfect segmentation: shifted by 2 px, some nuclei merged, border pixels dropped
+    proposal = np.roll(truth, 2, axis=1).astype(np.int64)
+    proposal[(proposal % 7 == 3)] -= 1
+    proposal[:, :5] = 0
+    assert_matches_skimage(truth, proposal)
+    assert_matches_skimage(proposal, truth.astype(np.uint32))
+
+
+@pytest.mark.skipif(not ISBI_LABELS.is_file(), reason="ISBI 2012 labels not available")
+def test_real_isbi_components_match_skimage():
+    tifffile = pytest.importorskip("tifffile")
+    labels = tifffile.imread(ISBI_LABELS)[:3]
+    truth = measure.label(labels > 0, connectivity=1)  # cells as 4-connected components
+    other = measure.label(np.roll(labels, 1, axis=0) > 0, connectivity=1)  # neighbouring slices as proposal
+    assert_matches_skimage(truth[0], other[0])
+    assert_matches_skimage(truth, other)
+
+
+def test_large_label_ids_give_the_same_answer():
+    rng = np.random.default_rng(4)
+    truth = rng.integers(0, 50, size=(48, 48))
+    proposal = rng.integers(0, 30, size=(48, 48))
+    base_vi = variation_of_information(truth, proposal)
+    base_are = adapted_rand_error(truth, proposal)
+    base_rand = rand_error(truth, proposal)
+    # map ids injectively into 0 .. 2^40 (0 stays background) and to uint64 ids above 2^63
+    big = np.concatenate([[0], rng.choice(2**40, size=60, replace=False) + 1]).astype(np.int64)
+    huge = (np.uint64(2**63) + big.astype(np.uint64))
+    huge[0] = 0
+    for t_ids, p_ids in ((big, big), (huge, huge), (big, huge)):
+        t, p = t_ids[truth], p_ids[proposal]
+        assert variation_of_information(t, p) == pytest.approx(tuple(base_vi), **TOL)
+        assert tuple(adapted_rand_error(t, p)) == pytest.approx(tuple(base_are), **TOL)
+        assert rand_error(t, p) == pytest.approx(base_rand, **TOL)
+    table = contingency_table(big[truth], huge[proposal])
+    assert table.truth_labels.dtype == np.int64 and table.proposal_labels.dtype == np.uint64
+    assert set(table.truth_labels.tolist()) == set(big[np.unique(truth)].tolist())
+    assert table.proposal_labels.max() >= np.uint64(2**63)
+
+
+def test_negative_labels_are_labels():
+    truth = np.array([[-1, -1, 2], [2, 2, -5]], dtype=np.int32)
+    proposal = np.array([[7, 7, 7], [1, 1, 1]], dtype=np.int16)
+    assert_matches_skimage(truth - truth.min(), proposal)  # skimage needs non-negative ids
+    assert variation_of_information(truth, proposal) == variation_of_information(truth - truth.min(), proposal)
+
+
+def _reference_table(truth, proposal):
+    pairs, counts = np.unique(np.stack([truth.ravel(), proposal.ravel()]), axis=1, return_counts=True)
+    return {(int(a), int(b)): int(c) for (a, b), c in zip(pairs.T, counts)}
+
+
+def test_contingency_table_matches_numpy_and_is_layout_independent():
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 9, size=(20, 30, 4)).astype(np.uint32)
+    proposal = rng.integers(-3, 5, size=(20, 30, 4)).astype(np.int64)
+    expected = _reference_table(truth, proposal)
+    layouts = {
+        "C": (truth, proposal),
+        "F": (np.asfortranarray(truth), np.asfortranarray(proposal)),
+        "mixed": (np.asfortranarray(truth), proposal),
+        "reversed": (truth[::-1, :, ::-1].copy()[::-1, :, ::-1], proposal),
+        "strided": (np.repeat(truth, 2, axis=1)[:, ::2], proposal),
+    }
+    tables = []
+    for name, (t, p) in layouts.items():
+        assert np.array_equal(t, truth), name
+        table = contingency_table(t, p)
+        got = {
+            (int(table.truth_labels[r]), int(table.proposal_labels[c])): int(n)
+            for r, c, n in zip(table.rows, table.cols, table.counts)
+        }
+        assert got == expected, name
+        tables.append(table)
+    for t in tables[1:]:
+        for key in ("truth_labels", "proposal_labels", "rows", "cols", "counts"):
+            assert np.array_equal(getattr(t, key), getattr(tables[0], key))
+    assert tables[0].total == truth.size
+
+
+def test_metrics_do_not_depend_on_layout():
+    rng = np.random.default_rng(6)
+    truth = rng.integers(0, 12, size=(33, 17)).astype(np.int64)
+    proposal = rng.integers(0, 12, size=(33, 17)).astype(np.int64)
+    ref = (variation_of_information(truth, proposal), adapted_rand_error(truth, proposal), rand_error(truth, proposal))
+    for t, p in ((truth.T.copy().T, proposal), (np.asfortranarray(truth), proposal[::-1][::-1]),
+                 (np.pad(truth, 3)[3:-3, 3:-3], np.pad(proposal, ((0, 0), (2, 0)))[:, 2:])):
+        got = (variation_of_information(t, p), adapted_rand_error(t, p), rand_error(t, p))
+        assert got[0] == pytest.approx(tuple(ref[0]), **TOL)
+        assert tuple(got[1]) == pytest.approx(tuple(ref[1]), **TOL)
+        assert got[2] == pytest.approx(ref[2], **TOL)
+
+
+def test_table_can_be_shared():
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 5, size=(25, 25))
+    proposal = rng.integers(0, 5, size=(25, 25))
+    table = contingency_table(truth, proposal)
+    assert variation_of_information(table=table) == variation_of_information(truth, proposal)
+    assert adapted_rand_error(table=table) == adapted_rand_error(truth, proposal)
+    assert rand_error(table=table) == rand_error(truth, proposal)
+
+
+def _brute_force_rand(truth, proposal):
+    """Foreground-restricted Rand tp/fp/fn by enumerating ordered pixel pairs of the truth foreground;
+    proposal background pixels are singletons (together only with themselves)."""
+    t = truth.ravel()
+    p = proposal.ravel()
+    fg = np.flatnonzero(t != 0)
+    tp = fp = fn = 0
+    for u, w in itertools.product(fg, fg):
+        same_t = t[u] == t[w]
+        same_p = u == w or (p[u] == p[w] and p[u] != 0)
+        tp += same_t and same_p
+        fp += (not same_t) and same_p
+        fn += same_t and not same_p
+    precision = 1.0 if fp == 0 else tp / (tp + fp)
+    recall = 1.0 if fn == 0 else tp / (tp + fn)
+    return 1.0 - (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rand_error_matches_pair_enumeration(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, size=(9, 11))
+    proposal = rng.integers(0, 3, size=(9, 11))
+    assert rand_error(truth, proposal) == pytest.approx(_brute_force_rand(truth, proposal), **TOL)
+
+
+def test_rand_error_equals_isbi_statistic_at_one_threshold():
+    rng = np.random.default_rng(8)
+    truth = (rng.random((40, 40)) > 0.3).astype(np.uint8)
+    proposal = np.clip(truth + rng.normal(0, 0.4, truth.shape), 0, 1).astype(np.float32)
+    s = isbi2012(truth, proposal)
+    for row in s.table:
+        th = row["threshold"]
+        t_lab = measure.label(truth > 0, connectivity=1)
+        p_lab = measure.label(proposal > np.float64(th), connectivity=1)
+        assert rand_error(t_lab, p_lab) == pytest.approx(1.0 - row["rand_fscore"], **TOL)
+
+
+def test_pixel_error_counts_mismatches_in_double_precision():
+    truth = np.array([[1, 1]], np.uint8)
+    proposal = np.array([[0.1, 0.0]], np.float32)
+    # float32(0.1) = 0.10000000149 > 0.1: foreground (Fiji compares the promoted float32); a float32
+    # comparison would call it background and count 2 mismatches
+    assert pixel_error(truth, proposal, threshold=0.1) == 1 / 2
+    rng = np.random.default_rng(9)
+    t = rng.integers(0, 3, size=(3, 20, 20)).astype(np.uint16)
+    p = rng.random((3, 20, 20))
+    expected = np.count_nonzero((t > 0) != (p > 0.37)) / t.size
+    assert pixel_error(t, p, threshold=0.37) == expected
+    assert pixel_error(t, p > 0.5) == np.count_nonzero((t > 0) != (p > 0.5)) / t.size

@@ -1,0 +1,165 @@
+"""Bad input to sdk.metrics raises InvalidInputError (a ValueError) whose message names the problem."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdk.errors import InvalidInputError
+from sdk.metrics import (
+    adapted_rand_error,
+    contingency_table,
+    isbi2012,
+    pixel_error,
+    pool_isbi2012,
+    rand_error,
+    variation_of_information,
+    warping_error,
+)
+
+T = np.ones((8, 8), np.uint8)
+P = np.full((8, 8), 0.7, np.float32)
+L = np.arange(64).reshape(8, 8)
+
+IMAGE_METRICS = [
+    pytest.param(lambda t, p: warping_error(t, p), id="warping_error"),
+    pytest.param(lambda t, p: isbi2012(t, p), id="isbi2012"),
+    pytest.param(lambda t, p: pixel_error(t, p), id="pixel_error"),
+]
+LABEL_METRICS = [
+    pytest.param(lambda a, b: contingency_table(a, b), id="contingency_table"),
+    pytest.param(lambda a, b: rand_error(a, b), id="rand_error"),
+    pytest.param(lambda a, b: variation_of_information(a, b), id="variation_of_information"),
+    pytest.param(lambda a, b: adapted_rand_error(a, b), id="adapted_rand_error"),
+]
+
+
+def raises(match):
+    return pytest.raises(InvalidInputError, match=match)
+
+
+def test_invalid_input_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        warping_error(T, P[:4])
+
+
+@pytest.mark.parametrize("metric", IMAGE_METRICS)
+def test_shape_mismatch(metric):
+    with raises(r"shape mismatch: truth has shape \(8, 8\), proposal has shape \(8, 7\)"):
+        metric(T, P[:, :7])
+
+
+@pytest.mark.parametrize("metric", LABEL_METRICS)
+def test_label_shape_mismatch(metric):
+    with raises("shape mismatch"):
+        metric(L, L[:4])
+
+
+@pytest.mark.parametrize("metric", IMAGE_METRICS)
+def test_empty(metric):
+    with raises("truth: empty array"):
+        metric(np.zeros((0, 8), np.uint8), np.zeros((0, 8), np.float32))
+
+
+@pytest.mark.parametrize("metric", LABEL_METRICS)
+def test_empty_labels(metric):
+    with raises("empty array"):
+        metric(np.zeros((3, 0), np.int32), np.zeros((3, 0), np.int32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("metric", IMAGE_METRICS)
+def test_non_finite_proposal(metric, bad):
+    p = P.copy()
+    p[3, 4] = bad
+    with raises("proposal: contains NaN or Inf"):
+        metric(T, p)
+
+
+def test_nan_in_float_truth():
+    t = T.astype(np.float64)
+    t[0, 0] = np.nan
+    with raises("truth: contains NaN or Inf"):
+        warping_error(t, P)
+
+
+@pytest.mark.parametrize("value", [-0.01, 1.5, 255.0])
+@pytest.mark.parametrize("metric", IMAGE_METRICS)
+def test_proposal_outside_unit_interval(metric, value):
+    p = P.astype(np.float64)
+    p[1, 1] = value
+    with raises(r"proposal: values outside \[0, 1\]"):
+        metric(T, p)
+
+
+@pytest.mark.parametrize("metric", IMAGE_METRICS)
+def test_integer_proposal_is_rejected_with_the_fix(metric):
+    with raises(r"proposal: integer dtype uint8 is ambiguous.*probabilities of foreground in \[0, 1\]"):
+        metric(T, (P * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.complex64])
+def test_unsupported_proposal_dtype(dtype):
+    with raises(f"proposal: unsupported dtype {np.dtype(dtype)}"):
+        warping_error(T, P.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.float16])
+def test_unsupported_truth_dtype(dtype):
+    with raises(f"truth: unsupported dtype {np.dtype(dtype)}"):
+        isbi2012(T.astype(dtype), P)
+
+
+def test_unsupported_label_dtype():
+    with raises("truth_labels: unsupported label dtype float64"):
+        variation_of_information(L.astype(np.float64), L)
+    with raises("truth_labels: unsupported label dtype object"):
+        contingency_table(np.array([[None, 1]]), np.array([[1, 1]]))
+
+
+@pytest.mark.parametrize("shape", [(64,), (2, 2, 4, 4)])
+def test_wrong_ndim_2d_mode(shape):
+    with raises(r"truth: expected a 2D image \(H, W\) or a stack \(Z, H, W\), got ndim="):
+        warping_error(T.reshape(shape), P.reshape(shape))
+    with raises("ndim="):
+        isbi2012(T.reshape(shape), P.reshape(shape))
+
+
+def test_wrong_ndim_3d_mode():
+    with raises(r"mode='3d' needs a 3D volume \(Z, H, W\), got ndim=2"):
+        warping_error(T, P, mode="3d")
+
+
+def test_bad_options():
+    with raises("mode: must be one of '2d', '3d', got '2.5d'"):
+        warping_error(T, P, mode="2.5d")
+    with raises(r"threshold: must be in \[0, 1\], got 1.2"):
+        warping_error(T, P, threshold=1.2)
+    with raises("threshold: must be a number"):
+        pixel_error(T, P, threshold="half")
+    with raises("radius: must be an integer"):
+        warping_error(T, P, radius=2.5)
+    with raises("threads: must be >= 1, got 0"):
+        isbi2012(T, P, threads=0)
+    with raises(r"shape mismatch: mask has shape \(4, 8\)"):
+        warping_error(T, P, mask=np.ones((4, 8), bool))
+    with raises("mask: unsupported dtype float32"):
+        warping_error(T, P, mask=np.ones((8, 8), np.float32))
+
+
+def test_pool_needs_results():
+    with raises("no results to pool"):
+        pool_isbi2012([])
+    with raises("expected ISBIResult items, got dict"):
+        pool_isbi2012([{"warping_error": 0.0}])
+
+
+def test_table_argument_is_checked():
+    with raises("give truth_labels and proposal_labels, or table="):
+        rand_error(L)
+    with raises("table: expected a ContingencyTable"):
+        adapted_rand_error(table={"counts": [1]})
+
+
+def test_everything_ignored():
+    with raises("no truth pixels left"):
+        adapted_rand_error(np.zeros((4, 4), np.int32), L[:4, :4])
