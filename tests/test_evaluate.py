@@ -256,6 +256,21 @@ def test_label_images_are_used_as_labels():
         (split, merge), abs=1e-12)
 
 
+def test_slice_without_foreground_gives_nan_where_undefined(stack):
+    truth, proposal = stack[0][:3].copy(), stack[1][:3]
+    truth[1] = 0
+    report = evaluate(truth, proposal, progress=False)
+    assert report.ok and len(report.items) == 3
+    empty = report.items[1].scores
+    assert math.isnan(empty["rand_error"]) and math.isnan(empty["adapted_rand_error"])
+    assert empty["vi_merge"] == 0.0 and empty["pixel_error"] > 0  # every proposal pixel is a false positive
+    others = [report.items[0].scores["adapted_rand_error"], report.items[2].scores["adapted_rand_error"]]
+    assert report.mean["adapted_rand_error"] == pytest.approx(np.mean(others), rel=1e-12)
+    assert report.pooled["rand_error"] == pytest.approx(
+        metrics.pool_isbi2012([metrics.isbi2012(truth[[0]], proposal[[0]]),
+                               metrics.isbi2012(truth[[2]], proposal[[2]])]).rand_error, rel=1e-12)
+
+
 def test_partial_failures_are_named_and_the_rest_is_scored(tmp_path, stack):
     truth, proposal = stack
     gt, pr = tmp_path / "gt", tmp_path / "pr"

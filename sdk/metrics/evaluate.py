@@ -150,7 +150,10 @@ def score_item(
             split, merge = variation_of_information(table=contingency)
             scores.update(vi_split=float(split), vi_merge=float(merge), vi=float(split) + float(merge))
         if "adapted_rand" in options.metrics:
-            scores.update(adapted_rand_scores(adapted_rand_error(table=contingency)))
+            if truth_labels.any():
+                scores.update(adapted_rand_scores(adapted_rand_error(table=contingency)))
+            else:  # it ignores truth background: nothing left to score (NaN, left out of the mean)
+                scores.update(dict.fromkeys(ADAPTED_RAND_KEYS, math.nan))
     return ItemResult(name, tuple(int(n) for n in truth.shape), scores, table), raw
 
 
@@ -165,12 +168,11 @@ def isbi_scores(result: Any) -> dict[str, float]:
     return {key: float(getattr(result, key)) for key in ISBI_FIELDS}
 
 
+ADAPTED_RAND_KEYS = ("adapted_rand_error", "adapted_rand_precision", "adapted_rand_recall")
+
+
 def adapted_rand_scores(result: Any) -> dict[str, float]:
-    return {
-        "adapted_rand_error": float(result.error),
-        "adapted_rand_precision": float(result.precision),
-        "adapted_rand_recall": float(result.recall),
-    }
+    return dict(zip(ADAPTED_RAND_KEYS, (float(result.error), float(result.precision), float(result.recall))))
 
 
 def table_rows(table: Any) -> list[dict[str, Any]]:
@@ -223,8 +225,8 @@ def evaluate(
             of foreground in [0, 1], or labels (``proposal_kind``).
         metrics: any of ``"isbi2012"`` (Fiji-exact ISBI 2012 warping / Rand / pixel errors with their
             threshold sweeps), ``"warping"`` (warping error and split/merger/hole/object pixel counts at
-            ``threshold``, ``radius``), ``"vi"`` (variation of information: split = H(truth | proposal),
-            merge = H(proposal | truth), in nats), ``"adapted_rand"`` (SNEMI3D adapted Rand error).
+            ``threshold``, ``radius``), ``"vi"`` (variation of information: split = H(proposal | truth),
+            merge = H(truth | proposal), in bits), ``"adapted_rand"`` (SNEMI3D adapted Rand error).
         mode: ``"2d"`` scores slices (stacks slice by slice, like Fiji); ``"3d"`` scores volumes with 3D
             connectivity (the ISBI scores stay the 2D challenge definition).
         workers: threads on this machine (default: all cores); 1 runs serially.
