@@ -134,3 +134,21 @@ def test_ctrl_c_writes_the_partial_report_and_exits_130(tmp_path, stack_files, m
     report = Report.from_json(tmp_path / "r.json")
     assert report.interrupted and [r.name for r in report.items] == ["gt[0]", "gt[1]"]
     assert report.not_scored == ["gt[2]", "gt[3]"]
+
+
+def test_model_on_a_directory_names_images_it_could_not_predict(tmp_path, stack, capsys):
+    pytest.importorskip("onnxruntime")
+    from onnx_fixtures import make_model
+
+    truth, _ = stack
+    (tmp_path / "model.onnx").write_bytes(make_model("pointwise", seed=3)[0])
+    (tmp_path / "gt").mkdir(), (tmp_path / "img").mkdir()
+    for name in ("a", "b"):
+        write_array(tmp_path / "gt" / f"{name}.tif", truth[0])
+    write_array(tmp_path / "img" / "a.tif", truth[0].astype(np.float32))
+    (tmp_path / "img" / "b.tif").write_bytes(b"junk")
+    rc = main(["evaluate", str(tmp_path / "gt"), "--model", str(tmp_path / "model.onnx"), "--images",
+               str(tmp_path / "img"), "--metrics", "vi", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "b: not predicted:" in out and "b.tif: cannot read" in out

@@ -59,6 +59,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..metrics.evaluate import evaluate
+    from ..metrics.inputs import Failure
     from ..metrics.plots import write_plots
 
     if (args.model is None) != (args.images is None):
@@ -72,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     proposal = args.proposal
     proposal_kind = args.proposal_kind
+    not_predicted: dict[str, str] = {}
     if args.model is not None:
-        proposal = predict_proposals(args.model, args.images, device=args.device, progress=not args.no_progress)
+        proposal, not_predicted = predict_proposals(
+            args.model, args.images, device=args.device, progress=not args.no_progress
+        )
         proposal_kind = "probabilities"
 
     report = evaluate(
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         proposal_kind=proposal_kind,
         threshold=args.threshold,
     )
+    # an image that could not be predicted shows up unpaired; say why instead
+    report.failures = [Failure(f.name, not_predicted.get(f.name, f.error)) for f in report.failures]
     print(report.format())
     if report.pooled_table:
         print("\npooled per-threshold table (ISBI):")
@@ -113,25 +119,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_proposals(model: str, images: str, *, device: str, progress: bool) -> dict[str, np.ndarray] | np.ndarray:
-    """Foreground probabilities of ``images`` (one file, or a directory: a mapping by file name) from
-    ``model``; unreadable images are left out, so they show up as unpaired in the report."""
+def predict_proposals(
+    model: str, images: str, *, device: str, progress: bool
+) -> tuple[dict[str, np.ndarray] | np.ndarray, dict[str, str]]:
+    """Foreground probabilities of ``images`` from ``model``: an array for one file, or a mapping by file
+    name for a directory, plus the errors of the images that could not be predicted (by name)."""
     from .. import Segmenter
-    from ..metrics.inputs import side_entries, load_source
+    from ..metrics.inputs import load_source, side_entries
 
     segmenter = Segmenter(model, device=device)
     foreground = segmenter.metadata.foreground_class
     side = side_entries(images, "images")
     if not isinstance(side, tuple):
-        name = Path(images).stem
-        return segmenter.predict_proba(load_source(side, name=name))[foreground]
-    entries, _ = side
+        return segmenter.predict_proba(load_source(side, name=Path(images).stem))[foreground], {}
+    entries, failures = side
+    errors = {f.name: f.error for f in failures}
     probabilities: dict[str, np.ndarray] = {}
     with ProgressBar(len(entries), "predict", enabled=None if progress else False) as bar:
         for name, source in entries.items():
             try:
                 probabilities[name] = segmenter.predict_proba(load_source(source, name=name))[foreground]
             except InvalidInputError as exc:
-                logger.error("%s: not predicted: %s", name, exc)
+                errors[name] = f"{name}: not predicted: {exc}"
             bar.update()
-    return probabilities
+    return probabilities, errors
