@@ -59,11 +59,15 @@ def make_set(slices: int, size: int, unique: int, seed: int = 0) -> tuple[np.nda
     return truth, proposal
 
 
+CPU_SECONDS: dict[str, float] = {}  # CPU time of this process per timed label (not of Dask workers)
+
+
 def timed(label: str, fn):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = fn()
     seconds = time.perf_counter() - start
-    print(f"  {label}: {seconds:.1f} s", flush=True)
+    CPU_SECONDS[label] = time.process_time() - cpu_start
+    print(f"  {label}: {seconds:.1f} s wall, {CPU_SECONDS[label]:.1f} s CPU in this process", flush=True)
     return seconds, result
 
 
@@ -93,17 +97,17 @@ def run(args) -> dict:
     evaluate(truth[:2], proposal[:2], metrics=("isbi2012", "vi", "adapted_rand"), workers=1, progress=False)
     skimage_rand_vi(truth[:2], proposal[:2])
 
-    def add(task, runner, seconds, anchor_s, note=""):
+    def add(task, runner, seconds, anchor_s, note="", label=None):
         rows.append({"task": task, "runner": runner, "seconds": seconds, "slices_per_s": n / seconds,
-                     "speedup_vs_anchor": anchor_s / seconds, "note": note})
+                     "speedup_vs_anchor": anchor_s / seconds, "cpu_s": CPU_SECONDS.get(label), "note": note})
 
     print("ISBI 2012 scores:", flush=True)
     isbi = ("isbi2012",)
     serial_s, serial = timed("serial", lambda: evaluate(truth, proposal, metrics=isbi, workers=1, progress=False))
-    add("isbi2012", "serial (anchor)", serial_s, serial_s)
+    add("isbi2012", "serial (anchor)", serial_s, serial_s, label="serial")
     threads_s, threaded = timed(f"{cores} threads",
                                 lambda: evaluate(truth, proposal, metrics=isbi, workers=cores, progress=False))
-    add("isbi2012", f"{cores} threads", threads_s, serial_s)
+    add("isbi2012", f"{cores} threads", threads_s, serial_s, label=f"{cores} threads")
     identical = {"threads": threaded.to_dict() == serial.to_dict()}
     if not args.no_dask:
         from distributed import Client, LocalCluster
@@ -121,14 +125,14 @@ def run(args) -> dict:
 
     print("VI + adapted Rand:", flush=True)
     sk_s, sk = timed("scikit-image serial", lambda: skimage_rand_vi(truth, proposal))
-    add("vi+adapted_rand", "scikit-image serial (anchor)", sk_s, sk_s)
+    add("vi+adapted_rand", "scikit-image serial (anchor)", sk_s, sk_s, label="scikit-image serial")
     ours_serial_s, ours = timed("sdk serial", lambda: evaluate(truth, proposal, metrics=("vi", "adapted_rand"),
                                                                 workers=1, progress=False))
-    add("vi+adapted_rand", "sdk serial", ours_serial_s, sk_s)
+    add("vi+adapted_rand", "sdk serial", ours_serial_s, sk_s, label="sdk serial")
     ours_threads_s, ours_threads = timed(
         f"sdk {cores} threads",
         lambda: evaluate(truth, proposal, metrics=("vi", "adapted_rand"), workers=cores, progress=False))
-    add("vi+adapted_rand", f"sdk {cores} threads", ours_threads_s, sk_s)
+    add("vi+adapted_rand", f"sdk {cores} threads", ours_threads_s, sk_s, label=f"sdk {cores} threads")
     identical["vi_threads"] = ours_threads.to_dict() == ours.to_dict()
     worst = max(
         max(abs(r.scores["vi_split"] - s), abs(r.scores["vi_merge"] - m), abs(r.scores["adapted_rand_error"] - a))
@@ -144,6 +148,7 @@ def run(args) -> dict:
         "cores": cores,
         "machine": f"{platform.machine()}, {os.cpu_count()} logical cores (shared with other jobs)",
         "python": platform.python_version(),
+        "load_average_at_end": os.getloadavg(),
         "reports_identical": identical,
         "max_abs_diff_vs_skimage": worst,
         "pooled_isbi": serial.pooled,
@@ -167,10 +172,11 @@ def main() -> int:
 
     print(f"\n{result['slices']} slices of {args.size}x{args.size}, {result['cores']} cores "
           f"({result['machine']})")
-    print(f"{'task':<16} {'runner':<46} {'seconds':>9} {'slices/s':>9} {'vs anchor':>9}")
+    print(f"{'task':<16} {'runner':<46} {'seconds':>9} {'slices/s':>9} {'vs anchor':>9} {'CPU s':>7}")
     for row in result["rows"]:
+        cpu = "" if row["cpu_s"] is None else f"{row['cpu_s']:.1f}"
         print(f"{row['task']:<16} {row['runner']:<46} {row['seconds']:>9.1f} {row['slices_per_s']:>9.2f} "
-              f"{row['speedup_vs_anchor']:>8.2f}x")
+              f"{row['speedup_vs_anchor']:>8.2f}x {cpu:>7}")
     print(f"reports identical: {result['reports_identical']}; "
           f"max |difference| vs scikit-image: {result['max_abs_diff_vs_skimage']:.2e}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
