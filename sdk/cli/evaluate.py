@@ -7,7 +7,6 @@ existing outputs without ``--force``); 130 after Ctrl-C, with the partial report
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import numpy as np
 
 from .._progress import ProgressBar
 from ..errors import InvalidInputError
-
-logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:

@@ -12,7 +12,6 @@ written atomically as PNG.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -25,7 +24,6 @@ from ..io import atomic_output
 from .inputs import SideSpec, make_tasks, prepare_proposal, prepare_truth, split_items
 from .report import Report
 
-logger = logging.getLogger(__name__)
 
 # Classification codes of the warping error (sdk.metrics.ErrorType) -> label, RGB colour.
 ERROR_STYLES = {
