@@ -94,7 +94,15 @@ def plan_axis(
     extent = padded
     step = max(mult, int(tile_out * (1.0 - overlap)) // mult * mult)
     count = 1 if extent <= tile_out else math.ceil((extent - tile_out) / step) + 1
-    starts = tuple(min(i * step, extent - tile_out) for i in range(count))
+    if merge == "none" and count > 1:
+        # overlap-tile needs no fixed tile (blending keeps MONAI's): shrink the tiles to the smallest
+        # accepted size that still covers the axis with `count` tiles and the same overlap, so no
+        # tile computes pixels past the border (2048 px with 1024-px tiles: 3 x 736, not 3 x 1024)
+        shared = tile_out - step
+        needed = math.ceil((extent - shared) / count) + shared
+        tile_in = rule.valid_input_size_at_least(needed + 2 * m)
+        tile_out, step = tile_in - 2 * m, tile_in - 2 * m - shared
+    starts = tuple(sorted({min(i * step, extent - tile_out) for i in range(count)}))
     if merge == "none":
         # boundaries in the middle of each overlap, so every tile keeps its centre
         bounds = [0] + [(b + a + tile_out) // 2 for a, b in zip(starts, starts[1:])] + [size]

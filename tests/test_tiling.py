@@ -106,6 +106,13 @@ def test_axis_plan_matches_monai_scan_for_accepted_sizes():
     assert plan.input_size == plan.output_size == 256
 
 
+def test_overlap_tile_shrinks_tiles_to_cover_without_waste():
+    # 2048 px, tiles of 1024 sharing 64 px: three tiles are needed, and 736 px each suffice
+    plan = plan_axis(2048, Rule(16, 0), tile=1024, overlap=0.0625, merge="none")
+    assert plan.input_size == 736 and plan.starts == (0, 672, 1312)
+    assert plan.keep == ((0, 704), (704, 1360), (1360, 2048))  # the middles of the overlaps
+
+
 def test_small_image_becomes_one_padded_tile():
     plan = plan_axis(37, Rule(16, 0), tile=512, overlap=0.25, merge="gaussian")
     assert plan.starts == (0,) and plan.input_size == 48 and plan.keep == ((0, 37),)
