@@ -229,7 +229,7 @@ def evaluate(
             merge = H(truth | proposal), in bits), ``"adapted_rand"`` (SNEMI3D adapted Rand error).
         mode: ``"2d"`` scores slices (stacks slice by slice, like Fiji); ``"3d"`` scores volumes with 3D
             connectivity (the ISBI scores stay the 2D challenge definition).
-        workers: threads on this machine (default: all cores); 1 runs serially.
+        workers: threads on this machine (default: all cores); 1 runs serially; unused with ``client``.
         client: a ``distributed.Client`` or scheduler address (``"tcp://host:8786"``): run on Dask.
         progress: draw a progress bar on stderr (when it is a terminal), or a callable
             ``progress(done, total)`` called after each task.
