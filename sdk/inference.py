@@ -42,6 +42,11 @@ def activate(logits: np.ndarray, activation: str, axis: int = 1) -> np.ndarray:
     return shifted
 
 
+def label_dtype(classes: int) -> np.dtype:
+    """The smallest unsigned type holding class indices ``0..classes-1``."""
+    return np.dtype(np.uint8 if classes <= 256 else np.uint16)
+
+
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:
     """Class index per pixel of ``proba`` (K, ...): argmax, or ``p >= 0.5`` for a single channel."""
     if proba.shape[0] == 1:
@@ -116,7 +121,7 @@ def sliding_window_predict(
         out = (
             np.empty((channels,) + spatial, dtype=np.float32)
             if output == "proba"
-            else np.empty(spatial, dtype=np.uint8 if channels <= 256 else np.uint16)
+            else np.empty(spatial, dtype=label_dtype(channels))
         )
     statistics = normalization.statistics(image) if normalization is not None else None
 

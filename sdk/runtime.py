@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 _ORT_QUIET = 3  # ORT log severity: 3 = errors only (ours are raised as exceptions instead)
 _ORT_SILENT = 4  # fatal only, while probing CUDA (a failed probe is an answer, not an error)
+_ORT_DEFAULT = 2  # ORT's own default severity (warnings), restored after the probe
 
 
 def import_onnxruntime() -> Any:
@@ -93,10 +94,16 @@ class Runtime:
         listed = ort.get_available_providers()
         session = None
         if device in ("auto", "cuda") and CUDA in listed:
-            session = self._open(ort, data, [(CUDA, _cuda_provider_options()), CPU], _ORT_SILENT)
+            # a provider that fails to load reports through ORT's process-wide logger, not the session's
+            ort.set_default_logger_severity(_ORT_SILENT)
+            try:
+                session = self._open(ort, data, [(CUDA, _cuda_provider_options()), CPU], _ORT_SILENT)
+            finally:
+                ort.set_default_logger_severity(_ORT_DEFAULT)
             if CUDA not in session.get_providers():
                 logger.info("CUDA provider is listed but did not load (CUDA/cuDNN libraries missing?)")
-                session = None
+                if device == "cuda":
+                    session = None  # the session ORT fell back to is a CPU one: keep it only for "auto"
         if session is None:
             if device == "cuda":
                 reason = (

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InvalidInputError
-from .inference import Progress, OutputSlot, sliding_window_predict
+from .inference import OutputSlot, Progress, label_dtype, sliding_window_predict
 from .model_metadata import ModelMetadata
 from .models import default_model_path
 from .runtime import Runtime
@@ -138,7 +138,7 @@ class Segmenter:
         kept = tuple(n for n, a in zip(shape, axes) if a != "C")
         if proba:
             return (classes,) + kept, np.dtype(np.float32)
-        return kept, np.dtype(np.uint8 if classes <= 256 else np.uint16)
+        return kept, label_dtype(classes)
 
     def _predict(self, image: Any, axes: str | None, output: str, out: Any, progress: Progress | None) -> Any:
         array = _checked_image(image)

@@ -310,6 +310,34 @@ def test_cuda_without_cuda_raises_instead_of_falling_back(valid2d):
         Segmenter(model, device="cuda")
 
 
+class _GpuPackageWithoutCuda:
+    """onnxruntime-gpu on a machine without CUDA libraries: lists CUDA, silently runs sessions on the CPU."""
+
+    def __init__(self, real):
+        self._real = real
+        self.requested = []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get_available_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def InferenceSession(self, data, sess_options=None, providers=None):
+        self.requested.append(providers)
+        return self._real.InferenceSession(data, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+
+def test_listed_but_broken_cuda_is_detected(monkeypatch, valid2d):
+    fake = _GpuPackageWithoutCuda(onnxruntime)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    auto = Segmenter(valid2d[0])
+    assert fake.requested[0][0][0] == "CUDAExecutionProvider"  # CUDA was asked for (with options) ...
+    assert auto.device == "cpu"  # ... and the fallback was noticed
+    with pytest.raises(RuntimeUnavailableError, match="listed but failed to load"):
+        Segmenter(valid2d[0], device="cuda")
+
+
 def test_missing_onnxruntime_names_the_extras(monkeypatch, valid2d):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(RuntimeUnavailableError, match=r"unet-sdk\[cpu\].*unet-sdk\[gpu\]"):

@@ -51,7 +51,7 @@ rules = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     n=st.integers(1, 60), start=st.integers(-200, 100), length=st.integers(1, 150)
 )
@@ -63,7 +63,7 @@ def test_reflect_indices_match_numpy_pad(n, start, length):
     assert np.array_equal(data[reflect_indices(start, start + length, n)], expected)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     rule=rules,
     size=st.integers(1, 700),
@@ -120,7 +120,7 @@ def test_small_image_becomes_one_padded_tile():
     assert valid.starts == (0,) and valid.input_size == 12 and valid.output_size == 6
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     shape=st.tuples(st.integers(1, 40), st.integers(1, 40)),
     channels=st.integers(1, 3),
@@ -184,7 +184,7 @@ def _merge(plan, channels, outputs):
     return out
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 50), min_size=2, max_size=3).map(tuple),
     tile=st.integers(2, 20),
@@ -210,7 +210,7 @@ def test_streaming_blend_equals_whole_image_weighted_average(shape, tile, overla
     np.testing.assert_allclose(_merge(plan, 2, outputs), expected, rtol=2e-5, atol=1e-6)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 60), min_size=2, max_size=3).map(tuple),
     tile=st.integers(2, 24),

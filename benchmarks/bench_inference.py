@@ -1,0 +1,298 @@
+"""Tiled inference: unet-sdk's Segmenter (ONNX Runtime) against MONAI's sliding_window_inference (PyTorch).
+
+The same weights run on both sides: a 2D U-Net (depth 4, base 32, same padding, no batch norm) with
+seeded random weights, exported once with ``export.onnx_export.export_onnx`` (softmax included; MONAI
+gets the same softmax). Each configuration runs in its own subprocess, so its peak RSS is its own
+(``ru_maxrss``: imports, model and buffers included). Times are end to end from the uint8 image to the
+float32 probability map, after a warm-up call; model loading is not timed.
+
+Configurations (``anchor`` = MONAI, the ratio denominator):
+  monai      sliding_window_inference, roi 256, overlap 0.25, gaussian, sw_batch_size 4, torch 2 threads,
+             channels_last, inference_mode
+  sdk_same   Segmenter with MONAI's tiles and blending (tile 256, overlap 0.25, gaussian, batch 4)
+  sdk_rec    Segmenter at its recommended CPU settings: overlap-tile (blend="none"), tiles up to 1024
+             shrunk to fit, 32 px halo (overlap 0.0625), batch 1
+  sdk_int8   sdk_rec with the static int8 QDQ model from ``export.onnx_export.quantize_int8``
+  whole      one ONNX Runtime call on the whole image (the reference for "max diff"; sizes <= --whole-max)
+
+Random weights make a near-constant output (probabilities within ~0.02 of 0.5), so the differences
+to the whole image are tiny for every method; with ``--trained MODEL`` (default: the embedded ISBI 2012
+model when present) the differences are measured again on a trained network, on ISBI test slices.
+
+Usage: ``nice python benchmarks/bench_inference.py [--quick]``; writes benchmarks/results/inference.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ISBI = ROOT.parent / "shared" / "data" / "isbi2012"
+THREADS = 2
+
+CONFIGS = {
+    "monai": dict(engine="monai", roi=256, overlap=0.25, mode="gaussian", batch=4),
+    "sdk_same": dict(engine="sdk", tile=256, overlap=0.25, blend="gaussian", batch=4),
+    "sdk_rec": dict(engine="sdk", tile=1024, overlap=0.0625, blend="none", batch=1),
+    "sdk_int8": dict(engine="sdk", tile=1024, overlap=0.0625, blend="none", batch=1, int8=True),
+    "whole": dict(engine="whole"),
+}
+
+
+# -- worker side (one configuration, one process) ------------------------------------------------------
+
+
+def _zscore(image: np.ndarray) -> np.ndarray:
+    x = image.astype(np.float32)
+    return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+
+def _worker(spec: dict) -> dict:
+    image = np.load(spec["image"], mmap_mode="r")
+    engine = spec["engine"]
+    labels_only = spec.get("labels", False)
+    if engine == "monai":
+        import torch
+        from monai.inferers import sliding_window_inference
+
+        from export.unet import UNet
+
+        torch.set_num_threads(THREADS)
+        net = UNet(**spec["unet"]).eval()
+        net.load_state_dict(torch.load(spec["weights"]))
+        net = net.to(memory_format=torch.channels_last)
+
+        def predictor(x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(net(x.contiguous(memory_format=torch.channels_last)), dim=1)
+
+        def run(img: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                x = torch.from_numpy(_zscore(np.asarray(img)))[None, None]
+                out = sliding_window_inference(
+                    x, (spec["roi"],) * 2, spec["batch"], predictor, overlap=spec["overlap"], mode=spec["mode"]
+                )
+                return out[0].numpy()
+
+    elif engine == "whole":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        session = ort.InferenceSession(spec["model"], options, providers=["CPUExecutionProvider"])
+
+        def run(img: np.ndarray) -> np.ndarray:
+            return session.run(None, {"image": _zscore(np.asarray(img))[None, None]})[0][0]
+
+    else:
+        from sdk import Segmenter
+
+        seg = Segmenter(
+            spec["model"], device="cpu", tile=spec["tile"], overlap=spec["overlap"], blend=spec["blend"],
+            batch_size=spec["batch"], threads=THREADS,
+        )
+
+        def run(img: np.ndarray) -> np.ndarray:
+            return seg.predict(img) if labels_only else seg.predict_proba(img)
+
+    if engine != "whole":
+        run(np.asarray(image[:256, :256]))  # warm-up: thread pools, allocator, first-run graph setup
+    start = time.perf_counter()
+    result = run(image)
+    seconds = time.perf_counter() - start
+    if spec.get("save"):
+        np.save(spec["save"], result)
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# -- parent side -----------------------------------------------------------------------------------------
+
+
+def _run_worker(spec: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec['engine']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mosaic(side: int, volume: np.ndarray) -> np.ndarray:
+    """An ISBI-like test image: slices of the volume tiled to ``side`` x ``side``."""
+    n = volume.shape[1]
+    reps = -(-side // n)
+    rows = [np.concatenate([volume[(r * reps + c) % len(volume)] for c in range(reps)], axis=1) for r in range(reps)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:side, :side])
+
+
+def _build_models(work: Path) -> dict:
+    """The base-32 U-Net (weights, fp32 ONNX, int8 ONNX), cached in ``work``."""
+    import torch
+
+    from export.onnx_export import build_metadata, export_onnx, quantize_int8
+    from export.unet import UNet
+    from sdk.model_metadata import Normalization
+
+    unet = dict(spatial_dims=2, in_channels=1, num_classes=2, depth=4, base_features=32, padding="same", batch_norm=False)
+    paths = {"weights": work / "unet32.pt", "fp32": work / "unet32.onnx", "int8": work / "unet32_int8.onnx"}
+    if not all(p.exists() for p in paths.values()):
+        torch.manual_seed(0)
+        net = UNet(**unet).eval()
+        torch.save(net.state_dict(), paths["weights"])
+        meta = build_metadata(net, class_names=("membrane", "cell"), normalization=Normalization())
+        export_onnx(net, paths["fp32"], metadata=meta, check_parity=True, overwrite=True)
+        volume = _isbi("train-volume.tif")
+        rng = np.random.default_rng(0)
+        tiles = []
+        for i in range(8):
+            y, x = rng.integers(0, volume.shape[1] - 256, 2)
+            tiles.append(_zscore(volume[i * 3][y : y + 256, x : x + 256])[None])
+        quantize_int8(paths["fp32"], paths["int8"], tiles, overwrite=True)
+    return {"unet": unet, **{k: str(v) for k, v in paths.items()}}
+
+
+def _isbi(name: str) -> np.ndarray:
+    import tifffile
+
+    return tifffile.imread(ISBI / name)
+
+
+def _contention() -> dict:
+    """Load and any training run sharing the machine (the figures are only comparable within one run)."""
+    training = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if " train" in cmd and "export" in cmd:
+                training.append(cmd.strip()[:160])
+    return {"loadavg": os.getloadavg(), "training_running": training}
+
+
+def _diff(a_path: Path, b_path: Path) -> float:
+    a, b = np.load(a_path, mmap_mode="r"), np.load(b_path, mmap_mode="r")
+    return float(max(np.abs(a[c] - b[c]).max() for c in range(a.shape[0])))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="1024 px and a 2048 px memory run (minutes)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="image sides (default 2048 4096)")
+    parser.add_argument("--big", type=int, help="side of the peak-RSS run (default 8192)")
+    parser.add_argument("--whole-max", type=int, default=2048, help="largest side with a whole-image reference")
+    parser.add_argument("--trained", help="a trained .onnx for the accuracy table (default: the embedded model)")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "unet-sdk-bench"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+
+    sizes = args.sizes or ([1024] if args.quick else [2048, 4096])
+    big = args.big or (2048 if args.quick else 8192)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    models = _build_models(work)
+    volume = _isbi("train-volume.tif")
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": THREADS},
+        "model": "2D U-Net depth 4, base 32, same padding, seeded random weights (trained default is base 16)",
+        "contention_start": _contention(),
+        "configs": CONFIGS,
+        "speed": [],
+    }
+    for side in sizes:
+        image = work / f"isbi_mosaic_{side}.npy"
+        np.save(image, _mosaic(side, volume))
+        row = {"side": side}
+        names = ["whole"] * (side <= args.whole_max) + ["monai", "sdk_same", "sdk_rec", "sdk_int8"]
+        for name in names:
+            cfg = CONFIGS[name]
+            spec = {**cfg, "image": str(image), "save": str(work / f"{name}_{side}.npy"), "unet": models["unet"],
+                    "weights": models["weights"], "model": models["int8" if cfg.get("int8") else "fp32"]}
+            row[name] = _run_worker(spec)
+            print(f"{side}px {name}: {row[name]['seconds']:.2f} s, {row[name]['peak_rss_mb']:.0f} MB", flush=True)
+        for name in names:
+            if name != "whole":
+                if side <= args.whole_max:
+                    row[name]["max_diff_whole"] = _diff(work / f"{name}_{side}.npy", work / f"whole_{side}.npy")
+                if name != "monai":
+                    row[name]["max_diff_monai"] = _diff(work / f"{name}_{side}.npy", work / f"monai_{side}.npy")
+                    row[name]["speedup_vs_monai"] = row["monai"]["seconds"] / row[name]["seconds"]
+        report["speed"].append(row)
+
+    image = work / f"isbi_mosaic_{big}.npy"
+    np.save(image, _mosaic(big, volume))
+    report["memory"] = {"side": big, "config": "sdk_rec, labels (uint8 in, uint8 out)",
+                        **_run_worker({**CONFIGS["sdk_rec"], "image": str(image), "labels": True, "model": models["fp32"]})}
+    print(f"{big}px sdk_rec labels: {report['memory']['seconds']:.1f} s, {report['memory']['peak_rss_mb']:.0f} MB")
+
+    trained = args.trained or str(ROOT / "sdk" / "models" / "isbi2012_unet.onnx")
+    if Path(trained).exists():
+        report["trained"] = _accuracy(Path(trained), work, 1024 if args.quick else 2048)
+    report["contention_end"] = _contention()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    _print_table(report)
+    print(f"wrote {out}")
+    return 0
+
+
+def _accuracy(model: Path, work: Path, side: int) -> dict:
+    """Max |p - p_whole| of our two settings on a trained model (ISBI test slices): where random weights
+    hide tiling errors, a trained network shows them."""
+    image = work / f"isbi_test_mosaic_{side}.npy"
+    np.save(image, _mosaic(side, _isbi("test-volume.tif")))
+    from sdk import Segmenter
+
+    meta = Segmenter(str(model), device="cpu").metadata
+    result = {"model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "side": side,
+              "padding": meta.padding, "training": dict(meta.training)}
+    ref = work / f"trained_whole_{side}.npy"
+    if meta.padding == "same":
+        _run_worker({"engine": "whole", "image": str(image), "model": str(model), "save": str(ref)})
+    else:  # a valid-padding model: the whole image in one overlap-tile tile is its whole-image result
+        _run_worker({"engine": "sdk", "image": str(image), "model": str(model), "save": str(ref),
+                     "tile": side + 2 * meta.output_margin + 64, "overlap": 0.0, "blend": "none", "batch": 1})
+    for name in ("sdk_same", "sdk_rec"):
+        save = work / f"trained_{name}_{side}.npy"
+        _run_worker({**CONFIGS[name], "image": str(image), "model": str(model), "save": str(save)})
+        result[name] = {"max_diff_whole": _diff(save, ref)}
+    return result
+
+
+def _print_table(report: dict) -> None:
+    print()
+    print(f"{'side':>6} {'config':<9} {'time s':>8} {'x MONAI':>8} {'RSS MB':>8} {'|d| whole':>10} {'|d| MONAI':>10}")
+    for row in report["speed"]:
+        for name in ("monai", "sdk_same", "sdk_rec", "sdk_int8"):
+            r = row[name]
+            ratio = r.get("speedup_vs_monai", 1.0)
+            dw = f"{r['max_diff_whole']:.1e}" if "max_diff_whole" in r else "n/a"
+            dm = f"{r['max_diff_monai']:.1e}" if "max_diff_monai" in r else "-"
+            print(f"{row['side']:>6} {name:<9} {r['seconds']:>8.2f} {ratio:>8.2f} {r['peak_rss_mb']:>8.0f} {dw:>10} {dm:>10}")
+    m = report["memory"]
+    print(f"peak RSS at {m['side']}x{m['side']} ({m['config']}): {m['peak_rss_mb']:.0f} MB in {m['seconds']:.1f} s")
+    if "trained" in report:
+        t = report["trained"]
+        print(f"trained model {t['model']} at {t['side']}px: " + ", ".join(
+            f"{k} |d| whole {v['max_diff_whole']:.1e}" for k, v in t.items() if isinstance(v, dict) and "max_diff_whole" in v))
+    print(f"contention: start {report['contention_start']}, end {report['contention_end']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
