@@ -369,10 +369,13 @@ def test_default_model_segments_the_sample():
     image = read_image(sample_image_path())
     labels = seg.predict(image)
     assert labels.shape == image.shape
-    # ISBI 2012: membranes are dark (mean 85 vs 138 inside cells); a working model finds that contrast
-    membrane = labels != seg.metadata.foreground_class if seg.metadata.num_classes == 2 else None
-    if membrane is not None:
-        assert image[membrane].mean() < image[~membrane].mean() - 20
+    names = [name.lower() for name in seg.metadata.class_names]
+    if not any("membrane" in name for name in names):
+        pytest.skip(f"cannot tell which class is membrane from {names}")
+    membrane = labels == next(i for i, name in enumerate(names) if "membrane" in name)
+    # ISBI 2012 ground truth: 17-27 % membrane per slice, membranes dark (mean 85 vs 138 inside cells)
+    assert 0.10 < membrane.mean() < 0.40
+    assert image[membrane].mean() < image[~membrane].mean() - 20
 
 
 def test_real_unet_valid_padding_tiles_exactly(tmp_path):
