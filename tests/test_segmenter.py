@@ -399,3 +399,24 @@ def test_real_unet_valid_padding_tiles_exactly(tmp_path):
     ref = onnxruntime.InferenceSession(path.read_bytes()).run(None, {"image": padded[None]})[0][0][:, :150, :130]
     assert mult == 4 and len(plan_tiles(image.shape, meta, tile=64, overlap=0, merge="none")) >= 9
     np.testing.assert_allclose(proba, ref, atol=1e-5)
+
+
+def test_core_function_takes_any_predictor():
+    """sliding_window_predict with a numpy predictor (3x3 box mean, valid): tiles == whole image."""
+    from types import SimpleNamespace
+
+    from sdk.inference import sliding_window_predict
+
+    def box_mean(batch: np.ndarray) -> np.ndarray:  # (B, 1, n, n) -> (B, 1, n - 2, n - 2)
+        h, w = batch.shape[2] - 2, batch.shape[3] - 2
+        return sum(batch[:, :, i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
+
+    rule = SimpleNamespace(
+        input_size_multiple=1, output_margin=1,
+        is_valid_input_size=lambda n: n >= 3, valid_input_size_at_least=lambda n: max(n, 3),
+    )
+    image = np.random.default_rng(12).random((1, 45, 38))
+    out = sliding_window_predict(image, box_mean, rule, channels=1, tile=10, overlap=0.0, merge="none",
+                                 activation="none", batch_size=4)
+    padded = np.pad(image[0], 1, mode="reflect")
+    np.testing.assert_allclose(out[0], box_mean(padded[None, None])[0, 0], atol=1e-6)
