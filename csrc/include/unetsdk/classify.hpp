@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstdint>
 #include <vector>
 
@@ -36,12 +37,16 @@ enum ErrorType : std::uint8_t {
 };
 constexpr int kErrorTypes = 7;
 
+struct Voxel {
+    std::int32_t z, y, x;
+};
+
 struct ClassifyWorkspace {
     RunLabels runs;
-    std::vector<std::uint32_t> labels;
-    std::vector<std::uint32_t> stamp;
+    std::vector<std::uint32_t> stamp;  // search generation that visited a pixel
+    std::vector<std::uint8_t> owner;   // search (neighbour group) that visited it
     std::uint32_t generation = 0;
-    std::vector<index_t> queue;
+    std::vector<std::vector<Voxel>> queues;
 };
 
 namespace detail {
@@ -65,114 +70,266 @@ inline int neighbour_offsets(bool volumetric, int (*out)[3]) {
     return k;
 }
 
+// Face adjacency (4 in 2D, 6 in 3D) between the neighbour positions of neighbour_offsets().
+struct RingAdjacency {
+    std::uint32_t face[2][26] = {};
+    RingAdjacency() {
+        for (int dim = 0; dim < 2; ++dim) {
+            int offs[26][3];
+            const int n = neighbour_offsets(dim == 1, offs);
+            for (int i = 0; i < n; ++i)
+                for (int j = 0; j < n; ++j)
+                    if (std::abs(offs[i][0] - offs[j][0]) + std::abs(offs[i][1] - offs[j][1]) +
+                            std::abs(offs[i][2] - offs[j][2]) == 1)
+                        face[dim][i] |= 1u << j;
+        }
+    }
+};
+
+inline const RingAdjacency& ring_adjacency() {
+    static const RingAdjacency table;
+    return table;
+}
+
+// Groups of foreground neighbours connected around the centre (face adjacency, centre excluded):
+// their number and one representative neighbour of each.
+struct RingGroups {
+    int count = 0;
+    int reps[26];
+};
+
+inline RingGroups ring_groups(std::uint32_t fg_mask, const std::uint32_t* face) {
+    RingGroups out;
+    for (std::uint32_t left = fg_mask; left;) {
+        std::uint32_t comp = left & (~left + 1u), frontier = comp;
+        out.reps[out.count++] = count_trailing_zeros(comp);
+        while (frontier) {
+            std::uint32_t grown = 0;
+            for (std::uint32_t f = frontier; f; f &= f - 1) grown |= face[count_trailing_zeros(f)];
+            frontier = grown & left & ~comp;
+            comp |= frontier;
+        }
+        left &= ~comp;
+    }
+    return out;
+}
+
+// ring_groups for all 256 2D neighbourhoods.
+inline const std::array<RingGroups, 256>& ring_groups_2d() {
+    static const std::array<RingGroups, 256> table = [] {
+        std::array<RingGroups, 256> t{};
+        for (std::uint32_t code = 0; code < 256; ++code) t[code] = ring_groups(code, ring_adjacency().face[0]);
+        return t;
+    }();
+    return table;
+}
+
+inline int find_group(int* parent, int g) {
+    while (parent[g] != g) g = parent[g] = parent[parent[g]];
+    return g;
+}
+
 // Does setting foreground pixel (z, y, x) to background leave more than two labels among its
 // neighbours (background counted once, plus each foreground component) within the window?
+//
+// The foreground neighbours are first grouped by their face adjacency around the pixel (connected
+// without it); one group means no split. Otherwise every group grows a breadth-first search inside
+// the window, in turns, one pixel each: two searches that meet are one component; a search that runs
+// out is a component of its own. That decides as soon as the smallest side is exhausted or the sides
+// meet, instead of labelling the whole window.
 inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_t y, index_t x, int radius,
                            ClassifyWorkspace& ws) {
     const bool whole = radius < 1 || radius > g.nx || radius > g.ny || (g.volumetric && radius > g.nz);
     index_t lo[3] = {0, 0, 0}, hi[3] = {g.nz - 1, g.ny - 1, g.nx - 1};
     const index_t c[3] = {z, y, x};
     if (!whole)
-        for (int a = 0; a < 3; ++a) {
-            if (a == 0 && !g.volumetric) continue;
-            lo[a] = std::max<index_t>(0, c[a] - radius);
-            hi[a] = std::min<index_t>(a == 0 ? g.nz - 1 : a == 1 ? g.ny - 1 : g.nx - 1, c[a] + radius);
+        for (int a = g.volumetric ? 0 : 1; a < 3; ++a) {
+            lo[a] = std::max<index_t>(lo[a], c[a] - radius);
+            hi[a] = std::min<index_t>(hi[a], c[a] + radius);
         }
     int offs[26][3];
     const int n_off = neighbour_offsets(g.volumetric, offs);
-    std::array<index_t, 26> fg_nb{};
-    int n_fg = 0;
+    std::uint32_t fg_mask = 0;
     bool has_background = false;
     for (int k = 0; k < n_off; ++k) {
-        const index_t nz_ = z + offs[k][0], ny_ = y + offs[k][1], nx_ = x + offs[k][2];
-        if (nz_ < 0 || nz_ >= g.nz || ny_ < 0 || ny_ >= g.ny || nx_ < 0 || nx_ >= g.nx) {
+        const index_t qz = z + offs[k][0], qy = y + offs[k][1], qx = x + offs[k][2];
+        if (qz < 0 || qz >= g.nz || qy < 0 || qy >= g.ny || qx < 0 || qx >= g.nx) {
             if (!whole) has_background = true;  // the window pads the image with background
             continue;
         }
-        const index_t idx = (nz_ * g.ny + ny_) * g.nx + nx_;
-        if (warped[idx]) fg_nb[n_fg++] = idx; else has_background = true;
+        if (warped[(qz * g.ny + qy) * g.nx + qx]) fg_mask |= 1u << k; else has_background = true;
     }
     const int needed = has_background ? 2 : 3;  // foreground components needed for > 2 labels
-    if (n_fg < needed) return false;
+    // groups of foreground neighbours connected around the pixel
+    const std::uint32_t* face = ring_adjacency().face[g.volumetric ? 1 : 0];
+    int group_of[26];
+    int n_groups = 0;
+    std::uint32_t left = fg_mask;
+    while (left) {
+        std::uint32_t comp = left & (~left + 1u), frontier = comp;
+        while (frontier) {
+            std::uint32_t grown = 0;
+            for (int k = 0; k < n_off; ++k)
+                if (frontier >> k & 1u) grown |= face[k];
+            frontier = grown & left & ~comp;
+            comp |= frontier;
+        }
+        for (int k = 0; k < n_off; ++k)
+            if (comp >> k & 1u) group_of[k] = n_groups;
+        ++n_groups;
+        left &= ~comp;
+    }
+    if (n_groups < needed) return false;
 
-    if (ws.stamp.size() < static_cast<std::size_t>(g.size())) {
-        ws.stamp.assign(static_cast<std::size_t>(g.size()), 0);
+    const std::size_t size = static_cast<std::size_t>(g.size());
+    if (ws.stamp.size() < size) {
+        ws.stamp.assign(size, 0);
+        ws.owner.assign(size, 0);
         ws.generation = 0;
     }
-    const index_t centre = (z * g.ny + y) * g.nx + x;
-    std::uint32_t unreached = (1u << n_fg) - 1u;
-    int components = 0;
-    while (unreached) {
-        if (++components >= needed) return true;
-        if (++ws.generation == 0) {  // stamp counter wrapped: clear
-            std::fill(ws.stamp.begin(), ws.stamp.end(), 0);
-            ws.generation = 1;
-        }
-        const std::uint32_t gen = ws.generation;
-        int seed = 0;
-        while (!(unreached >> seed & 1u)) ++seed;
-        ws.queue.clear();
-        ws.queue.push_back(fg_nb[seed]);
-        ws.stamp[fg_nb[seed]] = gen;
-        ws.stamp[centre] = gen;  // the removed pixel blocks paths
-        std::size_t head = 0;
-        while (head < ws.queue.size() && unreached) {
-            const index_t v = ws.queue[head++];
-            const index_t vz = v / (g.ny * g.nx), vy = (v / g.nx) % g.ny, vx = v % g.nx;
-            if (std::abs(vz - z) <= 1 && std::abs(vy - y) <= 1 && std::abs(vx - x) <= 1)
-                for (int k = 0; k < n_fg; ++k)
-                    if (fg_nb[k] == v) unreached &= ~(1u << k);
-            const index_t nb[6][3] = {{vz, vy - 1, vx}, {vz, vy + 1, vx}, {vz, vy, vx - 1},
-                                      {vz, vy, vx + 1}, {vz - 1, vy, vx}, {vz + 1, vy, vx}};
-            const int n_nb = g.volumetric ? 6 : 4;
-            for (int k = 0; k < n_nb; ++k) {
-                const index_t qz = nb[k][0], qy = nb[k][1], qx = nb[k][2];
+    if (++ws.generation == 0) {  // stamp counter wrapped: clear
+        std::fill(ws.stamp.begin(), ws.stamp.end(), 0);
+        ws.generation = 1;
+    }
+    const std::uint32_t gen = ws.generation;
+    const auto centre = static_cast<std::size_t>((z * g.ny + y) * g.nx + x);  // removed: blocks paths
+    int parent[26];
+    if (ws.queues.size() < 26) ws.queues.resize(26);
+    std::size_t head[26];
+    for (int q = 0; q < n_groups; ++q) parent[q] = q, head[q] = 0, ws.queues[q].clear();
+    for (int k = 0; k < n_off; ++k) {
+        if (!(fg_mask >> k & 1u)) continue;
+        const Voxel v{static_cast<std::int32_t>(z + offs[k][0]), static_cast<std::int32_t>(y + offs[k][1]),
+                      static_cast<std::int32_t>(x + offs[k][2])};
+        const auto idx = static_cast<std::size_t>((v.z * g.ny + v.y) * g.nx + v.x);
+        ws.stamp[idx] = gen;
+        ws.owner[idx] = static_cast<std::uint8_t>(group_of[k]);
+        ws.queues[group_of[k]].push_back(v);
+    }
+    int finished = 0, active = n_groups;
+    bool alive[26];
+    for (int q = 0; q < n_groups; ++q) alive[q] = true;
+    const int n_steps = g.volumetric ? 6 : 4;
+    const index_t steps[6][3] = {{0, -1, 0}, {0, 1, 0}, {0, 0, -1}, {0, 0, 1}, {-1, 0, 0}, {1, 0, 0}};
+    for (;;) {
+        for (int q = 0; q < n_groups; ++q) {
+            if (!alive[q]) continue;
+            auto& queue = ws.queues[q];
+            if (head[q] == queue.size()) {  // this component is complete and separate
+                alive[q] = false, --active, ++finished;
+                if (finished + (active > 0 ? 1 : 0) >= needed) return true;
+                if (finished + active < needed) return false;
+                continue;
+            }
+            const Voxel v = queue[head[q]++];
+            for (int s = 0; s < n_steps; ++s) {
+                const index_t qz = v.z + steps[s][0], qy = v.y + steps[s][1], qx = v.x + steps[s][2];
                 if (qz < lo[0] || qz > hi[0] || qy < lo[1] || qy > hi[1] || qx < lo[2] || qx > hi[2]) continue;
-                const index_t q = (qz * g.ny + qy) * g.nx + qx;
-                if (!warped[q] || ws.stamp[q] == gen) continue;
-                ws.stamp[q] = gen;
-                ws.queue.push_back(q);
+                const auto idx = static_cast<std::size_t>((qz * g.ny + qy) * g.nx + qx);
+                if (!warped[idx] || idx == centre) continue;
+                if (ws.stamp[idx] != gen) {
+                    ws.stamp[idx] = gen;
+                    ws.owner[idx] = static_cast<std::uint8_t>(q);
+                    queue.push_back(Voxel{static_cast<std::int32_t>(qz), static_cast<std::int32_t>(qy),
+                                          static_cast<std::int32_t>(qx)});
+                    continue;
+                }
+                const int other = find_group(parent, ws.owner[idx]);
+                if (other == q) continue;
+                // the searches met: merge the other group's pending pixels into this one
+                auto& theirs = ws.queues[other];
+                queue.insert(queue.end(), theirs.begin() + static_cast<std::ptrdiff_t>(head[other]), theirs.end());
+                parent[other] = q, alive[other] = false, --active;
+                if (finished + active < needed) return false;
             }
         }
     }
-    return false;
 }
 
 }  // namespace detail
 
+// Label of pixel x of line l from the run labelling (0 = background): binary search of the line's runs.
+inline std::uint32_t label_at(const RunLabels& rl, index_t line, index_t x) {
+    const Run* lo = rl.begin_line(line);
+    const Run* hi = rl.end_line(line);
+    const Run* r = std::upper_bound(lo, hi, x, [](index_t v, const Run& run) { return v < run.x0; });
+    if (r == lo) return 0;
+    --r;
+    return x < r->x1 ? r->label : 0;
+}
+
 // Classifies the leftover mismatches `survivors` (row-major indices into the (nz, ny, nx) warped
 // buffer). volumetric = false requires nz == 1 (one 2D slice). codes receives one ErrorType each.
+//
+// The distinct labels around a pixel are decided locally where possible: the foreground neighbours
+// form groups that are connected around the pixel; one group is one component, so the global
+// labelling is needed (and computed, once) only for pixels with two or more groups.
 template <class Index>
 void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, index_t nx, bool volumetric,
                          const Index* survivors, std::size_t n, int radius, ClassifyWorkspace& ws,
                          std::uint8_t* codes) {
     if (n == 0) return;
     const detail::Grid g{nz, ny, nx, volumetric};
-    label_runs(warped, nz, ny, nx, volumetric, ws.runs);
-    ws.labels.resize(static_cast<std::size_t>(g.size()));
-    paint_labels(ws.runs, ws.labels.data());
     int offs[26][3];
     const int n_off = detail::neighbour_offsets(volumetric, offs);
+    const std::uint32_t* face = detail::ring_adjacency().face[volumetric ? 1 : 0];
+    const auto& table_2d = detail::ring_groups_2d();
+    bool labelled = false;
     for (std::size_t i = 0; i < n; ++i) {
         const auto idx = static_cast<index_t>(survivors[i]);
-        const index_t z = idx / (ny * nx), y = (idx / nx) % ny, x = idx % nx;
-        std::uint32_t distinct[26];
-        int n_distinct = 0;
-        for (int k = 0; k < n_off; ++k) {
-            const index_t qz = z + offs[k][0], qy = y + offs[k][1], qx = x + offs[k][2];
-            if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
-            const std::uint32_t l = ws.labels[static_cast<std::size_t>((qz * ny + qy) * nx + qx)];
-            if (std::find(distinct, distinct + n_distinct, l) == distinct + n_distinct) distinct[n_distinct++] = l;
+        index_t z, y, x;
+        std::uint32_t fg_mask = 0;
+        bool has_background = false;  // among the in-image neighbours (label 0 present)
+        detail::RingGroups computed;
+        const detail::RingGroups* groups;
+        if (!volumetric) {
+            z = 0;
+            y = static_cast<index_t>(static_cast<std::uint64_t>(idx) / static_cast<std::uint64_t>(nx));
+            x = idx - y * nx;
+        } else {
+            z = idx / (ny * nx), y = (idx / nx) % ny, x = idx % nx;
         }
+        if (!volumetric && y > 0 && y + 1 < ny && x > 0 && x + 1 < nx) {  // interior pixel of a slice
+            const std::uint8_t* c = warped + idx;
+            fg_mask = static_cast<std::uint32_t>(c[-nx - 1] | c[-nx] << 1 | c[-nx + 1] << 2 | c[-1] << 3 | c[1] << 4 |
+                                                 c[nx - 1] << 5 | c[nx] << 6 | c[nx + 1] << 7);
+            has_background = fg_mask != 0xFFu;
+            groups = &table_2d[fg_mask];
+        } else {
+            for (int k = 0; k < n_off; ++k) {
+                const index_t qz = z + offs[k][0], qy = y + offs[k][1], qx = x + offs[k][2];
+                if (qz < 0 || qz >= nz || qy < 0 || qy >= ny || qx < 0 || qx >= nx) continue;
+                if (warped[(qz * ny + qy) * nx + qx]) fg_mask |= 1u << k; else has_background = true;
+            }
+            computed = detail::ring_groups(fg_mask, face);
+            groups = &computed;
+        }
+        const int n_groups = groups->count;
+        const int* reps = groups->reps;
+        int n_objects = n_groups;
+        if (n_groups >= 2) {
+            if (!labelled) {
+                label_runs(warped, nz, ny, nx, volumetric, ws.runs);
+                labelled = true;
+            }
+            std::uint32_t distinct[26];
+            n_objects = 0;
+            for (int r = 0; r < n_groups; ++r) {
+                const int k = reps[r];
+                const std::uint32_t l = label_at(ws.runs, (z + offs[k][0]) * ny + y + offs[k][1], x + offs[k][2]);
+                if (std::find(distinct, distinct + n_objects, l) == distinct + n_objects) distinct[n_objects++] = l;
+            }
+        }
+        const int n_distinct = n_objects + (has_background ? 1 : 0);
         const bool foreground = warped[idx] != 0;
         std::uint8_t code;
-        if (n_distinct <= 1 && (n_distinct == 0 || distinct[0] == 0))
+        if (n_objects == 0)  // only background around (or no neighbour at all)
             code = foreground ? kObjectDeletion : kObjectAddition;
         else if (n_distinct == 1)
             code = foreground ? kHoleAddition : kHoleDeletion;
         else if (n_distinct == 2)
             code = !foreground ? kHoleAddition
-                               : (detail::removal_splits(warped, g, z, y, x, radius, ws) ? kSplit : kHoleDeletion);
+                 : (n_groups >= 2 && detail::removal_splits(warped, g, z, y, x, radius, ws)) ? kSplit : kHoleDeletion;
         else
             code = foreground ? kSplit : kMerger;
         codes[i] = code;

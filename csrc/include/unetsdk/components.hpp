@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "bitrows.hpp"
 #include "views.hpp"
 
 namespace unetsdk {
@@ -26,6 +27,7 @@ struct RunLabels {
     std::vector<std::size_t> line_start;  // runs of line l = z*ny + y are [line_start[l], line_start[l+1])
     std::uint32_t count = 0;              // number of components
     std::vector<std::uint32_t> parent_scratch;  // union-find forest, reused between calls
+    std::vector<std::uint64_t> words_scratch;   // the line being labelled, as bits
 
     const Run* begin_line(index_t l) const { return runs.data() + line_start[l]; }
     const Run* end_line(index_t l) const { return runs.data() + line_start[l + 1]; }
@@ -62,12 +64,12 @@ inline void unite_overlapping(std::vector<std::uint32_t>& parent, const Run* a, 
 
 }  // namespace detail
 
-// Labels a binary (nz, ny, nx) image given line by line: row_of(l) returns a pointer to the nx
-// values (nonzero = foreground) of line l = z*ny + y, valid until the next call.
+// Labels a binary (nz, ny, nx) image given line by line: row_bits(l, words) writes line
+// l = z*ny + y as a bitmask (see bitrows.hpp).
 // volumetric = false: each slice on its own (2D callers pass one slice); true: connected in 3D.
 // full = false: 4- (2D) / 6-connectivity (3D); true: 8- / 26-connectivity.
-template <class RowOf>
-void label_runs_by_line(index_t nz, index_t ny, index_t nx, bool volumetric, RowOf&& row_of, RunLabels& out,
+template <class RowBits>
+void label_runs_by_line(index_t nz, index_t ny, index_t nx, bool volumetric, RowBits&& row_bits, RunLabels& out,
                         bool full = false) {
     const int slack = full ? 1 : 0;
     out.nz = nz, out.ny = ny, out.nx = nx;
@@ -75,21 +77,17 @@ void label_runs_by_line(index_t nz, index_t ny, index_t nx, bool volumetric, Row
     out.line_start.assign(static_cast<std::size_t>(nz * ny + 1), 0);
     std::vector<std::uint32_t>& parent = out.parent_scratch;
     parent.clear();
+    out.words_scratch.resize(static_cast<std::size_t>(words_per_row(nx)));
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y) {
             const index_t l = z * ny + y;
-            const std::uint8_t* row = row_of(l);
+            row_bits(l, out.words_scratch.data());
             out.line_start[l] = out.runs.size();
-            index_t x = 0;
-            while (x < nx) {
-                while (x < nx && !row[x]) ++x;
-                if (x == nx) break;
-                const index_t x0 = x;
-                while (x < nx && row[x]) ++x;
+            for_each_run_bits(out.words_scratch.data(), nx, [&](index_t x0, index_t x1) {
                 const auto id = static_cast<std::uint32_t>(out.runs.size());
-                out.runs.push_back(Run{static_cast<std::int32_t>(x0), static_cast<std::int32_t>(x), id});
+                out.runs.push_back(Run{static_cast<std::int32_t>(x0), static_cast<std::int32_t>(x1), id});
                 parent.push_back(id);
-            }
+            });
             out.line_start[l + 1] = out.runs.size();
             const Run* cur = out.runs.data() + out.line_start[l];
             const Run* cur_end = out.runs.data() + out.runs.size();
@@ -113,10 +111,11 @@ void label_runs_by_line(index_t nz, index_t ny, index_t nx, bool volumetric, Row
     out.count = count;
 }
 
-// Labels the contiguous binary (nz, ny, nx) buffer fg.
+// Labels the contiguous binary (nz, ny, nx) buffer fg (values 0 or 1).
 inline void label_runs(const std::uint8_t* fg, index_t nz, index_t ny, index_t nx, bool volumetric, RunLabels& out,
                        bool full = false) {
-    label_runs_by_line(nz, ny, nx, volumetric, [&](index_t l) { return fg + l * nx; }, out, full);
+    label_runs_by_line(nz, ny, nx, volumetric,
+                       [&](index_t l, std::uint64_t* words) { pack_greater(fg + l * nx, nx, 0, words); }, out, full);
 }
 
 // Writes the labels of `rl` into a contiguous (nz, ny, nx) uint32 buffer.

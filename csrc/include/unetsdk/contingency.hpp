@@ -19,6 +19,10 @@ class HashMap64 {
 public:
     HashMap64() { rehash(64); }
     std::size_t size() const { return size_; }
+    void clear() {  // keeps the capacity
+        std::fill(used_.begin(), used_.end(), std::uint8_t(0));
+        size_ = 0;
+    }
 
     // Returns the slot of key, inserting it with value init if absent.
     V& at_or_insert(std::uint64_t key, const V& init, bool& inserted) {

@@ -13,10 +13,12 @@
 #pragma once
 
 #include <algorithm>
+#include <stdexcept>
 #include <cstdint>
 #include <vector>
 
 #include "components.hpp"
+#include "contingency.hpp"
 #include "thread_pool.hpp"
 #include "views.hpp"
 #include "warping_error.hpp"
@@ -38,8 +40,7 @@ struct SweepRow {
 
 struct RandScratch {
     std::vector<std::int64_t> a, b;
-    std::vector<std::uint64_t> pair_keys;
-    std::vector<std::int64_t> pair_counts;
+    HashMap64<std::int64_t> pairs;  // (truth label << 32 | proposal label) -> pixels
 };
 
 // Pixel and foreground-restricted Rand statistics of one slice from the run labellings of its truth
@@ -48,8 +49,9 @@ struct RandScratch {
 inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& proposal, RandScratch& s, SweepRow& row) {
     s.a.assign(truth.count + 1, 0);
     s.b.assign(proposal.count + 1, 0);
-    s.pair_keys.clear();
-    s.pair_counts.clear();
+    s.pairs.clear();
+    std::uint64_t last_key = ~0ULL;
+    std::int64_t* last_count = nullptr;
     std::int64_t n = 0, c0 = 0, overlap_total = 0, proposal_total = 0;
     for (index_t l = 0; l < truth.ny * truth.nz; ++l) {
         const Run* p = proposal.begin_line(l);
@@ -65,8 +67,13 @@ inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& propo
                 const std::int64_t ov = std::min(t->x1, q->x1) - std::max(t->x0, q->x0);
                 covered += ov;
                 s.b[q->label] += ov;
-                s.pair_keys.push_back(static_cast<std::uint64_t>(t->label) << 32 | q->label);
-                s.pair_counts.push_back(ov);
+                const std::uint64_t key = static_cast<std::uint64_t>(t->label) << 32 | q->label;
+                if (key != last_key) {  // the same pair often continues on the next line
+                    bool inserted;
+                    last_count = &s.pairs.at_or_insert(key, 0, inserted);
+                    last_key = key;
+                }
+                *last_count += ov;
             }
             overlap_total += covered;
             c0 += len - covered;
@@ -76,17 +83,8 @@ inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& propo
     row.pixel_fn += n - overlap_total;
     row.pixel_fp += proposal_total - overlap_total;
     if (n == 0) return;
-    // Sum of squared pair counts: sort the overlap segments by (i, j) and add up equal keys.
-    std::vector<std::size_t> order(s.pair_keys.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return s.pair_keys[x] < s.pair_keys[y]; });
     std::int64_t sum_c2 = 0;
-    for (std::size_t i = 0; i < order.size();) {
-        std::int64_t c = 0;
-        const std::uint64_t key = s.pair_keys[order[i]];
-        for (; i < order.size() && s.pair_keys[order[i]] == key; ++i) c += s.pair_counts[order[i]];
-        sum_c2 += c * c;
-    }
+    s.pairs.for_each([&](std::uint64_t, std::int64_t c) { sum_c2 += c * c; });
     std::int64_t sum_a2 = 0, sum_b2 = 0;
     for (std::size_t i = 1; i < s.a.size(); ++i) sum_a2 += s.a[i] * s.a[i];
     for (std::size_t j = 1; j < s.b.size(); ++j) sum_b2 += s.b[j] * s.b[j];
@@ -100,9 +98,27 @@ struct SweepWorkspace {
     WarpingWorkspace warping;
     RunLabels proposal_runs;
     RandScratch rand;
-    std::vector<std::uint8_t> row;
     std::vector<std::uint8_t> warped;
 };
+
+// level = number of thresholds t_k (ascending) with p > t_k, so that p > t_k  <=>  level > k: the
+// proposal is read in floating point once per slice, every binarisation after that is a byte compare.
+template <class P>
+void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<double>& thresholds,
+                      std::uint8_t* levels) {
+    std::vector<Above<P>> above;
+    for (const double t : thresholds) above.emplace_back(t);
+    for (index_t y = 0; y < proposal.ny; ++y) {
+        const char* prow = proposal.row(z, y);
+        std::uint8_t* out = levels + y * proposal.nx;
+        for (index_t x = 0; x < proposal.nx; ++x) {
+            const P v = proposal.at_row(prow, x);
+            std::uint8_t n = 0;
+            for (const auto& a : above) n = static_cast<std::uint8_t>(n + (a(v) ? 1 : 0));
+            out[x] = n;
+        }
+    }
+}
 
 // Runs the sweep. truth: contiguous binary (Z, H, W). thresholds: all thresholds of the pixel/Rand
 // sweep; the first n_warp of them also get the warping split/merger count. rows receives one row per
@@ -113,9 +129,14 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
                 std::int64_t& slices_with_foreground) {
     const index_t nz = proposal.nz, ny = proposal.ny, nx = proposal.nx, plane = ny * nx;
     const unsigned workers = resolve_threads(threads);
+    if (!std::is_sorted(thresholds.begin(), thresholds.end()) || thresholds.size() > 255)
+        throw std::invalid_argument("isbi_sweep: thresholds must be ascending (at most 255)");
     std::vector<RunLabels> truth_runs(static_cast<std::size_t>(nz));
+    std::vector<std::uint8_t> levels(static_cast<std::size_t>(nz * plane));
     parallel_for(static_cast<std::size_t>(nz), workers, [&](std::size_t z, unsigned) {
-        label_runs(truth + static_cast<index_t>(z) * plane, 1, ny, nx, false, truth_runs[z]);
+        const auto zi = static_cast<index_t>(z);
+        label_runs(truth + zi * plane, 1, ny, nx, false, truth_runs[z]);
+        threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane);
     });
     slices_with_foreground = 0;
     for (const auto& r : truth_runs) slices_with_foreground += r.runs.empty() ? 0 : 1;
@@ -130,18 +151,17 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         const double th = thresholds[t];
         SweepWorkspace& s = ws[w];
         SweepRow& row = per_task[task];
-        s.row.resize(static_cast<std::size_t>(nx));
-        label_runs_by_line(1, ny, nx, false, [&](index_t y) {
-            const char* prow = proposal.row(z, y);
-            for (index_t x = 0; x < nx; ++x)
-                s.row[static_cast<std::size_t>(x)] = proposal_value(proposal.at_row(prow, x)) > th ? 1 : 0;
-            return s.row.data();
-        }, s.proposal_runs);
+        const std::uint8_t* slice_levels = levels.data() + z * plane;
+        const auto level = static_cast<std::uint8_t>(t);
+        const auto target_row = [&](index_t y, std::uint64_t* words) {
+            pack_greater(slice_levels + y * nx, nx, level, words);
+        };
+        label_runs_by_line(1, ny, nx, false, target_row, s.proposal_runs);
         pixel_and_rand_counts(truth_runs[static_cast<std::size_t>(z)], s.proposal_runs, s.rand, row);
         if (t < n_warp) {
             s.warped.resize(static_cast<std::size_t>(plane));
-            const WarpingCounts c =
-                warp_and_classify_slice(truth, proposal, nullptr, z, th, radius, s.warping, s.warped.data(), nullptr, false);
+            const WarpingCounts c = warp_and_classify_slice(truth, proposal, nullptr, z, th, target_row, radius,
+                                                            s.warping, s.warped.data(), nullptr, false);
             row.splits = c.by_type[kSplit];
             row.mergers = c.by_type[kMerger];
         }

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bitrows.hpp"
 #include "simple_point.hpp"
 #include "views.hpp"
 
@@ -27,49 +28,141 @@ namespace unetsdk {
 template <class P>
 inline double proposal_value(P v) { return static_cast<double>(v); }
 
-// Sort key of a mismatch: descending float32(|p - th|), then ascending scan index.
-inline std::uint64_t mismatch_key(double p, double threshold, std::uint32_t scan_index) {
+// "p > threshold" with p promoted to double, evaluated in P's own precision where that is exact:
+// for float p, double(p) > th  <=>  p > (the largest float <= th), which vectorises.
+template <class P>
+struct Above {
+    double cut;
+    explicit Above(double threshold) : cut(threshold) {}
+    bool operator()(P v) const { return static_cast<double>(v) > cut; }
+};
+template <>
+struct Above<float> {
+    float cut;
+    explicit Above(double threshold) : cut(static_cast<float>(threshold)) {
+        if (static_cast<double>(cut) > threshold) cut = std::nextafter(cut, -INFINITY);
+    }
+    bool operator()(float v) const { return v > cut; }
+};
+
+// Bit pattern of float32(|p - th|), computed in double and rounded once (as Fiji's (float) cast).
+// Non-negative floats order like their bit patterns.
+inline std::uint32_t key_bits(double p, double threshold) {
     const float key = static_cast<float>(std::fabs(p - threshold));
     std::uint32_t bits;
-    std::memcpy(&bits, &key, sizeof bits);  // non-negative floats order like their bit patterns
-    return (static_cast<std::uint64_t>(~bits) << 32) | scan_index;
+    std::memcpy(&bits, &key, sizeof bits);
+    return bits;
 }
+
+inline int bit_width(std::uint64_t v) {
+    int n = 0;
+    while (v) ++n, v >>= 1;
+    return n;
+}
+
+// Sorts keys ascending: LSD radix sort (11-bit digits, `bits` significant bits) for large inputs.
+inline void sort_keys(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch, int bits) {
+    if (keys.size() < 4096) {
+        std::sort(keys.begin(), keys.end());
+        return;
+    }
+    constexpr int kDigit = 11;
+    constexpr std::size_t kBuckets = std::size_t(1) << kDigit;
+    scratch.resize(keys.size());
+    std::vector<std::size_t> count(kBuckets);
+    for (int shift = 0; shift < bits; shift += kDigit) {
+        std::fill(count.begin(), count.end(), 0);
+        for (const std::uint64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
+        if (*std::max_element(count.begin(), count.end()) == keys.size()) continue;  // digit constant
+        std::size_t sum = 0;
+        for (auto& c : count) {
+            const std::size_t n = c;
+            c = sum, sum += n;
+        }
+        for (const std::uint64_t k : keys) scratch[count[(k >> shift) & (kBuckets - 1)]++] = k;
+        keys.swap(scratch);
+    }
+}
+
+// Row provider for warp_slice_2d_with / label_runs_by_line: slice z of a proposal, binarised as
+// p > threshold, as bitmasks.
+template <class P>
+struct ThresholdedRows {
+    const View3D<P>& proposal;
+    index_t z;
+    Above<P> above;
+    std::vector<std::uint8_t>& bytes;
+    ThresholdedRows(const View3D<P>& p, index_t z_, double threshold, std::vector<std::uint8_t>& scratch)
+        : proposal(p), z(z_), above(threshold), bytes(scratch) {
+        bytes.resize(static_cast<std::size_t>(p.nx));
+    }
+    void operator()(index_t y, std::uint64_t* words) const {
+        const char* prow = proposal.row(z, y);
+        for (index_t x = 0; x < proposal.nx; ++x) bytes[static_cast<std::size_t>(x)] = above(proposal.at_row(prow, x)) ? 1 : 0;
+        pack_greater(bytes.data(), proposal.nx, 0, words);
+    }
+};
 
 struct WarpWorkspace {
     std::vector<std::uint8_t> padded;
-    std::vector<std::uint64_t> keys;
+    std::vector<std::uint8_t> row;
+    std::vector<std::uint64_t> bits;
+    std::vector<std::uint32_t> key_of, scan_of;  // mismatches as found: key bits, scan index
+    std::vector<std::uint64_t> keys, scratch;
     std::vector<std::size_t> live;  // padded positions of the mismatches still unresolved
 };
 
+// Orders the collected mismatches: key descending, scan index ascending, as one sortable integer
+// ((max key - key) << index bits | index). Leaves the scan indices, in order, in ws.keys.
+inline void order_mismatches(WarpWorkspace& ws, std::uint64_t n_scan) {
+    std::uint32_t max_key = 0;
+    for (const std::uint32_t k : ws.key_of) max_key = std::max(max_key, k);
+    const int index_bits = bit_width(n_scan > 0 ? n_scan - 1 : 0);
+    ws.keys.resize(ws.key_of.size());
+    for (std::size_t i = 0; i < ws.key_of.size(); ++i)
+        ws.keys[i] = (static_cast<std::uint64_t>(max_key - ws.key_of[i]) << index_bits) | ws.scan_of[i];
+    sort_keys(ws.keys, ws.scratch, bit_width(max_key) + index_bits);
+    const std::uint64_t index_mask = (std::uint64_t(1) << index_bits) - 1;
+    for (auto& k : ws.keys) k &= index_mask;
+}
+
 // Warps slice z of the ground truth. truth, mask and warped are contiguous (ny, nx) buffers;
 // mask may be null (warping allowed everywhere; else only where mask != 0, and only there are
-// mismatches counted). survivors receives the row-major indices of the pixels still mismatched, in
-// processing order.
-template <class P>
-void warp_slice_2d(const std::uint8_t* truth, const View3D<P>& proposal, index_t z, const std::uint8_t* mask,
-                   double threshold, WarpWorkspace& ws, std::uint8_t* warped,
-                   std::vector<std::uint32_t>& survivors) {
+// mismatches counted). target_row(y, words) writes the binarised proposal of row y as a bitmask.
+// survivors receives the row-major indices of the pixels still mismatched, in processing order.
+template <class P, class TargetRow>
+void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, index_t z, const std::uint8_t* mask,
+                        double threshold, TargetRow&& target_row, WarpWorkspace& ws, std::uint8_t* warped,
+                        std::vector<std::uint32_t>& survivors) {
     const index_t ny = proposal.ny, nx = proposal.nx, w2 = nx + 2;
     ws.padded.assign(static_cast<std::size_t>((ny + 2) * w2), 0);
     std::uint8_t* pad = ws.padded.data();
-    ws.keys.clear();
+    ws.key_of.clear();
+    ws.scan_of.clear();
+    const index_t n_words = words_per_row(nx);
+    ws.bits.resize(static_cast<std::size_t>(2 * n_words));
+    std::uint64_t* diff = ws.bits.data();
+    std::uint64_t* other = diff + n_words;
     for (index_t y = 0; y < ny; ++y) {
-        const char* prow = proposal.row(z, y);
         const std::uint8_t* trow = truth + y * nx;
-        const std::uint8_t* mrow = mask ? mask + y * nx : nullptr;
-        std::uint8_t* drow = pad + (y + 1) * w2 + 1;
-        for (index_t x = 0; x < nx; ++x) {
-            const std::uint8_t t = trow[x];
-            drow[x] = t;
-            const double p = proposal_value(proposal.at_row(prow, x));
-            if (static_cast<std::uint8_t>(p > threshold) != t && (!mrow || mrow[x]))
-                ws.keys.push_back(mismatch_key(p, threshold, static_cast<std::uint32_t>(x * ny + y)));
+        std::memcpy(pad + (y + 1) * w2 + 1, trow, static_cast<std::size_t>(nx));
+        target_row(y, diff);
+        pack_greater(trow, nx, 0, other);
+        for (index_t i = 0; i < n_words; ++i) diff[i] ^= other[i];
+        if (mask) {
+            pack_greater(mask + y * nx, nx, 0, other);
+            for (index_t i = 0; i < n_words; ++i) diff[i] &= other[i];
         }
+        const char* prow = proposal.row(z, y);
+        for_each_set_bit(diff, nx, [&](index_t x) {
+            ws.key_of.push_back(key_bits(proposal_value(proposal.at_row(prow, x)), threshold));
+            ws.scan_of.push_back(static_cast<std::uint32_t>(x * ny + y));  // column-major scan position
+        });
     }
-    std::sort(ws.keys.begin(), ws.keys.end());
+    order_mismatches(ws, static_cast<std::uint64_t>(ny * nx));
     ws.live.resize(ws.keys.size());
     for (std::size_t i = 0; i < ws.keys.size(); ++i) {
-        const auto scan = static_cast<index_t>(ws.keys[i] & 0xFFFFFFFFu);
+        const auto scan = static_cast<index_t>(ws.keys[i]);
         const index_t x = scan / ny, y = scan % ny;
         ws.live[i] = static_cast<std::size_t>((y + 1) * w2 + x + 1);
     }
@@ -99,6 +192,14 @@ void warp_slice_2d(const std::uint8_t* truth, const View3D<P>& proposal, index_t
     }
 }
 
+// warp_slice_2d_with the proposal binarised as p > threshold.
+template <class P>
+void warp_slice_2d(const std::uint8_t* truth, const View3D<P>& proposal, index_t z, const std::uint8_t* mask,
+                   double threshold, WarpWorkspace& ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
+    warp_slice_2d_with(truth, proposal, z, mask, threshold, ThresholdedRows<P>(proposal, z, threshold, ws.row), ws,
+                       warped, survivors);
+}
+
 // Native 3D warp of a whole (nz, ny, nx) volume; buffers are contiguous (nz, ny, nx).
 template <class P>
 void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const std::uint8_t* mask,
@@ -107,25 +208,26 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
     const index_t w2 = nx + 2, plane = (ny + 2) * w2;
     ws.padded.assign(static_cast<std::size_t>((nz + 2) * plane), 0);
     std::uint8_t* pad = ws.padded.data();
-    ws.keys.clear();
+    ws.key_of.clear();
+    ws.scan_of.clear();
+    const Above<P> above(threshold);
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y) {
             const char* prow = proposal.row(z, y);
             const index_t base = (z * ny + y) * nx;
-            std::uint8_t* drow = pad + (z + 1) * plane + (y + 1) * w2 + 1;
+            std::memcpy(pad + (z + 1) * plane + (y + 1) * w2 + 1, truth + base, static_cast<std::size_t>(nx));
             for (index_t x = 0; x < nx; ++x) {
-                const std::uint8_t t = truth[base + x];
-                drow[x] = t;
-                const double p = proposal_value(proposal.at_row(prow, x));
-                if (static_cast<std::uint8_t>(p > threshold) != t && (!mask || mask[base + x]))
-                    ws.keys.push_back(
-                        mismatch_key(p, threshold, static_cast<std::uint32_t>((x * ny + y) * nz + z)));
+                const P value = proposal.at_row(prow, x);
+                if (above(value) != (truth[base + x] != 0) && (!mask || mask[base + x])) {
+                    ws.key_of.push_back(key_bits(proposal_value(value), threshold));
+                    ws.scan_of.push_back(static_cast<std::uint32_t>((x * ny + y) * nz + z));
+                }
             }
         }
-    std::sort(ws.keys.begin(), ws.keys.end());
+    order_mismatches(ws, static_cast<std::uint64_t>(nz * ny * nx));
     ws.live.resize(ws.keys.size());
     for (std::size_t i = 0; i < ws.keys.size(); ++i) {
-        const auto scan = static_cast<index_t>(ws.keys[i] & 0xFFFFFFFFu);
+        const auto scan = static_cast<index_t>(ws.keys[i]);
         const index_t z = scan % nz, y = (scan / nz) % ny, x = scan / (nz * ny);
         ws.live[i] = static_cast<std::size_t>((z + 1) * plane + (y + 1) * w2 + x + 1);
     }

@@ -54,10 +54,10 @@ void count_clusters(const std::uint8_t* warped, index_t nz, index_t ny, index_t 
     for (int g = 0; g < 8; ++g) {
         if (!(present >> g & 1u)) continue;
         const auto id = static_cast<std::uint8_t>(g + 1);
-        label_runs_by_line(nz, ny, nx, volumetric, [&](index_t l) {
+        label_runs_by_line(nz, ny, nx, volumetric, [&](index_t l, std::uint64_t* words) {
             const std::uint8_t* src = groups.data() + l * nx;
             for (index_t x = 0; x < nx; ++x) row[static_cast<std::size_t>(x)] = src[x] == id;
-            return row.data();
+            pack_greater(row.data(), nx, 0, words);
         }, runs, kGroups[g].full);
         counts.clusters[kGroups[g].type] += runs.count;
     }
@@ -69,21 +69,22 @@ struct WarpingWorkspace {
     std::vector<std::uint32_t> survivors;
     std::vector<std::uint64_t> survivors3d;
     std::vector<std::uint8_t> codes;
-    std::vector<std::uint8_t> groups, row;
+    std::vector<std::uint8_t> groups, row, target_bytes;
     RunLabels cluster_runs;
 };
 
 // Warps and classifies slice z. truth/mask are contiguous (Z, H, W) buffers (mask may be null);
 // warped_slice (H*W) receives the warped truth; classification_slice (H*W, may be null) receives the
 // ErrorType of each leftover pixel and 0 elsewhere. with_clusters also counts clusters.
-template <class P>
+// target_row(y, out) writes the binarised proposal of row y of the slice (see warp_slice_2d_with).
+template <class P, class TargetRow>
 WarpingCounts warp_and_classify_slice(const std::uint8_t* truth, const View3D<P>& proposal, const std::uint8_t* mask,
-                                      index_t z, double threshold, int radius, WarpingWorkspace& ws,
-                                      std::uint8_t* warped_slice, std::uint8_t* classification_slice,
-                                      bool with_clusters) {
+                                      index_t z, double threshold, TargetRow&& target_row, int radius,
+                                      WarpingWorkspace& ws, std::uint8_t* warped_slice,
+                                      std::uint8_t* classification_slice, bool with_clusters) {
     const index_t plane = proposal.ny * proposal.nx;
-    warp_slice_2d(truth + z * plane, proposal, z, mask ? mask + z * plane : nullptr, threshold, ws.warp, warped_slice,
-                  ws.survivors);
+    warp_slice_2d_with(truth + z * plane, proposal, z, mask ? mask + z * plane : nullptr, threshold, target_row,
+                       ws.warp, warped_slice, ws.survivors);
     WarpingCounts counts;
     counts.mismatches = static_cast<std::int64_t>(ws.survivors.size());
     ws.codes.resize(ws.survivors.size());
@@ -111,8 +112,10 @@ WarpingCounts warping_error_2d(const std::uint8_t* truth, const View3D<P>& propo
     std::vector<WarpingCounts> per_slice(static_cast<std::size_t>(proposal.nz));
     parallel_for(static_cast<std::size_t>(proposal.nz), workers, [&](std::size_t z, unsigned w) {
         const auto zi = static_cast<index_t>(z);
-        per_slice[z] = warp_and_classify_slice(truth, proposal, mask, zi, threshold, radius, ws[w], warped + zi * plane,
-                                               classification ? classification + zi * plane : nullptr, true);
+        const ThresholdedRows<P> target_row(proposal, zi, threshold, ws[w].target_bytes);
+        per_slice[z] = warp_and_classify_slice(truth, proposal, mask, zi, threshold, target_row, radius, ws[w],
+                                               warped + zi * plane, classification ? classification + zi * plane : nullptr,
+                                               true);
     });
     WarpingCounts total;
     for (const auto& c : per_slice) total += c;

@@ -1,0 +1,91 @@
+// Image rows as bitmasks (bit x of word x/64): binarising a row is a vector compare, and runs and set
+// pixels are found with count-trailing-zeros instead of a byte-by-byte scan.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define UNETSDK_SSE2 1
+#endif
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
+
+#include "views.hpp"
+
+namespace unetsdk {
+
+inline index_t words_per_row(index_t nx) { return (nx + 63) / 64; }
+
+inline int count_trailing_zeros(std::uint64_t v) {  // v != 0
+#if defined(_MSC_VER)
+    unsigned long i;
+    _BitScanForward64(&i, v);
+    return static_cast<int>(i);
+#else
+    return __builtin_ctzll(v);
+#endif
+}
+
+// words[] = bits of (src[x] > k) for x < nx; bits past nx are 0.
+inline void pack_greater(const std::uint8_t* src, index_t nx, std::uint8_t k, std::uint64_t* words) {
+    const index_t n_words = words_per_row(nx);
+    index_t x = 0;
+    for (index_t i = 0; i < n_words; ++i) {
+        std::uint64_t w = 0;
+#ifdef UNETSDK_SSE2
+        if (x + 64 <= nx) {
+            const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));  // unsigned compare via signed
+            const __m128i kk = _mm_xor_si128(_mm_set1_epi8(static_cast<char>(k)), flip);
+            for (int part = 0; part < 4; ++part) {
+                const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + x + 16 * part));
+                const int m = _mm_movemask_epi8(_mm_cmpgt_epi8(_mm_xor_si128(v, flip), kk));
+                w |= static_cast<std::uint64_t>(static_cast<std::uint16_t>(m)) << (16 * part);
+            }
+            words[i] = w;
+            x += 64;
+            continue;
+        }
+#endif
+        for (int b = 0; b < 64 && x < nx; ++b, ++x) w |= static_cast<std::uint64_t>(src[x] > k) << b;
+        words[i] = w;
+    }
+}
+
+// emit(x0, x1) for every run [x0, x1) of set bits.
+template <class Emit>
+void for_each_run_bits(const std::uint64_t* words, index_t nx, Emit&& emit) {
+    const index_t n_words = words_per_row(nx);
+    bool in_run = false;
+    index_t start = 0;
+    for (index_t i = 0; i < n_words; ++i) {
+        const std::uint64_t w = words[i];
+        int pos = 0;
+        while (pos < 64) {
+            std::uint64_t rest = in_run ? ~w : w;
+            rest >>= pos;
+            if (!rest) break;
+            pos += count_trailing_zeros(rest);
+            if (in_run) {
+                emit(start, i * 64 + pos);
+                in_run = false;
+            } else {
+                start = i * 64 + pos;
+                in_run = true;
+            }
+        }
+    }
+    if (in_run) emit(start, nx);
+}
+
+// fn(x) for every set bit.
+template <class Fn>
+void for_each_set_bit(const std::uint64_t* words, index_t nx, Fn&& fn) {
+    const index_t n_words = words_per_row(nx);
+    for (index_t i = 0; i < n_words; ++i)
+        for (std::uint64_t w = words[i]; w; w &= w - 1) fn(i * 64 + count_trailing_zeros(w));
+}
+
+}  // namespace unetsdk
