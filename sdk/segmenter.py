@@ -149,7 +149,12 @@ class Segmenter:
         classes = self.metadata.num_classes
         shape, dtype = self.output_spec(array.shape, axes=axes, proba=output == "proba")
         out = _output_array(out, shape, dtype, output, classes)
-        per_image = len(plan_tiles(spatial, self.metadata, tile=self.tile, overlap=self.overlap, merge=self.blend))
+        plan = plan_tiles(spatial, self.metadata, tile=self.tile, overlap=self.overlap, merge=self.blend)
+        per_image = len(plan)
+        logger.debug(
+            "%s %s as %s: %d image(s) x %d tiles of %s, blend=%s, on %s",
+            output, array.shape, axes, stack.shape[0], per_image, plan.input_shape, self.blend, self.device,
+        )
         for n in range(stack.shape[0]):
             target = out if single else OutputSlot(out, 1 if output == "proba" else 0, n)
             sliding_window_predict(
