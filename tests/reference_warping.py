@@ -226,7 +226,9 @@ def classify_slice(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarr
     labels = _label4(warped)
     out = np.zeros(warped.shape, dtype=np.uint8)
     for y, x in mismatches:
-        ids = _neighbour_labels(labels, y, x)
+        # A 1x1 image has no neighbour in the image: its outside is background, as in the warp. (Fiji's
+        # code would fall through to split/merger there; the notes' table has no such row.)
+        ids = _neighbour_labels(labels, y, x) or {0}
         foreground = bool(warped[y, x])
         if ids == {0}:
             kind = OBJECT_DELETION if foreground else OBJECT_ADDITION
@@ -237,7 +239,7 @@ def classify_slice(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarr
                 kind = HOLE_ADDITION
             else:
                 kind = SPLIT if _splits_when_removed(warped, y, x, radius) else HOLE_DELETION
-        else:  # three or more labels (Fiji's `else` also takes a 1x1 image, which has none)
+        else:  # three or more labels
             kind = SPLIT if foreground else MERGER
         out[y, x] = kind
     return out

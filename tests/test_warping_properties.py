@@ -102,7 +102,7 @@ def padded_topology(image: np.ndarray) -> tuple[int, int]:
 # 2D: the warp and its classification equal the reference.
 # ---------------------------------------------------------------------------------------------------------
 @examples(120)
-@given(pair=pairs(), threshold=st.sampled_from(THRESHOLDS), radius=st.sampled_from([20, 1, 2, 3, 6]),
+@given(pair=pairs(), threshold=st.sampled_from(THRESHOLDS), radius=st.sampled_from([20, 1, 2, 3, 6, 0, -1, 100]),
        truth_dtype=st.sampled_from(TRUTH_DTYPES), proposal_dtype=st.sampled_from([np.float32, np.float64]))
 def test_warping_2d_equals_reference(pair, threshold, radius, truth_dtype, proposal_dtype):
     truth, proposal = pair
@@ -110,6 +110,24 @@ def test_warping_2d_equals_reference(pair, threshold, radius, truth_dtype, propo
     got = warping_error(as_truth_dtype(truth, truth_dtype), proposal, threshold=threshold, radius=radius)
     expected = ref.warping_error(truth, proposal, threshold=threshold, radius=radius)
     assert_same_warp(got, expected, f"threshold={threshold} radius={radius}")
+
+
+@st.composite
+def thin_pairs(draw):
+    """Images one to three pixels thin (1x1 included): the classification's edge cases."""
+    thin, long = draw(st.integers(1, 3)), draw(st.integers(1, 16))
+    shape = (thin, long) if draw(st.booleans()) else (long, thin)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    truth = rng.random(shape) < 0.5
+    return truth, make_proposal(rng, truth, draw(st.sampled_from(QUANTIZATIONS)))
+
+
+@examples(80)
+@given(pair=thin_pairs(), threshold=st.sampled_from(THRESHOLDS), radius=st.sampled_from([20, 1, 2, 0, -1]))
+def test_thin_images_equal_reference(pair, threshold, radius):
+    truth, proposal = pair
+    got = warping_error(truth, proposal, threshold=threshold, radius=radius)
+    assert_same_warp(got, ref.warping_error(truth, proposal, threshold=threshold, radius=radius))
 
 
 @examples(60)
@@ -219,6 +237,20 @@ def test_memory_layout_does_not_change_the_isbi_scores(pair):
         for field in ("warping_error", "warping_threshold", "pixel_error", "pixel_threshold"):
             assert getattr(s, field) == getattr(base, field), (t_name, field)
         assert s.rand_error == base.rand_error or (math.isnan(s.rand_error) and math.isnan(base.rand_error))
+
+
+@examples(20)
+@given(pair=pairs(max_depth=4), threshold=st.sampled_from(THRESHOLDS))
+def test_thread_count_does_not_change_the_result(pair, threshold):
+    truth, proposal = pair
+    one = warping_error(truth, proposal, threshold=threshold, threads=1)
+    many = warping_error(truth, proposal, threshold=threshold, threads=3)
+    np.testing.assert_array_equal(one.classification, many.classification)
+    np.testing.assert_array_equal(one.warped, many.warped)
+    assert one.error == many.error
+    s1, s3 = isbi2012(truth, proposal, threads=1), isbi2012(truth, proposal, threads=3)
+    assert (s1.warping_error, s1.pixel_error) == (s3.warping_error, s3.pixel_error)
+    assert s1.rand_error == s3.rand_error or (math.isnan(s1.rand_error) and math.isnan(s3.rand_error))
 
 
 @examples(40)
