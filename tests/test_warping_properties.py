@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from skimage.measure import label as sk_label
 
 import reference_warping as ref
-from sdk.metrics import isbi2012, pool_isbi2012, warping_error
+from sdk.metrics import isbi2012, pixel_error, pool_isbi2012, rand_error, warping_error
 
 SCALE = int(os.environ.get("UNETSDK_PROPERTY_EXAMPLES", "0"))
 
@@ -196,6 +196,22 @@ def test_warp_only_removes_mismatches_and_preserves_topology(pair, threshold):
     np.testing.assert_array_equal(again.warped, warped)
     assert r.splits + r.mergers + r.hole_additions + r.hole_deletions + r.object_additions \
         + r.object_deletions == r.mismatches
+
+
+@examples(60)
+@given(pair=pairs(), threshold=st.sampled_from(THRESHOLDS))
+def test_label_rand_and_pixel_error_equal_the_reference_statistics(pair, threshold):
+    truth, proposal = pair
+    target = proposal.astype(np.float64) > threshold
+    got = rand_error(sk_label(truth, connectivity=1), sk_label(target, connectivity=1))
+    stats = ref.rand_statistics(truth, proposal, threshold)
+    if stats is None:
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(1.0 - ref.fiji_fscore(*stats), rel=0, abs=1e-12)
+    pixel = pixel_error(truth, proposal, threshold=threshold)
+    assert pixel == np.count_nonzero(truth != target) / truth.size
+    assert warping_error(truth, proposal, threshold=threshold).error <= pixel
 
 
 # ---------------------------------------------------------------------------------------------------------
