@@ -191,45 +191,50 @@ def warp_slice(truth, proposal, threshold: float, mask=None) -> tuple[np.ndarray
 # --------------------------------------------------------------------------------------------------
 # Classification of the pixels left mismatched (Fiji's classifyMismatches2d).
 # --------------------------------------------------------------------------------------------------
-def _label4(image: np.ndarray) -> np.ndarray:
+def _label_faces(image: np.ndarray) -> np.ndarray:
+    """Components of the foreground, face-connected (4 in 2D, 6 in 3D); 0 = background."""
     return _sk_label(np.asarray(image, dtype=bool), connectivity=1, background=0).astype(np.int64)
 
 
-def _neighbour_labels(labels: np.ndarray, y: int, x: int) -> set:
-    h, w = labels.shape
-    return {
-        int(labels[y + dy, x + dx])
-        for dy, dx in OFFSETS_2D
-        if 0 <= y + dy < h and 0 <= x + dx < w
-    }
+def _neighbour_labels(labels: np.ndarray, centre: tuple) -> set:
+    """Distinct labels of the in-image neighbours (8 in 2D, 26 in 3D) of ``centre``."""
+    offsets = OFFSETS_2D if labels.ndim == 2 else OFFSETS_3D
+    ids = set()
+    for offset in offsets:
+        q = tuple(c + o for c, o in zip(centre, offset))
+        if all(0 <= qi < n for qi, n in zip(q, labels.shape)):
+            ids.add(int(labels[q]))
+    return ids
 
 
-def _splits_when_removed(warped: np.ndarray, y: int, x: int, radius: int) -> bool:
+def _splits_when_removed(warped: np.ndarray, centre: tuple, radius: int) -> bool:
     """Fiji's test for a foreground pixel between exactly two labels: remove it, relabel, count labels."""
-    h, w = warped.shape
-    if radius < 1 or radius > w or radius > h:
+    if radius < 1 or any(radius > n for n in warped.shape):
         region = warped.copy()
-        cy, cx = y, x
+        local = centre
     else:
-        region = np.zeros((2 * radius + 1, 2 * radius + 1), dtype=bool)  # outside the image is 0
-        for j in range(-radius, radius + 1):
-            for i in range(-radius, radius + 1):
-                if 0 <= y + j < h and 0 <= x + i < w:
-                    region[radius + j, radius + i] = warped[y + j, x + i]
-        cy, cx = radius, radius
-    region[cy, cx] = False
-    return len(_neighbour_labels(_label4(region), cy, cx)) > 2
+        region = np.zeros((2 * radius + 1,) * warped.ndim, dtype=bool)  # outside the image is 0
+        for offset in itertools.product(range(-radius, radius + 1), repeat=warped.ndim):
+            q = tuple(c + o for c, o in zip(centre, offset))
+            if all(0 <= qi < n for qi, n in zip(q, warped.shape)):
+                region[tuple(radius + o for o in offset)] = warped[q]
+        local = (radius,) * warped.ndim
+    region[local] = False
+    return len(_neighbour_labels(_label_faces(region), local)) > 2
 
 
-def classify_slice(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarray:
-    """uint8 image: the error type of every leftover mismatch (0 elsewhere)."""
-    labels = _label4(warped)
+def classify(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarray:
+    """uint8 image: the error type of every leftover mismatch (0 elsewhere); 2D as Fiji, 3D alike.
+
+    In 3D (ours): 6-connected labels, the 26 neighbours, a (2r+1)^3 window.
+    """
+    labels = _label_faces(warped)
     out = np.zeros(warped.shape, dtype=np.uint8)
-    for y, x in mismatches:
+    for centre in mismatches:
         # A 1x1 image has no neighbour in the image: its outside is background, as in the warp. (Fiji's
         # code would fall through to split/merger there; the notes' table has no such row.)
-        ids = _neighbour_labels(labels, y, x) or {0}
-        foreground = bool(warped[y, x])
+        ids = _neighbour_labels(labels, centre) or {0}
+        foreground = bool(warped[centre])
         if ids == {0}:
             kind = OBJECT_DELETION if foreground else OBJECT_ADDITION
         elif len(ids) == 1:
@@ -238,10 +243,10 @@ def classify_slice(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarr
             if not foreground:
                 kind = HOLE_ADDITION
             else:
-                kind = SPLIT if _splits_when_removed(warped, y, x, radius) else HOLE_DELETION
+                kind = SPLIT if _splits_when_removed(warped, centre, radius) else HOLE_DELETION
         else:  # three or more labels
             kind = SPLIT if foreground else MERGER
-        out[y, x] = kind
+        out[centre] = kind
     return out
 
 
@@ -282,7 +287,7 @@ def warping_error(truth, proposal, *, threshold: float = 0.5, radius: int = 20, 
     slice_errors = []
     for z in range(truth3.shape[0]):
         warped[z], left = warp_slice(truth3[z], proposal3[z], threshold, None if mask3 is None else mask3[z])
-        classification[z] = classify_slice(warped[z], left, radius)
+        classification[z] = classify(warped[z], left, radius)
         slice_errors.append(len(left) / truth3[z].size)
     total = int(np.count_nonzero(classification))
     return ReferenceWarping(
@@ -315,8 +320,8 @@ def rand_statistics(truth_slice, proposal_slice, threshold: float) -> tuple[int,
     tp = sum_{i,j>=1} c_ij^2 + aux, fp = sum_{j>=1} (sum_{i>=1} c_ij)^2 + aux - tp,
     fn = sum_{i>=1} (sum_j c_ij)^2 - tp.
     """
-    truth_labels = _label4(np.asarray(truth_slice) > 0)
-    proposal_labels = _label4(binarize_proposal(proposal_slice, threshold))
+    truth_labels = _label_faces(np.asarray(truth_slice) > 0)
+    proposal_labels = _label_faces(binarize_proposal(proposal_slice, threshold))
     inside = truth_labels > 0
     if not inside.any():
         return None
@@ -463,3 +468,11 @@ def warp_volume(truth, proposal, threshold: float = 0.5, order: str = "F") -> tu
             return padded[1:-1, 1:-1, 1:-1].copy(), mismatches
         if flipped == len(mismatches):
             return padded[1:-1, 1:-1, 1:-1].copy(), []
+
+
+def warping_error_3d(truth, proposal, *, threshold: float = 0.5, radius: int = 20) -> ReferenceWarping:
+    """Native 3D warping error with the 3D classification (see :func:`warp_volume`, :func:`classify`)."""
+    warped, left = warp_volume(truth, proposal, threshold)
+    classification = classify(warped, left, radius)
+    return ReferenceWarping(warped=warped, classification=classification, error=len(left) / warped.size,
+                            mismatches=len(left), counts=_counts(classification))

@@ -23,12 +23,14 @@ def both_modes(truth, proposal):
             warping_error(truth, proposal, threshold=0.5, mode="2d"))
 
 
-def check_against_reference(result, truth, proposal, threshold=0.5):
-    warped, left = ref.warp_volume(truth, proposal, threshold)
-    np.testing.assert_array_equal(np.asarray(result.warped, dtype=bool), warped)
-    assert result.mismatches == len(left)
-    assert np.count_nonzero(result.classification) == result.mismatches
-    assert result.error == pytest.approx(len(left) / truth.size, rel=0, abs=1e-15)
+def check_against_reference(result, truth, proposal, threshold=0.5, radius=20):
+    expected = ref.warping_error_3d(truth, proposal, threshold=threshold, radius=radius)
+    np.testing.assert_array_equal(np.asarray(result.warped, dtype=bool), expected.warped)
+    np.testing.assert_array_equal(np.asarray(result.classification), expected.classification)
+    assert result.mismatches == expected.mismatches
+    for name in ref.ERROR_NAMES.values():
+        assert getattr(result, name) == expected.counts[name], name
+    assert result.error == pytest.approx(expected.error, rel=0, abs=1e-15)
 
 
 def test_bump_on_an_object_is_no_error_in_3d():
@@ -145,11 +147,12 @@ def volumes(draw):
 
 @settings(max_examples=SCALE or 60, deadline=None, derandomize=not SCALE,
           suppress_health_check=[HealthCheck.too_slow])
-@given(pair=volumes(), threshold=st.sampled_from([0.5, 0.0, 0.30000000000000004, 0.7, 0.8999999999999999]))
-def test_random_volumes_equal_the_3d_reference_and_keep_their_topology(pair, threshold):
+@given(pair=volumes(), threshold=st.sampled_from([0.5, 0.0, 0.30000000000000004, 0.7, 0.8999999999999999]),
+       radius=st.sampled_from([20, 1, 2, 0]))
+def test_random_volumes_equal_the_3d_reference_and_keep_their_topology(pair, threshold, radius):
     truth, proposal = pair
-    r = warping_error(truth.astype(np.uint8), proposal, threshold=threshold, mode="3d")
-    check_against_reference(r, truth, proposal, threshold)
+    r = warping_error(truth.astype(np.uint8), proposal, threshold=threshold, radius=radius, mode="3d")
+    check_against_reference(r, truth, proposal, threshold, radius)
     warped = np.pad(np.asarray(r.warped, dtype=bool), 1)
     padded_truth = np.pad(truth, 1)
     # Flipping simple points keeps the 6-components of the foreground and 26-components of the background.
