@@ -216,6 +216,7 @@ py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned 
         sb.push_back(b.strides(k));
     }
     Contingency table;
+    const bool a_signed = a.dtype().kind() == 'i', b_signed = b.dtype().kind() == 'i';
     dispatch_label_bits(a, [&](auto ta) {
         dispatch_label_bits(b, [&](auto tb) {
             using A = decltype(ta);
@@ -223,12 +224,13 @@ py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned 
             const char* pa = static_cast<const char*>(a.data());
             const char* pb = static_cast<const char*>(b.data());
             py::gil_scoped_release release;
-            table = contingency_table<A, B>(pa, pb, shape, sa, sb, threads);
+            table = contingency_table<A, B>(pa, pb, shape, sa, sb, a_signed, b_signed, threads);
         });
     });
     return py::make_tuple(to_numpy(std::move(table.truth_values)), to_numpy(std::move(table.proposal_values)),
                           to_numpy(std::move(table.rows)), to_numpy(std::move(table.cols)),
-                          to_numpy(std::move(table.counts)));
+                          to_numpy(std::move(table.counts)), to_numpy(std::move(table.truth_sizes)),
+                          to_numpy(std::move(table.proposal_sizes)));
 }
 
 py::array_t<std::uint8_t> py_simple_table_2d() {
@@ -251,7 +253,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("n_warp"), py::arg("radius"), py::arg("threads"),
           "Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack.");
     m.def("contingency_table", &py_contingency_table, py::arg("truth"), py::arg("proposal"), py::arg("threads"),
-          "Sparse contingency table: (truth_bits, proposal_bits, rows, cols, counts).");
+          "Sparse contingency table: (truth_bits, proposal_bits, rows, cols, counts, truth_sizes, proposal_sizes).");
     m.def("simple_table_2d", &py_simple_table_2d, "The 256-entry 2D simple-point table (fg 4-, bg 8-connected).");
     m.def("is_simple_3d", &topology::is_simple_3d, py::arg("code"),
           "Is the centre of a 3x3x3 neighbourhood simple (fg 6-, bg 26-connected)? Bit k = neighbour k in "

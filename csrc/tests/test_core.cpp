@@ -129,7 +129,7 @@ static void test_contingency() {
     const std::uint32_t a[6] = {1, 1, 2, 2, 2, 7};
     const std::uint64_t b[6] = {5, 5, 5, 9, 9, 9};
     const Contingency t = contingency_table<std::uint32_t, std::uint64_t>(
-        reinterpret_cast<const char*>(a), reinterpret_cast<const char*>(b), {6}, {4}, {8}, 1);
+        reinterpret_cast<const char*>(a), reinterpret_cast<const char*>(b), {6}, {4}, {8}, false, false, 1);
     CHECK(t.truth_values.size() == 3 && t.proposal_values.size() == 2 && t.counts.size() == 4);
     std::int64_t total = 0, c22 = -1;
     for (std::size_t k = 0; k < t.counts.size(); ++k) {
@@ -137,6 +137,13 @@ static void test_contingency() {
         if (t.truth_values[t.rows[k]] == 2 && t.proposal_values[t.cols[k]] == 9) c22 = t.counts[k];
     }
     CHECK(total == 6 && c22 == 2);
+    CHECK(t.truth_values[0] == 1 && t.truth_values[2] == 7);  // labels sorted by value
+    // signed labels order as signed values: -1 before 3
+    const std::int32_t s[3] = {3, -1, 3};
+    const Contingency u = contingency_table<std::uint32_t, std::uint32_t>(
+        reinterpret_cast<const char*>(s), reinterpret_cast<const char*>(s), {3}, {4}, {4}, true, true, 2);
+    CHECK(u.truth_values.size() == 2 && static_cast<std::int32_t>(u.truth_values[0]) == -1);
+    CHECK(u.rows.size() == 2 && u.rows[0] == 0 && u.cols[0] == 0 && u.counts[1] == 2);
 }
 
 static void test_parallel_for() {

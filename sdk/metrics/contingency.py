@@ -41,8 +41,9 @@ class ContingencyTable:
     """Sparse contingency table in coordinate form.
 
     ``truth_labels`` / ``proposal_labels``: the distinct labels, sorted, in the input dtypes.
-    ``rows`` / ``cols``: for each nonzero entry, the index of its truth / proposal label (int64);
-    entries are sorted by (row, col). ``counts``: pixels of each entry (int64).
+    ``rows`` / ``cols``: for each nonzero entry, the index of its truth / proposal label (intp);
+    entries are sorted by (row, col). ``counts``: pixels of each entry (int64). ``truth_sizes`` /
+    ``proposal_sizes``: pixels per label (the row and column sums, int64).
     """
 
     truth_labels: np.ndarray = field(repr=False)
@@ -50,23 +51,17 @@ class ContingencyTable:
     rows: np.ndarray = field(repr=False)
     cols: np.ndarray = field(repr=False)
     counts: np.ndarray = field(repr=False)
+    truth_sizes: np.ndarray = field(repr=False)
+    proposal_sizes: np.ndarray = field(repr=False)
 
     @property
     def total(self) -> int:
         """Number of pixels counted."""
-        return int(self.counts.sum())
+        return int(self.truth_sizes.sum())
 
     @property
     def nnz(self) -> int:
         return int(self.counts.size)
-
-    def truth_sizes(self) -> np.ndarray:
-        """Pixels per truth label (aligned with ``truth_labels``)."""
-        return np.bincount(self.rows, weights=self.counts, minlength=self.truth_labels.size).astype(np.int64)
-
-    def proposal_sizes(self) -> np.ndarray:
-        """Pixels per proposal label (aligned with ``proposal_labels``)."""
-        return np.bincount(self.cols, weights=self.counts, minlength=self.proposal_labels.size).astype(np.int64)
 
 
 def _labels_from_bits(bits: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -81,25 +76,16 @@ def contingency_table(truth_labels, proposal_labels, *, threads=None) -> Conting
     b = v.check_labels(proposal_labels, "proposal_labels")
     v.check_same_shape(a, b, "truth_labels", "proposal_labels")
     threads = v.resolve_threads(threads)
-    t_bits, p_bits, rows, cols, counts = _core.contingency_table(a, b, threads)
-    t_vals = _labels_from_bits(t_bits, a.dtype)
-    p_vals = _labels_from_bits(p_bits, b.dtype)
-    # Canonical form: labels sorted, entries sorted by (row, col), independent of memory layout.
-    t_order = np.argsort(t_vals, kind="stable")
-    p_order = np.argsort(p_vals, kind="stable")
-    t_rank = np.empty_like(t_order)
-    t_rank[t_order] = np.arange(t_order.size)
-    p_rank = np.empty_like(p_order)
-    p_rank[p_order] = np.arange(p_order.size)
-    rows = t_rank[rows.astype(np.int64)]
-    cols = p_rank[cols.astype(np.int64)]
-    entry_order = np.lexsort((cols, rows))
+    # canonical from C++: labels sorted by value, entries sorted by (row, col)
+    t_bits, p_bits, rows, cols, counts, t_sizes, p_sizes = _core.contingency_table(a, b, threads)
     return ContingencyTable(
-        truth_labels=t_vals[t_order],
-        proposal_labels=p_vals[p_order],
-        rows=rows[entry_order],
-        cols=cols[entry_order],
-        counts=counts[entry_order],
+        truth_labels=_labels_from_bits(t_bits, a.dtype),
+        proposal_labels=_labels_from_bits(p_bits, b.dtype),
+        rows=rows.astype(np.intp),
+        cols=cols.astype(np.intp),
+        counts=counts,
+        truth_sizes=t_sizes,
+        proposal_sizes=p_sizes,
     )
 
 
@@ -125,8 +111,13 @@ def _without_truth_labels(t: ContingencyTable, ignore_labels) -> ContingencyTabl
     if ignore.size == 0:
         return t
     ignored_rows = np.isin(t.truth_labels, ignore)
+    if not ignored_rows.any():
+        return t
     keep = ~ignored_rows[t.rows]
-    return ContingencyTable(t.truth_labels, t.proposal_labels, t.rows[keep], t.cols[keep], t.counts[keep])
+    rows, cols, counts = t.rows[keep], t.cols[keep], t.counts[keep]
+    truth_sizes = np.where(ignored_rows, 0, t.truth_sizes)
+    proposal_sizes = np.bincount(cols, weights=counts, minlength=t.proposal_labels.size).astype(np.int64)
+    return ContingencyTable(t.truth_labels, t.proposal_labels, rows, cols, counts, truth_sizes, proposal_sizes)
 
 
 def rand_error(truth_labels=None, proposal_labels=None, *, table: Optional[ContingencyTable] = None,
@@ -191,10 +182,10 @@ def variation_of_information(truth_labels=None, proposal_labels=None, *, table: 
     if total == 0:
         raise InvalidInputError("variation_of_information: no pixels left after ignoring ignore_labels")
     p = t.counts / total
-    p_truth = np.bincount(t.rows, weights=p, minlength=t.truth_labels.size)
-    p_prop = np.bincount(t.cols, weights=p, minlength=t.proposal_labels.size)
-    split = -float(np.sum(p * np.log2(p / p_truth[t.rows])))
-    merge = -float(np.sum(p * np.log2(p / p_prop[t.cols])))
+    p_truth = t.truth_sizes / total
+    p_prop = t.proposal_sizes / total
+    split = -float(np.dot(p, np.log2(p / p_truth[t.rows])))
+    merge = -float(np.dot(p, np.log2(p / p_prop[t.cols])))
     return VariationOfInformation(split=split + 0.0, merge=merge + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 
@@ -233,8 +224,8 @@ def adapted_rand_error(truth_labels=None, proposal_labels=None, *, table: Option
     if n == 0:
         raise InvalidInputError("adapted_rand_error: no truth pixels left after ignoring ignore_labels")
     pairs_both = _sum_squares(t.counts) - n
-    pairs_truth = _sum_squares(np.bincount(t.rows, weights=t.counts).astype(np.int64)) - n
-    pairs_prop = _sum_squares(np.bincount(t.cols, weights=t.counts).astype(np.int64)) - n
+    pairs_truth = _sum_squares(t.truth_sizes) - n
+    pairs_prop = _sum_squares(t.proposal_sizes) - n
     precision = pairs_both / pairs_prop if pairs_prop else math.nan
     recall = pairs_both / pairs_truth if pairs_truth else math.nan
     fscore = 2.0 * pairs_both / (pairs_truth + pairs_prop) if (pairs_truth + pairs_prop) else math.nan
