@@ -114,6 +114,18 @@ inline RingGroups ring_groups(std::uint32_t fg_mask, const std::uint32_t* face) 
     return out;
 }
 
+// Is neighbour k in the same group (of fg_mask, connected by face adjacency) as neighbour rep?
+inline bool groups_member(std::uint32_t fg_mask, const std::uint32_t* face, int rep, int k) {
+    std::uint32_t comp = 1u << rep, frontier = comp;
+    while (frontier && !(comp >> k & 1u)) {
+        std::uint32_t grown = 0;
+        for (std::uint32_t f = frontier; f; f &= f - 1) grown |= face[count_trailing_zeros(f)];
+        frontier = grown & fg_mask & ~comp;
+        comp |= frontier;
+    }
+    return comp >> k & 1u;
+}
+
 // ring_groups for all 256 2D neighbourhoods.
 inline const std::array<RingGroups, 256>& ring_groups_2d() {
     static const std::array<RingGroups, 256> table = [] {
@@ -262,12 +274,16 @@ inline std::uint32_t label_at(const RunLabels& rl, index_t line, index_t x) {
 // buffer). volumetric = false requires nz == 1 (one 2D slice). codes receives one ErrorType each.
 //
 // The distinct labels around a pixel are decided locally where possible: the foreground neighbours
-// form groups that are connected around the pixel; one group is one component, so the global
-// labelling is needed (and computed, once) only for pixels with two or more groups.
+// form groups that are connected around the pixel; one group is one component. For two or more
+// groups, component identity comes from the labelling of the *truth* (truth, truth_runs; optional)
+// when each group has a pixel that is foreground in the truth too: such a pixel was never flipped,
+// and simple-point flips neither merge nor split components, so it stays in the component of its
+// truth label. Otherwise the warped image is labelled (once, lazily).
 template <class Index>
 void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, index_t nx, bool volumetric,
                          const Index* survivors, std::size_t n, int radius, ClassifyWorkspace& ws,
-                         std::uint8_t* codes) {
+                         std::uint8_t* codes, const std::uint8_t* truth = nullptr,
+                         const RunLabels* truth_runs = nullptr) {
     if (n == 0) return;
     const detail::Grid g{nz, ny, nx, volumetric};
     int offs[26][3];
@@ -308,15 +324,31 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
         const int* reps = groups->reps;
         int n_objects = n_groups;
         if (n_groups >= 2) {
-            if (!labelled) {
+            // representatives that were never flipped (foreground in the truth), if every group has one
+            int never_flipped[26];
+            bool use_truth = truth_runs != nullptr;
+            for (int r = 0; r < n_groups && use_truth; ++r) {
+                never_flipped[r] = -1;
+                for (int k = reps[r]; k < n_off; ++k) {  // the group's members come at or after its representative
+                    if (!(fg_mask >> k & 1u)) continue;
+                    const index_t q = ((z + offs[k][0]) * ny + y + offs[k][1]) * nx + x + offs[k][2];
+                    if (truth[q] && detail::groups_member(fg_mask, face, reps[r], k)) {
+                        never_flipped[r] = k;
+                        break;
+                    }
+                }
+                use_truth = never_flipped[r] >= 0;
+            }
+            if (!use_truth && !labelled) {
                 label_runs(warped, nz, ny, nx, volumetric, ws.runs);
                 labelled = true;
             }
+            const RunLabels& lab = use_truth ? *truth_runs : ws.runs;
             std::uint32_t distinct[26];
             n_objects = 0;
             for (int r = 0; r < n_groups; ++r) {
-                const int k = reps[r];
-                const std::uint32_t l = label_at(ws.runs, (z + offs[k][0]) * ny + y + offs[k][1], x + offs[k][2]);
+                const int k = use_truth ? never_flipped[r] : reps[r];
+                const std::uint32_t l = label_at(lab, (z + offs[k][0]) * ny + y + offs[k][1], x + offs[k][2]);
                 if (std::find(distinct, distinct + n_objects, l) == distinct + n_objects) distinct[n_objects++] = l;
             }
         }

@@ -53,11 +53,17 @@ inline void unite(std::vector<std::uint32_t>& parent, std::uint32_t a, std::uint
     if (a < b) parent[b] = a; else parent[a] = b;  // the earliest run stays root
 }
 
-// slack 0: runs touch if they share a column; slack 1: also diagonally.
+// slack 0: runs touch if they share a column; slack 1: also diagonally. a are the runs of the line
+// being labelled (their label field holds their own run id until unite() links them).
 inline void unite_overlapping(std::vector<std::uint32_t>& parent, const Run* a, const Run* a_end,
                               const Run* b, const Run* b_end, int slack) {
     while (a != a_end && b != b_end) {
-        if (a->x0 < b->x1 + slack && b->x0 < a->x1 + slack) unite(parent, a->label, b->label);
+        if (a->x0 < b->x1 + slack && b->x0 < a->x1 + slack) {
+            if (parent[a->label] == a->label && a->label > b->label)
+                parent[a->label] = find_root(parent, b->label);  // a fresh run joins directly
+            else
+                unite(parent, a->label, b->label);
+        }
         if (a->x1 < b->x1) ++a; else ++b;
     }
 }

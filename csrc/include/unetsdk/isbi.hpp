@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "components.hpp"
-#include "contingency.hpp"
 #include "thread_pool.hpp"
 #include "views.hpp"
 #include "warping_error.hpp"
@@ -40,18 +39,21 @@ struct SweepRow {
 
 struct RandScratch {
     std::vector<std::int64_t> a, b;
-    HashMap64<std::int64_t> pairs;  // (truth label << 32 | proposal label) -> pixels
+    struct Segment { std::uint32_t truth, proposal; std::int64_t length; };
+    std::vector<Segment> segments, by_truth;
+    std::vector<std::size_t> start;
+    std::vector<std::uint32_t> stamp;
+    std::vector<std::int64_t> count;
 };
 
 // Pixel and foreground-restricted Rand statistics of one slice from the run labellings of its truth
 // and of its thresholded proposal (both one slice). Writes into row (pixel_* always, rand_* only if
-// the truth has foreground).
+// the truth has foreground). The pair counts c_ij come from the overlaps of truth and proposal runs,
+// grouped by truth component, so that each group's proposal components are summed with a stamp array.
 inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& proposal, RandScratch& s, SweepRow& row) {
     s.a.assign(truth.count + 1, 0);
     s.b.assign(proposal.count + 1, 0);
-    s.pairs.clear();
-    std::uint64_t last_key = ~0ULL;
-    std::int64_t* last_count = nullptr;
+    s.segments.clear();
     std::int64_t n = 0, c0 = 0, overlap_total = 0, proposal_total = 0;
     for (index_t l = 0; l < truth.ny * truth.nz; ++l) {
         const Run* p = proposal.begin_line(l);
@@ -67,13 +69,10 @@ inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& propo
                 const std::int64_t ov = std::min(t->x1, q->x1) - std::max(t->x0, q->x0);
                 covered += ov;
                 s.b[q->label] += ov;
-                const std::uint64_t key = static_cast<std::uint64_t>(t->label) << 32 | q->label;
-                if (key != last_key) {  // the same pair often continues on the next line
-                    bool inserted;
-                    last_count = &s.pairs.at_or_insert(key, 0, inserted);
-                    last_key = key;
-                }
-                *last_count += ov;
+                if (!s.segments.empty() && s.segments.back().truth == t->label && s.segments.back().proposal == q->label)
+                    s.segments.back().length += ov;
+                else
+                    s.segments.push_back({t->label, q->label, ov});
             }
             overlap_total += covered;
             c0 += len - covered;
@@ -83,8 +82,30 @@ inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& propo
     row.pixel_fn += n - overlap_total;
     row.pixel_fp += proposal_total - overlap_total;
     if (n == 0) return;
+    // group the overlap segments by truth component (counting sort)
+    s.start.assign(truth.count + 2, 0);
+    for (const auto& seg : s.segments) ++s.start[seg.truth + 1];
+    for (std::size_t i = 1; i < s.start.size(); ++i) s.start[i] += s.start[i - 1];
+    s.by_truth.resize(s.segments.size());
+    for (const auto& seg : s.segments) s.by_truth[s.start[seg.truth]++] = seg;
+    // sum over truth components of the squared pair counts, each group summed with a stamp array
+    s.stamp.assign(proposal.count + 1, 0);
+    s.count.resize(proposal.count + 1);
     std::int64_t sum_c2 = 0;
-    s.pairs.for_each([&](std::uint64_t, std::int64_t c) { sum_c2 += c * c; });
+    std::size_t k = 0;
+    for (std::uint32_t i = 1; i <= truth.count; ++i) {
+        const std::size_t end = s.start[i];  // after the counting sort, start[i] is the end of group i
+        const std::size_t begin = k;
+        for (; k < end; ++k) {
+            const auto& seg = s.by_truth[k];
+            if (s.stamp[seg.proposal] != i) s.stamp[seg.proposal] = i, s.count[seg.proposal] = 0;
+            s.count[seg.proposal] += seg.length;
+        }
+        for (std::size_t m = begin; m < end; ++m) {  // each pair once: the first segment clears its stamp
+            const std::uint32_t j = s.by_truth[m].proposal;
+            if (s.stamp[j] == i) sum_c2 += s.count[j] * s.count[j], s.stamp[j] = 0;
+        }
+    }
     std::int64_t sum_a2 = 0, sum_b2 = 0;
     for (std::size_t i = 1; i < s.a.size(); ++i) sum_a2 += s.a[i] * s.a[i];
     for (std::size_t j = 1; j < s.b.size(); ++j) sum_b2 += s.b[j] * s.b[j];
@@ -160,8 +181,9 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         pixel_and_rand_counts(truth_runs[static_cast<std::size_t>(z)], s.proposal_runs, s.rand, row);
         if (t < n_warp) {
             s.warped.resize(static_cast<std::size_t>(plane));
-            const WarpingCounts c = warp_and_classify_slice(truth, proposal, nullptr, z, th, target_row, radius,
-                                                            s.warping, s.warped.data(), nullptr, false);
+            const WarpingCounts c =
+                warp_and_classify_slice(truth, proposal, nullptr, z, th, target_row, radius, s.warping, s.warped.data(),
+                                        nullptr, false, &truth_runs[static_cast<std::size_t>(z)]);
             row.splits = c.by_type[kSplit];
             row.mergers = c.by_type[kMerger];
         }

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "bitrows.hpp"
@@ -68,18 +69,22 @@ inline void sort_keys(std::vector<std::uint64_t>& keys, std::vector<std::uint64_
     }
     constexpr int kDigit = 11;
     constexpr std::size_t kBuckets = std::size_t(1) << kDigit;
+    const int digits = (bits + kDigit - 1) / kDigit;
     scratch.resize(keys.size());
-    std::vector<std::size_t> count(kBuckets);
-    for (int shift = 0; shift < bits; shift += kDigit) {
-        std::fill(count.begin(), count.end(), 0);
-        for (const std::uint64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
-        if (*std::max_element(count.begin(), count.end()) == keys.size()) continue;  // digit constant
-        std::size_t sum = 0;
-        for (auto& c : count) {
-            const std::size_t n = c;
-            c = sum, sum += n;
+    // all digit histograms in one read of the keys
+    std::vector<std::uint32_t> count(kBuckets * static_cast<std::size_t>(digits), 0);
+    for (const std::uint64_t k : keys)
+        for (int d = 0; d < digits; ++d) ++count[d * kBuckets + ((k >> (d * kDigit)) & (kBuckets - 1))];
+    for (int d = 0; d < digits; ++d) {
+        std::uint32_t* c = count.data() + d * kBuckets;
+        if (*std::max_element(c, c + kBuckets) == keys.size()) continue;  // digit constant: order unchanged
+        std::uint32_t sum = 0;
+        for (std::size_t b = 0; b < kBuckets; ++b) {
+            const std::uint32_t n = c[b];
+            c[b] = sum, sum += n;
         }
-        for (const std::uint64_t k : keys) scratch[count[(k >> shift) & (kBuckets - 1)]++] = k;
+        const int shift = d * kDigit;
+        for (const std::uint64_t k : keys) scratch[c[(k >> shift) & (kBuckets - 1)]++] = k;
         keys.swap(scratch);
     }
 }
@@ -112,12 +117,13 @@ struct WarpWorkspace {
     std::vector<std::size_t> live;  // padded positions of the mismatches still unresolved
 };
 
-// Orders the collected mismatches: key descending, scan index ascending, as one sortable integer
-// ((max key - key) << index bits | index). Leaves the scan indices, in order, in ws.keys.
-inline void order_mismatches(WarpWorkspace& ws, std::uint64_t n_scan) {
+// Orders the collected mismatches: key descending, scan position ascending, as one sortable integer
+// ((max key - key) << index bits | scan position). Scan positions are bit-packed coordinates whose
+// integer order is the scan order (x outer, then y, then z); index_bits is their width. Leaves the
+// scan positions, in order, in ws.keys.
+inline void order_mismatches(WarpWorkspace& ws, int index_bits) {
     std::uint32_t max_key = 0;
     for (const std::uint32_t k : ws.key_of) max_key = std::max(max_key, k);
-    const int index_bits = bit_width(n_scan > 0 ? n_scan - 1 : 0);
     ws.keys.resize(ws.key_of.size());
     for (std::size_t i = 0; i < ws.key_of.size(); ++i)
         ws.keys[i] = (static_cast<std::uint64_t>(max_key - ws.key_of[i]) << index_bits) | ws.scan_of[i];
@@ -140,6 +146,7 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
     ws.key_of.clear();
     ws.scan_of.clear();
     const index_t n_words = words_per_row(nx);
+    const int y_bits = bit_width(static_cast<std::uint64_t>(ny - 1));  // scan position = x << y_bits | y
     ws.bits.resize(static_cast<std::size_t>(2 * n_words));
     std::uint64_t* diff = ws.bits.data();
     std::uint64_t* other = diff + n_words;
@@ -156,14 +163,14 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
         const char* prow = proposal.row(z, y);
         for_each_set_bit(diff, nx, [&](index_t x) {
             ws.key_of.push_back(key_bits(proposal_value(proposal.at_row(prow, x)), threshold));
-            ws.scan_of.push_back(static_cast<std::uint32_t>(x * ny + y));  // column-major scan position
+            ws.scan_of.push_back(static_cast<std::uint32_t>(x << y_bits | y));  // column-major scan order
         });
     }
-    order_mismatches(ws, static_cast<std::uint64_t>(ny * nx));
+    order_mismatches(ws, y_bits + bit_width(static_cast<std::uint64_t>(nx - 1)));
     ws.live.resize(ws.keys.size());
+    const std::uint64_t y_mask = (std::uint64_t(1) << y_bits) - 1;
     for (std::size_t i = 0; i < ws.keys.size(); ++i) {
-        const auto scan = static_cast<index_t>(ws.keys[i]);
-        const index_t x = scan / ny, y = scan % ny;
+        const auto x = static_cast<index_t>(ws.keys[i] >> y_bits), y = static_cast<index_t>(ws.keys[i] & y_mask);
         ws.live[i] = static_cast<std::size_t>((y + 1) * w2 + x + 1);
     }
     const auto& simple = topology::simple_table_2d();
@@ -186,9 +193,10 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
     }
     for (index_t y = 0; y < ny; ++y) std::memcpy(warped + y * nx, pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
     survivors.resize(ws.live.size());
-    for (std::size_t i = 0; i < ws.live.size(); ++i) {
-        const auto pos = static_cast<index_t>(ws.live[i]);
-        survivors[i] = static_cast<std::uint32_t>((pos / w2 - 1) * nx + (pos % w2 - 1));
+    for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
+        const auto pos = static_cast<std::uint32_t>(ws.live[i]);
+        const std::uint32_t row = pos / static_cast<std::uint32_t>(w2);
+        survivors[i] = static_cast<std::uint32_t>((row - 1) * nx + (pos - row * w2) - 1);
     }
 }
 
@@ -211,6 +219,9 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
     ws.key_of.clear();
     ws.scan_of.clear();
     const Above<P> above(threshold);
+    const int z_bits = bit_width(static_cast<std::uint64_t>(nz - 1)), y_bits = bit_width(static_cast<std::uint64_t>(ny - 1));
+    const int index_bits = z_bits + y_bits + bit_width(static_cast<std::uint64_t>(nx - 1));
+    if (index_bits > 32) throw std::length_error("warp_volume_3d: volume too large for 32-bit scan positions");
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y) {
             const char* prow = proposal.row(z, y);
@@ -220,15 +231,17 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
                 const P value = proposal.at_row(prow, x);
                 if (above(value) != (truth[base + x] != 0) && (!mask || mask[base + x])) {
                     ws.key_of.push_back(key_bits(proposal_value(value), threshold));
-                    ws.scan_of.push_back(static_cast<std::uint32_t>((x * ny + y) * nz + z));
+                    ws.scan_of.push_back(static_cast<std::uint32_t>((x << y_bits | y) << z_bits | z));
                 }
             }
         }
-    order_mismatches(ws, static_cast<std::uint64_t>(nz * ny * nx));
+    order_mismatches(ws, index_bits);
     ws.live.resize(ws.keys.size());
     for (std::size_t i = 0; i < ws.keys.size(); ++i) {
-        const auto scan = static_cast<index_t>(ws.keys[i]);
-        const index_t z = scan % nz, y = (scan / nz) % ny, x = scan / (nz * ny);
+        const std::uint64_t scan = ws.keys[i];
+        const auto z = static_cast<index_t>(scan & ((std::uint64_t(1) << z_bits) - 1));
+        const auto y = static_cast<index_t>((scan >> z_bits) & ((std::uint64_t(1) << y_bits) - 1));
+        const auto x = static_cast<index_t>(scan >> (z_bits + y_bits));
         ws.live[i] = static_cast<std::size_t>((z + 1) * plane + (y + 1) * w2 + x + 1);
     }
     const auto& adj = topology::adjacency_3d();
