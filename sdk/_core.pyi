@@ -63,9 +63,16 @@ def isbi_sweep(
 def contingency_table(
     truth: npt.NDArray, proposal: npt.NDArray, threads: int
 ) -> tuple[
-    npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.int64]
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
 ]:
-    """(truth label bits, proposal label bits, row ids, col ids, counts) of two integer label arrays."""
+    """(truth label bits, proposal label bits, row ids, col ids, counts, truth sizes, proposal sizes) of
+    two integer label arrays; labels sorted by value, entries by (row, col)."""
 
 def simple_table_2d() -> npt.NDArray[np.uint8]:
     """256-entry 2D simple-point table (foreground 4-, background 8-connected); bit k = neighbour k,

@@ -146,6 +146,14 @@ def test_bad_options():
         warping_error(T, P, mask=np.ones((8, 8), np.float32))
 
 
+def test_too_large_for_scan_positions():
+    # 3 x 65537 x 10000 has < 2^32 pixels, but its coordinates need 2 + 17 + 14 bits
+    truth = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=(3, 65537, 10000), strides=(0, 0, 0))
+    proposal = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=(3, 65537, 10000), strides=(0, 0, 0))
+    with raises(r"truth: a volume of shape \(3, 65537, 10000\) is too large"):
+        warping_error(truth, proposal, mode="3d")
+
+
 def test_pool_needs_results():
     with raises("no results to pool"):
         pool_isbi2012([])

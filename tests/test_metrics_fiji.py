@@ -152,3 +152,19 @@ def test_more_than_65535_components_do_not_wrap():
     bridges = int(np.count_nonzero(proposal[1::2, 2:-1:4]))
     assert r.mergers == bridges == r.mismatches
     assert int(np.count_nonzero(r.classification == ErrorType.MERGER)) == bridges
+
+
+def test_mask_limits_warping_and_counting_like_fiji():
+    cases = dict(_cases())
+    truth, proposal = _load(cases["two_merges"])
+    full = warping_error(truth, proposal)
+    assert warping_error(truth, proposal, mask=np.zeros(truth.shape, bool)).mismatches == 0
+    # only the left half is scored and may be warped: leftovers there, none on the right
+    mask = np.zeros(truth.shape, bool)
+    mask[:, : truth.shape[1] // 2] = True
+    half = warping_error(truth, proposal, mask=mask)
+    assert not half.classification[:, truth.shape[1] // 2 :].any()
+    assert np.array_equal(half.warped[:, truth.shape[1] // 2 :], truth[:, truth.shape[1] // 2 :] > 0)
+    assert half.error == half.mismatches / truth.size  # still divided by all pixels, as Fiji
+    left_leftovers = int(np.count_nonzero(full.classification[:, : truth.shape[1] // 2]))
+    assert half.mismatches >= left_leftovers

@@ -4,15 +4,17 @@ Families (one module each):
 
 - :mod:`.warping` -- :func:`warping_error` -> :class:`WarpingResult` (``error``, ``mismatches``,
   ``splits``, ``mergers``, ``hole_additions``, ``hole_deletions``, ``object_additions``,
-  ``object_deletions``, ``warped``, ``classification`` with :class:`ErrorType` codes); 2D per slice as
-  Fiji, or native 3D.
+  ``object_deletions``, ``warped``, ``classification`` with :class:`ErrorType` codes, ``cluster_counts``,
+  ``threshold``, ``radius``, ``mode``, ``counts``); 2D per slice as Fiji, or native 3D.
 - :mod:`.isbi` -- :func:`isbi2012` -> :class:`ISBIResult` (``warping_error``/``warping_threshold``,
   ``rand_error``/``rand_threshold``, ``pixel_error``/``pixel_threshold``, ``table`` of raw per-threshold
   accumulators, ``n_pixels``, ``n_slices``, ``rand_slices``, ``rand_undefined_reason``);
   :func:`pool_isbi2012` pools results as one stack.
 - :mod:`.contingency` -- :func:`contingency_table` (sparse, 64-bit labels) and, computed from it,
   :func:`rand_error` (ISBI foreground-restricted), :func:`variation_of_information` -> ``(split, merge)``,
-  :func:`adapted_rand_error` -> ``(error, precision, recall, fscore)``; :func:`pixel_error`.
+  :func:`adapted_rand_error` -> ``(error, precision, recall, fscore)`` (precision over the proposal's
+  pairs, recall over the truth's: skimage returns them swapped); :func:`pixel_error` (fraction of
+  mismatched pixels at one threshold).
 
 Inputs: truth foreground = value > 0; proposals are probabilities of foreground in [0, 1] (float32/64,
 bool as 0/1; integer proposals are rejected). Any memory layout; bad input raises

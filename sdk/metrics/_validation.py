@@ -25,8 +25,9 @@ LABEL_DTYPES = frozenset(
     np.dtype(t) for t in (np.bool_, np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64)
 )
 
-# The core indexes a slice (2D) or a volume (3D) with 32-bit scan positions.
-MAX_WARP_PIXELS = 2**32 - 1
+# The core orders a slice's (2D) or a volume's (3D) pixels by 32-bit scan positions packing the
+# coordinates: the bit widths of the axis sizes must add up to at most 32.
+SCAN_POSITION_BITS = 32
 
 
 def _native(a: np.ndarray) -> np.ndarray:
@@ -175,8 +176,12 @@ def as_stack(a: np.ndarray, name: str, *, mode: str) -> np.ndarray:
         stack = a
     else:
         raise InvalidInputError(f"{name}: expected a 2D image (H, W) or a stack (Z, H, W), got ndim={a.ndim} shape {a.shape}")
-    pixels = stack.size if mode == "3d" else stack.shape[1] * stack.shape[2]
-    if pixels > MAX_WARP_PIXELS:
+    axes = stack.shape if mode == "3d" else stack.shape[1:]
+    bits = sum(max(0, int(s) - 1).bit_length() for s in axes)
+    if bits > SCAN_POSITION_BITS:
         unit = "volume" if mode == "3d" else "slice"
-        raise InvalidInputError(f"{name}: a {unit} of {pixels} pixels exceeds the supported {MAX_WARP_PIXELS}")
+        raise InvalidInputError(
+            f"{name}: a {unit} of shape {tuple(axes)} is too large (coordinates need {bits} bits, at most "
+            f"{SCAN_POSITION_BITS}); split it into tiles or slices"
+        )
     return stack

@@ -159,11 +159,11 @@ def isbi2012(truth, proposal, *, threads=None) -> ISBIResult:
         Worker threads (default: all cores); the thresholds x slices are independent tasks and the
         GIL is released.
     """
+    threads = v.resolve_threads(threads)
     truth = v.check_truth(truth, "truth")
+    t3 = v.as_stack(truth, "truth", mode="2d")  # shape checks before the proposal's value scan
     proposal = v.check_proposal(proposal, "proposal")
     v.check_same_shape(truth, proposal, "truth", "proposal")
-    threads = v.resolve_threads(threads)
-    t3 = v.as_stack(truth, "truth", mode="2d")
     p3 = v.as_stack(proposal, "proposal", mode="2d")
     raw = _core.isbi_sweep(t3, p3, list(FSCORE_THRESHOLDS), len(WARPING_THRESHOLDS), ISBI_RADIUS, threads)
     columns = {k: raw[k].tolist() for k in _COUNT_KEYS}

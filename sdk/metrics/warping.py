@@ -106,21 +106,22 @@ def warping_error(truth, proposal, *, threshold=0.5, radius=20, mode="2d", mask=
     mask : ndarray of bool, optional
         Where False, pixels are never flipped and never counted (Fiji's warping mask).
     threads : int, optional
-        Worker threads for the slices of a stack (default: all cores). The GIL is released.
+        Worker threads for the slices of a stack in mode "2d" (default: all cores); a 3D volume is
+        warped on one thread. The GIL is released.
 
     Returns
     -------
     WarpingResult
     """
     mode = v.check_option(mode, "mode", MODES)
-    truth = v.check_truth(truth, "truth")
-    proposal = v.check_proposal(proposal, "proposal")
-    v.check_same_shape(truth, proposal, "truth", "proposal")
     threshold = v.check_threshold(threshold)
     radius = v.check_int(radius, "radius")
     threads = v.resolve_threads(threads)
+    truth = v.check_truth(truth, "truth")
+    t3 = v.as_stack(truth, "truth", mode=mode)  # shape checks before the proposal's value scan
+    proposal = v.check_proposal(proposal, "proposal")
+    v.check_same_shape(truth, proposal, "truth", "proposal")
     mask = v.check_mask(mask, truth.shape)
-    t3 = v.as_stack(truth, "truth", mode=mode)
     p3 = v.as_stack(proposal, "proposal", mode=mode)
     m3 = None if mask is None else v.as_stack(mask, "mask", mode=mode)
     raw = _core.warping_error(t3, p3, m3, threshold, radius, mode == "3d", threads)

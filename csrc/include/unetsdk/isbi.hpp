@@ -129,15 +129,14 @@ void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
                       std::uint8_t* levels) {
     std::vector<Above<P>> above;
     for (const double t : thresholds) above.emplace_back(t);
+    std::vector<P> row(static_cast<std::size_t>(proposal.nx));
     for (index_t y = 0; y < proposal.ny; ++y) {
         const char* prow = proposal.row(z, y);
+        for (index_t x = 0; x < proposal.nx; ++x) row[static_cast<std::size_t>(x)] = proposal.at_row(prow, x);
         std::uint8_t* out = levels + y * proposal.nx;
-        for (index_t x = 0; x < proposal.nx; ++x) {
-            const P v = proposal.at_row(prow, x);
-            std::uint8_t n = 0;
-            for (const auto& a : above) n = static_cast<std::uint8_t>(n + (a(v) ? 1 : 0));
-            out[x] = n;
-        }
+        std::fill(out, out + proposal.nx, std::uint8_t(0));
+        for (const auto& a : above)  // threshold-major: the inner loop vectorises
+            for (index_t x = 0; x < proposal.nx; ++x) out[x] = static_cast<std::uint8_t>(out[x] + (a(row[static_cast<std::size_t>(x)]) ? 1 : 0));
     }
 }
 
