@@ -160,8 +160,12 @@ def training_record(checkpoint: dict) -> dict:
     """The metadata ``training`` entry: data, steps, time, hardware, held-out metrics of a checkpoint."""
     config = checkpoint["config"]
     best = checkpoint.get("best") or {}
+    data = dict(config.get("data", {}))
+    for key in ("images", "labels"):  # file names only: the record ships inside the model
+        if data.get(key):
+            data[key] = Path(data[key]).name
     return {
-        "data": config.get("data", {}),
+        "data": data,
         "steps": checkpoint["step"],
         "batch_size": config["batch_size"],
         "tile": config["tile"],

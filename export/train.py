@@ -141,9 +141,13 @@ def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foregroun
     }
 
 
-def _lr_at(config: TrainConfig, step: int) -> float:
-    """Cosine decay from ``lr`` to ``lr * min_lr_fraction`` over ``steps``."""
-    progress = min(step / max(config.steps, 1), 1.0)
+def _lr_at(config: TrainConfig, step: int, train_seconds: float) -> float:
+    """Cosine decay from ``lr`` to ``lr * min_lr_fraction`` over ``steps`` or ``max_minutes``, whichever
+    runs out first (so a time-limited run on a slow or busy machine still ends at the low rate)."""
+    progress = step / max(config.steps, 1)
+    if config.max_minutes:
+        progress = max(progress, train_seconds / (60.0 * config.max_minutes))
+    progress = min(progress, 1.0)
     floor = config.lr * config.min_lr_fraction
     return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
@@ -227,7 +231,7 @@ def train(
         while step < config.steps and (budget is None or elapsed + time.perf_counter() - started < budget):
             x, y, w = sampler.batch(rng, config.batch_size)
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(config, step)
+                group["lr"] = _lr_at(config, step, elapsed + time.perf_counter() - started)
             xt = torch.from_numpy(x).contiguous(memory_format=_memory_format(config.spatial_dims))
             loss = loss_fn(model(xt), torch.from_numpy(y), torch.from_numpy(w))
             optimizer.zero_grad(set_to_none=True)

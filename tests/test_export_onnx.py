@@ -147,3 +147,38 @@ def test_foreign_and_corrupt_models_give_model_error(tmp_path):
         with pytest.raises(ModelError):
             Segmenter(bad)
     assert Segmenter(good).metadata.num_classes == 2
+
+
+def test_cli_train_onnx_quantize_evaluate(tmp_path, capsys):
+    """The documented commands end to end on a tiny synthetic TIFF stack."""
+    import json
+
+    import tifffile
+    from scipy import ndimage
+
+    from export.cli import main
+
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.standard_normal((6, 48, 48)), (0, 3, 3))
+    cells = smooth > 0
+    tifffile.imwrite(tmp_path / "img.tif", (cells * 120 + 60 + rng.normal(0, 15, cells.shape)).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "lab.tif", (cells * 255).astype(np.uint8))
+    data = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif"), "--val-indices", "4:6"]
+    run = tmp_path / "run"
+    assert main(["train", *data, "--out", str(run), "--steps", "6", "--epoch-steps", "3", "--tile", "32",
+                 "--depth", "2", "--base-features", "4", "--threads", "1", "--class-names", "membrane,cell"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] in (3, 6) and "rand_error" in summary["best"]
+    model = tmp_path / "m.onnx"
+    assert main(["onnx", str(run / "best.pt"), "-o", str(model), "--tile-size", "48"]) == 0
+    meta = read_metadata(model)
+    assert meta.class_names == ("membrane", "cell") and meta.tile_size == (48, 48)
+    assert meta.normalization.mode == "per_image_zscore"
+    assert meta.training["data"]["val_samples"] == "4,5" and meta.training["steps"] == summary["steps"]
+    assert main(["onnx", str(run / "best.pt"), "-o", str(model)]) == 2  # exists, no --force
+    quantized = tmp_path / "q.onnx"
+    assert main(["quantize", str(model), "-o", str(quantized), *data, "--calibration-tiles", "4"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(quantized), *data, "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == "4,5" and 0 <= report["rand_error"] <= 1
