@@ -72,7 +72,8 @@ def run(quick: bool, threads: int | None) -> list[dict]:
 
     def add(name, pixels, sdk_s, *, reference_s=None, skimage_s=None, agrees=None, note=""):
         row = {"case": name, "pixels": int(pixels), "sdk_s": sdk_s, "reference_s": reference_s,
-               "skimage_s": skimage_s, "fiji_quoted_s": FIJI_QUOTED_S.get(name), "agrees": agrees, "note": note}
+               "skimage_s": skimage_s, "fiji_quoted_s": FIJI_QUOTED_S.get(name),
+               "agrees": None if agrees is None else bool(agrees), "note": note}
         row["sdk_mpx_per_s"] = pixels / sdk_s / 1e6
         for key, other in (("vs_reference", reference_s), ("vs_skimage", skimage_s),
                            ("vs_fiji_quoted", row["fiji_quoted_s"])):
@@ -123,21 +124,30 @@ def run(quick: bool, threads: int | None) -> list[dict]:
     for side, cell in ((512, 32), (2048, 32), (2048, 4)):
         a = voronoi_labels((side, side), cell_size=cell, seed=1)
         b = voronoi_labels((side, side), cell_size=cell, seed=2)
-        n_labels = int(max(a.max(), b.max()))
-        sdk_s, (vi, are) = timed(lambda: (metrics.variation_of_information(a, b), metrics.adapted_rand_error(a, b)),
-                                 repeats)
-        sk_s, (sk_vi_value, sk_are_value) = timed(lambda: (sk_vi(a, b), sk_are(a, b)), repeats)
-        agrees = bool(np.allclose(np.asarray(vi, dtype=float), sk_vi_value, rtol=0, atol=1e-12)
-                      and abs(are.error - sk_are_value[0]) <= 1e-12)
-        add(f"VI + adapted Rand {side}x{side}, {n_labels} labels", side * side, sdk_s, skimage_s=sk_s,
-            agrees=agrees)
-        rand_s, _ = timed(lambda: metrics.rand_error(a, b), repeats)
-        add(f"Rand error {side}x{side}, {n_labels} labels", side * side, rand_s)
+        what = f"{side}x{side}, {int(max(a.max(), b.max()))} labels"
+        sdk_s, vi = timed(lambda: metrics.variation_of_information(a, b, threads=threads), repeats)
+        sk_s, sk_vi_value = timed(lambda: sk_vi(a, b), repeats)
+        add(f"VI {what}", side * side, sdk_s, skimage_s=sk_s,
+            agrees=bool(np.allclose(np.asarray(vi, dtype=float), sk_vi_value, rtol=0, atol=1e-12)))
+        sdk_s, are = timed(lambda: metrics.adapted_rand_error(a, b, threads=threads), repeats)
+        sk_s, sk_are_value = timed(lambda: sk_are(a, b), repeats)
+        add(f"adapted Rand {what}", side * side, sdk_s, skimage_s=sk_s,
+            agrees=abs(are.error - sk_are_value[0]) <= 1e-12)
+
+        def both_from_one_table():
+            table = metrics.contingency_table(a, b, threads=threads)
+            return metrics.variation_of_information(table=table), metrics.adapted_rand_error(table=table)
+
+        sdk_s, _ = timed(both_from_one_table, repeats)
+        sk_s, _ = timed(lambda: (sk_vi(a, b), sk_are(a, b)), repeats)
+        add(f"VI + adapted Rand, one table, {what}", side * side, sdk_s, skimage_s=sk_s)
+        rand_s, _ = timed(lambda: metrics.rand_error(a, b, threads=threads), repeats)
+        add(f"Rand error (ISBI) {what}", side * side, rand_s)
     return cases
 
 
 def header() -> str:
-    return (f"{'case':<44} {'sdk s':>9} {'Mpx/s':>8} {'ref s':>8} {'x ref':>8} {'skimage s':>9} {'x skimage':>9} "
+    return (f"{'case':<56} {'sdk s':>9} {'Mpx/s':>8} {'ref s':>8} {'x ref':>8} {'skimage s':>9} {'x skimage':>9} "
             f"{'Fiji s*':>8} {'x Fiji*':>8}  agrees")
 
 
@@ -146,7 +156,7 @@ def _fmt(value, width: int) -> str:
 
 
 def format_row(row: dict) -> str:
-    return (f"{row['case']:<44} {_fmt(row['sdk_s'], 9)} {_fmt(row['sdk_mpx_per_s'], 8)} {_fmt(row['reference_s'], 8)} "
+    return (f"{row['case']:<56} {_fmt(row['sdk_s'], 9)} {_fmt(row['sdk_mpx_per_s'], 8)} {_fmt(row['reference_s'], 8)} "
             f"{_fmt(row['vs_reference'], 8)} {_fmt(row['skimage_s'], 9)} {_fmt(row['vs_skimage'], 9)} "
             f"{_fmt(row['fiji_quoted_s'], 8)} {_fmt(row['vs_fiji_quoted'], 8)}  "
             f"{'-' if row['agrees'] is None else row['agrees']} {row['note']}")
@@ -186,15 +196,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads for sdk.metrics (default: all cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "metrics.json")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     cases = run(args.quick, args.threads)
+    load_after = os.getloadavg()[0]
     print("* Fiji: timings quoted in issue 2 for this 2-core machine (not run here).")
+    print(f"load average (1 min) before / after: {load_before:.1f} / {load_after:.1f} on {os.cpu_count()} CPUs")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "sdk.metrics vs numpy reference, scikit-image and Fiji (quoted)",
         "quick": args.quick,
         "threads": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "numpy": np.__version__},
+                    "numpy": np.__version__,
+                    "load_average_1min_before_after": [load_before, load_after]},
         "fiji_note": "Fiji (quoted, not run here): figures from issue 2 for this 2-core machine",
         "cases": cases,
     }
