@@ -250,6 +250,29 @@ def classify(warped: np.ndarray, mismatches, radius: int = 20) -> np.ndarray:
     return out
 
 
+def cluster_counts(warped: np.ndarray, classification: np.ndarray) -> dict:
+    """Leftover mismatches counted as connected clusters per type (Fiji's clusterMismatchesByError).
+
+    Fiji splits the hole types by the warped value and clusters each of its 8 groups separately: mergers
+    and hole additions on foreground pixels 8-connected (26 in 3D), the other groups 4-connected (6 in 3D).
+    """
+    warped = np.asarray(warped, dtype=bool)
+    groups = [  # (counted as, pixels, face-connected only?)
+        ("object_additions", classification == OBJECT_ADDITION, True),
+        ("hole_deletions", (classification == HOLE_DELETION) & ~warped, True),
+        ("mergers", classification == MERGER, False),
+        ("hole_additions", (classification == HOLE_ADDITION) & ~warped, True),
+        ("object_deletions", classification == OBJECT_DELETION, True),
+        ("hole_additions", (classification == HOLE_ADDITION) & warped, False),
+        ("splits", classification == SPLIT, True),
+        ("hole_deletions", (classification == HOLE_DELETION) & warped, True),
+    ]
+    counts = {name: 0 for name in ERROR_NAMES.values()}
+    for name, pixels, faces_only in groups:
+        counts[name] += int(_sk_label(pixels, connectivity=1 if faces_only else pixels.ndim, background=0).max())
+    return counts
+
+
 # --------------------------------------------------------------------------------------------------
 # Public reference entry points.
 # --------------------------------------------------------------------------------------------------
@@ -260,6 +283,7 @@ class ReferenceWarping:
     error: float  # mismatches / pixels (a stack: mean of the per-slice errors)
     mismatches: int
     counts: dict = field(default_factory=dict)  # ERROR_NAMES value -> pixel count
+    clusters: dict = field(default_factory=dict)  # ERROR_NAMES value -> cluster count (per slice in 2D)
 
     @property
     def splits(self) -> int:
@@ -290,12 +314,17 @@ def warping_error(truth, proposal, *, threshold: float = 0.5, radius: int = 20, 
         classification[z] = classify(warped[z], left, radius)
         slice_errors.append(len(left) / truth3[z].size)
     total = int(np.count_nonzero(classification))
+    clusters = {name: 0 for name in ERROR_NAMES.values()}
+    for z in range(truth3.shape[0]):
+        for name, n in cluster_counts(warped[z], classification[z]).items():
+            clusters[name] += n
     return ReferenceWarping(
         warped=warped[0] if squeeze else warped,
         classification=classification[0] if squeeze else classification,
         error=float(np.mean(slice_errors)),
         mismatches=total,
         counts=_counts(classification),
+        clusters=clusters,
     )
 
 
@@ -475,4 +504,5 @@ def warping_error_3d(truth, proposal, *, threshold: float = 0.5, radius: int = 2
     warped, left = warp_volume(truth, proposal, threshold)
     classification = classify(warped, left, radius)
     return ReferenceWarping(warped=warped, classification=classification, error=len(left) / warped.size,
-                            mismatches=len(left), counts=_counts(classification))
+                            mismatches=len(left), counts=_counts(classification),
+                            clusters=cluster_counts(warped, classification))

@@ -33,6 +33,7 @@ def test_reference_warping_at_half_matches_fiji(case):
     assert r.mismatches == spec["mismatches_at_0.5"]
     assert r.error == pytest.approx(spec["warping_error_at_0.5"], abs=1e-12)
     assert r.counts == spec["pixel_counts_by_type_at_0.5_radius20"]
+    assert r.clusters == spec["clustered_counts_at_0.5_radius20"]
     # Every mismatch left after warping is classified, and nothing else is.
     assert np.count_nonzero(r.classification) == r.mismatches
     assert np.count_nonzero(r.warped != (proposal > 0.5)) == r.mismatches

@@ -30,6 +30,7 @@ def check_against_reference(result, truth, proposal, threshold=0.5, radius=20):
     assert result.mismatches == expected.mismatches
     for name in ref.ERROR_NAMES.values():
         assert getattr(result, name) == expected.counts[name], name
+    assert result.cluster_counts == expected.clusters
     assert result.error == pytest.approx(expected.error, rel=0, abs=1e-15)
 
 

@@ -83,6 +83,7 @@ def assert_same_warp(result, expected: ref.ReferenceWarping, context: str = ""):
     assert result.mismatches == expected.mismatches, context
     for name in ref.ERROR_NAMES.values():
         assert getattr(result, name) == expected.counts[name], f"{name} {context}"
+    assert result.cluster_counts == expected.clusters, context
     np.testing.assert_array_equal(np.asarray(result.warped, dtype=bool), expected.warped, err_msg=context)
     np.testing.assert_array_equal(np.asarray(result.classification), expected.classification, err_msg=context)
     assert result.error == pytest.approx(expected.error, rel=0, abs=1e-12), context
@@ -278,6 +279,7 @@ def test_stack_result_is_the_per_slice_results_combined(pair, threshold, radius)
     assert stack.mismatches == sum(s.mismatches for s in slices)
     for name in ref.ERROR_NAMES.values():
         assert getattr(stack, name) == sum(getattr(s, name) for s in slices), name
+        assert stack.cluster_counts[name] == sum(s.cluster_counts[name] for s in slices), name
     np.testing.assert_array_equal(stack.warped, np.stack([s.warped for s in slices]))
     np.testing.assert_array_equal(stack.classification, np.stack([s.classification for s in slices]))
     assert stack.error == pytest.approx(np.mean([s.error for s in slices]), rel=0, abs=1e-15)
