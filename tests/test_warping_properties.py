@@ -300,11 +300,24 @@ def assert_same_scores(s, expected: dict, context=""):
         assert s.rand_threshold == expected["rand_threshold"], context
 
 
+def assert_same_table(s, expected: dict):
+    """The raw per-threshold sums: split/merger pixels, pixel and Rand tp/fp/fn (exact integers)."""
+    rows = list(s.table)
+    assert [row["threshold"] for row in rows] == ref.FSCORE_THRESHOLDS
+    for row, warp in zip(rows, expected["warping_rows"]):
+        assert (row["splits"], row["mergers"]) == (warp["splits"], warp["mergers"]), row["threshold"]
+    for row, fscore in zip(rows, expected["fscore_rows"]):
+        for key in ("pixel_tp", "pixel_fp", "pixel_fn", "rand_tp", "rand_fp", "rand_fn"):
+            assert row[key] == fscore[key], (key, row["threshold"])
+
+
 @examples(25)
 @given(pair=pairs(max_side=20, max_depth=3))
 def test_isbi2012_equals_reference(pair):
     truth, proposal = pair
-    assert_same_scores(isbi2012(truth, proposal), ref.isbi2012(truth, proposal))
+    s, expected = isbi2012(truth, proposal), ref.isbi2012(truth, proposal)
+    assert_same_scores(s, expected)
+    assert_same_table(s, expected)
 
 
 @examples(20)
