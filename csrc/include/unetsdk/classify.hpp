@@ -95,35 +95,27 @@ inline const RingAdjacency& ring_adjacency() {
 // their number and one representative neighbour of each.
 struct RingGroups {
     int count = 0;
-    int reps[26];
+    int reps[26];       // lowest neighbour index of each group
+    std::int8_t group_of[26];  // group of each foreground neighbour (-1: background)
 };
 
 inline RingGroups ring_groups(std::uint32_t fg_mask, const std::uint32_t* face) {
     RingGroups out;
+    std::fill(out.group_of, out.group_of + 26, std::int8_t(-1));
     for (std::uint32_t left = fg_mask; left;) {
         std::uint32_t comp = left & (~left + 1u), frontier = comp;
-        out.reps[out.count++] = count_trailing_zeros(comp);
+        out.reps[out.count] = count_trailing_zeros(comp);
         while (frontier) {
             std::uint32_t grown = 0;
             for (std::uint32_t f = frontier; f; f &= f - 1) grown |= face[count_trailing_zeros(f)];
             frontier = grown & left & ~comp;
             comp |= frontier;
         }
+        for (std::uint32_t f = comp; f; f &= f - 1) out.group_of[count_trailing_zeros(f)] = static_cast<std::int8_t>(out.count);
+        ++out.count;
         left &= ~comp;
     }
     return out;
-}
-
-// Is neighbour k in the same group (of fg_mask, connected by face adjacency) as neighbour rep?
-inline bool groups_member(std::uint32_t fg_mask, const std::uint32_t* face, int rep, int k) {
-    std::uint32_t comp = 1u << rep, frontier = comp;
-    while (frontier && !(comp >> k & 1u)) {
-        std::uint32_t grown = 0;
-        for (std::uint32_t f = frontier; f; f &= f - 1) grown |= face[count_trailing_zeros(f)];
-        frontier = grown & fg_mask & ~comp;
-        comp |= frontier;
-    }
-    return comp >> k & 1u;
 }
 
 // ring_groups for all 256 2D neighbourhoods.
@@ -327,17 +319,16 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
             // representatives that were never flipped (foreground in the truth), if every group has one
             int never_flipped[26];
             bool use_truth = truth_runs != nullptr;
-            for (int r = 0; r < n_groups && use_truth; ++r) {
-                never_flipped[r] = -1;
-                for (int k = reps[r]; k < n_off; ++k) {  // the group's members come at or after its representative
-                    if (!(fg_mask >> k & 1u)) continue;
-                    const index_t q = ((z + offs[k][0]) * ny + y + offs[k][1]) * nx + x + offs[k][2];
-                    if (truth[q] && detail::groups_member(fg_mask, face, reps[r], k)) {
-                        never_flipped[r] = k;
-                        break;
-                    }
+            if (use_truth) {
+                int found = 0;
+                std::fill(never_flipped, never_flipped + n_groups, -1);
+                for (std::uint32_t f = fg_mask; f && found < n_groups; f &= f - 1) {
+                    const int k = count_trailing_zeros(f);
+                    const int r = groups->group_of[k];
+                    if (never_flipped[r] >= 0) continue;
+                    if (truth[((z + offs[k][0]) * ny + y + offs[k][1]) * nx + x + offs[k][2]]) never_flipped[r] = k, ++found;
                 }
-                use_truth = never_flipped[r] >= 0;
+                use_truth = found == n_groups;
             }
             if (!use_truth && !labelled) {
                 label_runs(warped, nz, ny, nx, volumetric, ws.runs);
