@@ -28,7 +28,7 @@ PREFIX = "unet_sdk."
 NORMALIZATION_MODES = ("per_image_zscore", "per_image_minmax", "percentile", "fixed")
 PADDING_MODES = ("same", "valid")
 OUTPUT_ACTIVATIONS = ("none", "softmax", "sigmoid")
-BLEND_MODES = ("gaussian", "constant")
+BLEND_MODES = ("gaussian", "constant", "none")  # "none": overlap-tile, halo cropping (sdk.tiling)
 
 
 @dataclass(frozen=True)

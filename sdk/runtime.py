@@ -71,6 +71,9 @@ def _session_options(ort: Any, threads: int, severity: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1  # a U-Net is one chain of ops: parallelism lives inside them
     options.log_severity_level = severity
+    # without the arena, activations are freed after each run: peak RSS is one tile's working set
+    # (the arena kept growing past it across runs) and idle memory goes back to the system
+    options.enable_cpu_mem_arena = False
     return options
 
 
