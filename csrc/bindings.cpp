@@ -258,5 +258,4 @@ PYBIND11_MODULE(_core, m) {
     m.def("is_simple_3d", &topology::is_simple_3d, py::arg("code"),
           "Is the centre of a 3x3x3 neighbourhood simple (fg 6-, bg 26-connected)? Bit k = neighbour k in "
           "raster order (dz, dy, dx), centre skipped.");
-    m.def("hardware_threads", [] { return resolve_threads(0); });
 }

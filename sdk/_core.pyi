@@ -81,5 +81,3 @@ def simple_table_2d() -> npt.NDArray[np.uint8]:
 def is_simple_3d(code: int) -> bool:
     """Is the centre of a 3x3x3 neighbourhood simple (foreground 6-, background 26-connected)?
     Bit k = neighbour k in raster order (dz, dy, dx), centre skipped."""
-
-def hardware_threads() -> int: ...

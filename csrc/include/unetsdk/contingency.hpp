@@ -18,11 +18,6 @@ template <class V>
 class HashMap64 {
 public:
     HashMap64() { rehash(64); }
-    std::size_t size() const { return size_; }
-    void clear() {  // keeps the capacity
-        std::fill(used_.begin(), used_.end(), std::uint8_t(0));
-        size_ = 0;
-    }
 
     // Returns the slot of key, inserting it with value init if absent.
     V& at_or_insert(std::uint64_t key, const V& init, bool& inserted) {
@@ -38,11 +33,6 @@ public:
         used_[i] = 1, keys_[i] = key, values_[i] = init, ++size_;
         inserted = true;
         return values_[i];
-    }
-    template <class Fn>
-    void for_each(Fn&& fn) const {
-        for (std::size_t i = 0; i < keys_.size(); ++i)
-            if (used_[i]) fn(keys_[i], values_[i]);
     }
 
 private:
