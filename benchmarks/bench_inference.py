@@ -107,12 +107,19 @@ def _worker(spec: dict) -> dict:
 
     if engine != "whole":
         run(np.asarray(image[:256, :256]))  # warm-up: thread pools, allocator, first-run graph setup
-    start = time.perf_counter()
+    cpu_start, start = _cpu_seconds(), time.perf_counter()
     result = run(image)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     if spec.get("save"):
         np.save(spec["save"], result)
-    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process (all threads): less sensitive than wall time to other
+    programs on the machine, though not immune (caches, and both runtimes spin-wait a little)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _peak_rss_mb() -> float:
@@ -176,6 +183,16 @@ def _isbi(name: str) -> np.ndarray:
     return tifffile.imread(ISBI / name)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _contention() -> dict:
     """Load and any training run sharing the machine (the figures are only comparable within one run)."""
     training = []
@@ -200,7 +217,7 @@ def main() -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="1024 px and a 2048 px memory run (minutes)")
     parser.add_argument("--sizes", type=int, nargs="+", help="image sides (default 2048 4096)")
-    parser.add_argument("--big", type=int, help="side of the peak-RSS run (default 8192)")
+    parser.add_argument("--big", type=int, help="side of the peak-RSS run (default 8192; 0 skips it)")
     parser.add_argument("--whole-max", type=int, default=2048, help="largest side with a whole-image reference")
     parser.add_argument("--trained", help="a trained .onnx for the accuracy table (default: the embedded model)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "unet-sdk-bench"))
@@ -211,54 +228,71 @@ def main() -> int:
         return 0
 
     sizes = args.sizes or ([1024] if args.quick else [2048, 4096])
-    big = args.big or (2048 if args.quick else 8192)
+    big = args.big if args.big is not None else (2048 if args.quick else 8192)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     models = _build_models(work)
     volume = _isbi("train-volume.tif")
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": THREADS},
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": THREADS},
         "model": "2D U-Net depth 4, base 32, same padding, seeded random weights (trained default is base 16)",
         "contention_start": _contention(),
         "configs": CONFIGS,
         "speed": [],
     }
-    for side in sizes:
-        image = work / f"isbi_mosaic_{side}.npy"
-        np.save(image, _mosaic(side, volume))
-        row = {"side": side}
-        names = ["whole"] * (side <= args.whole_max) + ["monai", "sdk_same", "sdk_rec", "sdk_int8"]
-        for name in names:
-            cfg = CONFIGS[name]
-            spec = {**cfg, "image": str(image), "save": str(work / f"{name}_{side}.npy"), "unet": models["unet"],
-                    "weights": models["weights"], "model": models["int8" if cfg.get("int8") else "fp32"]}
-            row[name] = _run_worker(spec)
-            print(f"{side}px {name}: {row[name]['seconds']:.2f} s, {row[name]['peak_rss_mb']:.0f} MB", flush=True)
-        for name in names:
-            if name != "whole":
-                if side <= args.whole_max:
-                    row[name]["max_diff_whole"] = _diff(work / f"{name}_{side}.npy", work / f"whole_{side}.npy")
-                if name != "monai":
-                    row[name]["max_diff_monai"] = _diff(work / f"{name}_{side}.npy", work / f"monai_{side}.npy")
-                    row[name]["speedup_vs_monai"] = row["monai"]["seconds"] / row[name]["seconds"]
-        report["speed"].append(row)
-
-    image = work / f"isbi_mosaic_{big}.npy"
-    np.save(image, _mosaic(big, volume))
-    report["memory"] = {"side": big, "config": "sdk_rec, labels (uint8 in, uint8 out)",
-                        **_run_worker({**CONFIGS["sdk_rec"], "image": str(image), "labels": True, "model": models["fp32"]})}
-    print(f"{big}px sdk_rec labels: {report['memory']['seconds']:.1f} s, {report['memory']['peak_rss_mb']:.0f} MB")
-
-    trained = args.trained or str(ROOT / "sdk" / "models" / "isbi2012_unet.onnx")
-    if Path(trained).exists():
-        report["trained"] = _accuracy(Path(trained), work, 1024 if args.quick else 2048)
-    report["contention_end"] = _contention()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    def save() -> None:  # after every stage: a run cut short still leaves its figures
+        report["contention_end"] = _contention()
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+    trained = Path(args.trained or ROOT / "sdk" / "models" / "isbi2012_unet.onnx")
+    for i, side in enumerate(sizes):
+        report["speed"].append(_speed(side, volume, models, work, args.whole_max))
+        save()
+        if i == 0 and big:
+            report["memory"] = _memory(big, volume, models, work)
+            save()
+        if i == 0 and trained.exists():
+            report["trained"] = _accuracy(trained, work, min(side, 2048))
+            save()
     _print_table(report)
     print(f"wrote {out}")
     return 0
+
+
+def _speed(side: int, volume: np.ndarray, models: dict, work: Path, whole_max: int) -> dict:
+    image = work / f"isbi_mosaic_{side}.npy"
+    np.save(image, _mosaic(side, volume))
+    row: dict = {"side": side}
+    names = ["whole"] * (side <= whole_max) + ["monai", "sdk_same", "sdk_rec", "sdk_int8"]
+    for name in names:
+        cfg = CONFIGS[name]
+        spec = {**cfg, "image": str(image), "save": str(work / f"{name}_{side}.npy"), "unet": models["unet"],
+                "weights": models["weights"], "model": models["int8" if cfg.get("int8") else "fp32"]}
+        row[name] = _run_worker(spec)
+        print(f"{side}px {name}: {row[name]['seconds']:.2f} s ({row[name]['cpu_seconds']:.1f} CPU s), "
+              f"{row[name]['peak_rss_mb']:.0f} MB", flush=True)
+    for name in names:
+        if name == "whole":
+            continue
+        if side <= whole_max:
+            row[name]["max_diff_whole"] = _diff(work / f"{name}_{side}.npy", work / f"whole_{side}.npy")
+        if name != "monai":
+            row[name]["max_diff_monai"] = _diff(work / f"{name}_{side}.npy", work / f"monai_{side}.npy")
+            row[name]["speedup_vs_monai"] = row["monai"]["seconds"] / row[name]["seconds"]
+            row[name]["cpu_speedup_vs_monai"] = row["monai"]["cpu_seconds"] / row[name]["cpu_seconds"]
+    return row
+
+
+def _memory(side: int, volume: np.ndarray, models: dict, work: Path) -> dict:
+    image = work / f"isbi_mosaic_{side}.npy"
+    np.save(image, _mosaic(side, volume))
+    result = {"side": side, "config": "sdk_rec, labels (uint8 in, uint8 out)",
+              **_run_worker({**CONFIGS["sdk_rec"], "image": str(image), "labels": True, "model": models["fp32"]})}
+    print(f"{side}px sdk_rec labels: {result['seconds']:.1f} s, {result['peak_rss_mb']:.0f} MB", flush=True)
+    return result
 
 
 def _accuracy(model: Path, work: Path, side: int) -> dict:
@@ -286,16 +320,20 @@ def _accuracy(model: Path, work: Path, side: int) -> dict:
 
 def _print_table(report: dict) -> None:
     print()
-    print(f"{'side':>6} {'config':<9} {'time s':>8} {'x MONAI':>8} {'RSS MB':>8} {'|d| whole':>10} {'|d| MONAI':>10}")
+    print(f"{'side':>6} {'config':<9} {'time s':>8} {'x MONAI':>8} {'CPU s':>8} {'x MONAI':>8} {'RSS MB':>8} "
+          f"{'|d| whole':>10} {'|d| MONAI':>10}")
     for row in report["speed"]:
         for name in ("monai", "sdk_same", "sdk_rec", "sdk_int8"):
             r = row[name]
             ratio = r.get("speedup_vs_monai", 1.0)
             dw = f"{r['max_diff_whole']:.1e}" if "max_diff_whole" in r else "n/a"
             dm = f"{r['max_diff_monai']:.1e}" if "max_diff_monai" in r else "-"
-            print(f"{row['side']:>6} {name:<9} {r['seconds']:>8.2f} {ratio:>8.2f} {r['peak_rss_mb']:>8.0f} {dw:>10} {dm:>10}")
-    m = report["memory"]
-    print(f"peak RSS at {m['side']}x{m['side']} ({m['config']}): {m['peak_rss_mb']:.0f} MB in {m['seconds']:.1f} s")
+            cpu_ratio = r.get("cpu_speedup_vs_monai", 1.0)
+            print(f"{row['side']:>6} {name:<9} {r['seconds']:>8.2f} {ratio:>8.2f} {r['cpu_seconds']:>8.1f} "
+                  f"{cpu_ratio:>8.2f} {r['peak_rss_mb']:>8.0f} {dw:>10} {dm:>10}")
+    if "memory" in report:
+        m = report["memory"]
+        print(f"peak RSS at {m['side']}x{m['side']} ({m['config']}): {m['peak_rss_mb']:.0f} MB in {m['seconds']:.1f} s")
     if "trained" in report:
         t = report["trained"]
         print(f"trained model {t['model']} at {t['side']}px: " + ", ".join(
