@@ -10,7 +10,9 @@ Families (one module each):
   ``rand_error``/``rand_threshold``, ``pixel_error``/``pixel_threshold``, ``table`` of raw per-threshold
   accumulators, ``n_pixels``, ``n_slices``, ``rand_slices``, ``rand_undefined_reason``);
   :func:`pool_isbi2012` pools results as one stack.
-- :mod:`.contingency` -- :func:`contingency_table` (sparse, 64-bit labels) and, computed from it,
+- :mod:`.contingency` -- :func:`contingency_table` -> :class:`ContingencyTable` (``truth_labels``,
+  ``proposal_labels``, ``rows``, ``cols``, ``counts``, ``truth_sizes``, ``proposal_sizes``, ``total``,
+  ``nnz``; sparse, 64-bit labels) and, computed from it (``table=`` reuses one),
   :func:`rand_error` (ISBI foreground-restricted), :func:`variation_of_information` -> ``(split, merge)``,
   :func:`adapted_rand_error` -> ``(error, precision, recall, fscore)`` (precision over the proposal's
   pairs, recall over the truth's: skimage returns them swapped); :func:`pixel_error` (fraction of

@@ -61,6 +61,7 @@ class ContingencyTable:
 
     @property
     def nnz(self) -> int:
+        """Number of nonzero entries."""
         return int(self.counts.size)
 
 
