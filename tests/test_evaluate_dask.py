@@ -60,3 +60,23 @@ def test_unreachable_scheduler_is_a_clear_error(stack, monkeypatch):
         port = s.getsockname()[1]
     with pytest.raises(RuntimeUnavailableError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
         evaluate(*stack, client=f"tcp://127.0.0.1:{port}", progress=False)
+
+
+def test_cli_scheduler_option(cluster, stack, tmp_path, monkeypatch, capsys):
+    from sdk.cli.main import main
+    from sdk.metrics.report import Report
+
+    truth, proposal = stack
+    write_array(tmp_path / "gt.tif", truth[:3])
+    write_array(tmp_path / "pr.tif", proposal[:3])
+    args = ["evaluate", str(tmp_path / "gt.tif"), str(tmp_path / "pr.tif"), "--no-progress"]
+    assert main(args + ["--scheduler", cluster.scheduler_address, "-o", str(tmp_path / "r.json")]) == 0
+    serial = evaluate(truth[:3], proposal[:3], workers=1, progress=False)
+    assert [r.scores for r in Report.from_json(tmp_path / "r.json").items] == [r.scores for r in serial.items]
+
+    monkeypatch.setattr(importlib.import_module("sdk.metrics.evaluate"), "SCHEDULER_TIMEOUT", "1s")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(args + ["--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
