@@ -151,41 +151,51 @@ def sort_keys(proposal: np.ndarray, threshold: float) -> np.ndarray:
     return np.abs(np.asarray(proposal).astype(np.float64) - threshold).astype(np.float32)
 
 
-def _column_major_mismatches(current: np.ndarray, target: np.ndarray, allowed: np.ndarray) -> list[tuple]:
-    """Mismatched pixels (y, x) listed x outer, y inner, as Fiji's scan."""
-    # np.nonzero walks the transposed (x, y) array in C order: x outer, y inner.
-    xs, ys = np.nonzero(((current != target) & allowed).T)
-    return list(zip(ys.tolist(), xs.tolist()))
+def _mismatches_in_scan_order(current: np.ndarray, target: np.ndarray, allowed: np.ndarray) -> list[tuple]:
+    """Mismatched positions, first axis fastest: for (y, x) Fiji's column-major scan (x outer, y inner);
+    for (z, y, x) x outer, then y, then z."""
+    # np.nonzero walks the transposed array in C order, i.e. the original with its first axis fastest.
+    reversed_index = np.nonzero(((current != target) & allowed).T)
+    return list(zip(*(axis.tolist() for axis in reversed_index[::-1])))
+
+
+def _warp(truth, proposal, threshold: float, mask, offsets, is_simple) -> tuple[np.ndarray, list[tuple]]:
+    """Fiji's greedy simple-point relaxation of a binary truth toward ``proposal > threshold``.
+
+    Every pass rebuilds the list of mismatches in scan order, stable-sorts it by float32 key descending
+    and flips each pixel that is simple in the current state (immediately); passes repeat until one flips
+    nothing. Returns the warped truth (bool) and the leftover mismatches in the final list order.
+    """
+    truth = np.asarray(truth)
+    padded = np.pad(truth > 0, 1)  # outside the image counts as background
+    inner = tuple(slice(1, -1) for _ in range(truth.ndim))
+    current = padded[inner]  # a view: flips in `padded` show here
+    target = binarize_proposal(proposal, threshold)
+    keys = sort_keys(proposal, threshold)
+    allowed = np.ones(truth.shape, dtype=bool) if mask is None else (np.asarray(mask) != 0)
+    while True:
+        # Python's sort is stable: equal keys keep the scan order.
+        mismatches = sorted(_mismatches_in_scan_order(current, target, allowed), key=lambda i: -float(keys[i]))
+        flipped = 0
+        for index in mismatches:
+            centre = tuple(c + 1 for c in index)
+            neighbours = tuple(bool(padded[tuple(c + o for c, o in zip(centre, off))]) for off in offsets)
+            if is_simple(neighbours):
+                padded[centre] = not padded[centre]
+                flipped += 1
+        if flipped == 0:
+            return current.copy(), mismatches
+        if flipped == len(mismatches):
+            return current.copy(), []
 
 
 def warp_slice(truth, proposal, threshold: float, mask=None) -> tuple[np.ndarray, list[tuple]]:
     """Warp one 2D ground-truth slice toward the binarized proposal by flipping simple points only.
 
-    Returns the warped truth (bool) and the pixels still mismatched, in Fiji's final list order.
+    Returns the warped truth (bool) and the pixels (y, x) still mismatched, in Fiji's final list order.
     ``mask`` (optional): only pixels where it is nonzero may be counted as mismatches and flipped.
     """
-    h, w = truth.shape
-    padded = np.zeros((h + 2, w + 2), dtype=bool)  # outside the image counts as background
-    padded[1:-1, 1:-1] = np.asarray(truth) > 0
-    target = binarize_proposal(proposal, threshold)
-    keys = sort_keys(proposal, threshold)
-    allowed = np.ones((h, w), dtype=bool) if mask is None else (np.asarray(mask) != 0)
-    current = padded[1:-1, 1:-1]  # a view: flips in `padded` show here
-
-    while True:
-        mismatches = _column_major_mismatches(current, target, allowed)
-        # Python's sort is stable: equal keys keep the column-major scan order.
-        mismatches = sorted(mismatches, key=lambda yx: -float(keys[yx]))
-        flipped = 0
-        for y, x in mismatches:
-            neighbours = tuple(bool(padded[y + 1 + dy, x + 1 + dx]) for dy, dx in OFFSETS_2D)
-            if is_simple_2d(neighbours):
-                padded[y + 1, x + 1] = not padded[y + 1, x + 1]
-                flipped += 1
-        if flipped == 0:
-            return padded[1:-1, 1:-1].copy(), mismatches
-        if flipped == len(mismatches):
-            return padded[1:-1, 1:-1].copy(), []
+    return _warp(truth, proposal, threshold, mask, OFFSETS_2D, is_simple_2d)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,10 +224,8 @@ def _splits_when_removed(warped: np.ndarray, centre: tuple, radius: int) -> bool
         local = centre
     else:
         region = np.zeros((2 * radius + 1,) * warped.ndim, dtype=bool)  # outside the image is 0
-        for offset in itertools.product(range(-radius, radius + 1), repeat=warped.ndim):
-            q = tuple(c + o for c, o in zip(centre, offset))
-            if all(0 <= qi < n for qi, n in zip(q, warped.shape)):
-                region[tuple(radius + o for o in offset)] = warped[q]
+        inside = tuple(slice(max(c - radius, 0), min(c + radius + 1, n)) for c, n in zip(centre, warped.shape))
+        region[tuple(slice(s.start - c + radius, s.stop - c + radius) for s, c in zip(inside, centre))] = warped[inside]
         local = (radius,) * warped.ndim
     region[local] = False
     return len(_neighbour_labels(_label_faces(region), local)) > 2
@@ -466,37 +474,13 @@ def pool(results: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Native 3D warp (Fiji has none): foreground 6-, background 26-connected simple points.
 # --------------------------------------------------------------------------------------------------
-def warp_volume(truth, proposal, threshold: float = 0.5, order: str = "F") -> tuple[np.ndarray, list[tuple]]:
+def warp_volume(truth, proposal, threshold: float = 0.5) -> tuple[np.ndarray, list[tuple]]:
     """Warp a 3D truth toward the binarized proposal with 3D simple points; same greedy passes as 2D.
 
-    ``order``: the scan order of the mismatch list before the stable sort, "F" (first axis fastest; for a
-    2D image this is Fiji's column-major order) or "C". Returns the warped truth and the leftover voxels.
+    Tied keys are ordered x outer, then y, then z (a one-slice volume is ordered as Fiji's 2D scan).
+    Returns the warped truth and the leftover voxels (z, y, x).
     """
-    shape = truth.shape
-    padded = np.zeros(tuple(s + 2 for s in shape), dtype=bool)
-    padded[1:-1, 1:-1, 1:-1] = np.asarray(truth) > 0
-    target = binarize_proposal(proposal, threshold)
-    keys = sort_keys(proposal, threshold)
-    if order not in ("F", "C"):
-        raise ValueError(f"order must be 'F' or 'C', not {order!r}")
-    while True:
-        differ = padded[1:-1, 1:-1, 1:-1] != target
-        if order == "F":  # the transposed array in C order: first axis fastest
-            xs, ys, zs = np.nonzero(differ.T)
-        else:
-            zs, ys, xs = np.nonzero(differ)
-        mismatches = list(zip(zs.tolist(), ys.tolist(), xs.tolist()))
-        mismatches = sorted(mismatches, key=lambda idx: -float(keys[idx]))
-        flipped = 0
-        for z, y, x in mismatches:
-            neighbours = tuple(bool(padded[z + 1 + a, y + 1 + b, x + 1 + c]) for a, b, c in OFFSETS_3D)
-            if is_simple_3d(neighbours):
-                padded[z + 1, y + 1, x + 1] = not padded[z + 1, y + 1, x + 1]
-                flipped += 1
-        if flipped == 0:
-            return padded[1:-1, 1:-1, 1:-1].copy(), mismatches
-        if flipped == len(mismatches):
-            return padded[1:-1, 1:-1, 1:-1].copy(), []
+    return _warp(truth, proposal, threshold, None, OFFSETS_3D, is_simple_3d)
 
 
 def warping_error_3d(truth, proposal, *, threshold: float = 0.5, radius: int = 20) -> ReferenceWarping:
