@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "unetsdk/components.hpp"
 #include "unetsdk/contingency.hpp"
 #include "unetsdk/isbi.hpp"
 #include "unetsdk/simple_point.hpp"
@@ -240,6 +241,22 @@ py::array_t<std::uint8_t> py_simple_table_2d() {
     return out;
 }
 
+// Connected components of the foreground (value > 0) of a (Z, H, W) array: 1..n, 0 = background.
+py::tuple py_label_components(const py::array& mask, bool volumetric, bool full) {
+    const std::vector<std::uint8_t> fg = foreground(mask, 1);
+    py::array_t<std::uint32_t> labels({mask.shape(0), mask.shape(1), mask.shape(2)});
+    std::uint32_t count = 0;
+    {
+        std::uint32_t* out = labels.mutable_data();
+        py::gil_scoped_release release;
+        RunLabels rl;
+        label_runs(fg.data(), mask.shape(0), mask.shape(1), mask.shape(2), volumetric, rl, full);
+        paint_labels(rl, out);
+        count = rl.count;
+    }
+    return py::make_tuple(labels, count);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -254,6 +271,8 @@ PYBIND11_MODULE(_core, m) {
           "Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack.");
     m.def("contingency_table", &py_contingency_table, py::arg("truth"), py::arg("proposal"), py::arg("threads"),
           "Sparse contingency table: (truth_bits, proposal_bits, rows, cols, counts, truth_sizes, proposal_sizes).");
+    m.def("label_components", &py_label_components, py::arg("mask"), py::arg("volumetric"), py::arg("full"),
+          "(labels uint32 (Z, H, W), count): components of mask > 0, per slice or in 3D, face or full connectivity.");
     m.def("simple_table_2d", &py_simple_table_2d, "The 256-entry 2D simple-point table (fg 4-, bg 8-connected).");
     m.def("is_simple_3d", &topology::is_simple_3d, py::arg("code"),
           "Is the centre of a 3x3x3 neighbourhood simple (fg 6-, bg 26-connected)? Bit k = neighbour k in "

@@ -74,6 +74,12 @@ def contingency_table(
     """(truth label bits, proposal label bits, row ids, col ids, counts, truth sizes, proposal sizes) of
     two integer label arrays; labels sorted by value, entries by (row, col)."""
 
+def label_components(
+    mask: npt.NDArray, volumetric: bool, full: bool
+) -> tuple[npt.NDArray[np.uint32], int]:
+    """Connected components of mask > 0 in a (Z, H, W) array, numbered 1..count in raster order; per
+    slice (volumetric=False, labels unique across slices) or in 3D; face (4/6) or full (8/26) connectivity."""
+
 def simple_table_2d() -> npt.NDArray[np.uint8]:
     """256-entry 2D simple-point table (foreground 4-, background 8-connected); bit k = neighbour k,
     neighbours in raster order (dy, dx) with the centre skipped."""

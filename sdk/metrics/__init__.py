@@ -17,6 +17,7 @@ Families (one module each):
   :func:`adapted_rand_error` -> ``(error, precision, recall, fscore)`` (precision over the proposal's
   pairs, recall over the truth's: skimage returns them swapped); :func:`pixel_error` (fraction of
   mismatched pixels at one threshold).
+- :mod:`.components` -- :func:`label_components`: connected components of a mask (4/8 or 6/26).
 
 Inputs: truth foreground = value > 0; proposals are probabilities of foreground in [0, 1] (float32/64,
 bool as 0/1; integer proposals are rejected). Any memory layout; bad input raises
@@ -34,6 +35,7 @@ from .contingency import (
     rand_error,
     variation_of_information,
 )
+from .components import label_components
 from .isbi import FSCORE_THRESHOLDS, WARPING_THRESHOLDS, ISBIResult, isbi2012, pool_isbi2012
 from .warping import ErrorType, WarpingResult, warping_error
 
@@ -54,6 +56,7 @@ __all__ = [
     "VariationOfInformation",
     "adapted_rand_error",
     "AdaptedRandResult",
+    "label_components",
 ]
 
 # Scoring whole label sets (issue 5): evaluate -> Report; sdk.metrics.plots needs matplotlib (imported there

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._progress import ProgressBar
 from ..errors import InvalidInputError, RuntimeUnavailableError
+from .components import label_components
 from .inputs import (
     MODES,
     PROPOSAL_KINDS,
@@ -142,7 +143,7 @@ def score_item(
     if "vi" in options.metrics or "adapted_rand" in options.metrics:
         truth_labels = segment_labels(truth, mode=options.mode)
         if proposal_labels is None:
-            proposal_labels = connected_components(probability > options.threshold, mode=options.mode)
+            proposal_labels = label_components(probability > options.threshold, mode=options.mode)
         else:
             proposal_labels = segment_labels(proposal_labels, mode=options.mode)
         contingency = contingency_table(truth_labels, proposal_labels, threads=options.threads)  # once for both
@@ -186,21 +187,7 @@ def segment_labels(labels: np.ndarray, *, mode: str) -> np.ndarray:
     connected components, since a mask of cells separated by membrane is one label otherwise."""
     nonzero = labels[labels != 0]
     if nonzero.size == 0 or np.all(nonzero == nonzero.flat[0]):
-        return connected_components(labels != 0, mode=mode)
-    return labels
-
-
-def connected_components(mask: np.ndarray, *, mode: str) -> np.ndarray:
-    """Label 4-connected components per slice (``mode="2d"``, items are 2D) or 6-connected components
-    of a volume (``mode="3d"``); 0 = background."""
-    try:
-        from scipy import ndimage
-    except ImportError as exc:
-        raise RuntimeUnavailableError(
-            "VI / adapted Rand of masks or probability maps need connected components from scipy: "
-            "pip install scipy (or give label images)"
-        ) from exc
-    labels, _ = ndimage.label(mask)  # default structure: face connectivity (4 in 2D, 6 in 3D)
+        return label_components(labels != 0, mode=mode)
     return labels
 
 
