@@ -220,6 +220,7 @@ def main() -> int:
     parser.add_argument("--big", type=int, help="side of the peak-RSS run (default 8192; 0 skips it)")
     parser.add_argument("--whole-max", type=int, default=2048, help="largest side with a whole-image reference")
     parser.add_argument("--trained", help="a trained .onnx for the accuracy table (default: the embedded model)")
+    parser.add_argument("--reuse", help="an earlier inference.json whose finished stages are kept, not rerun")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "unet-sdk-bench"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     args = parser.parse_args()
@@ -240,6 +241,11 @@ def main() -> int:
         "configs": CONFIGS,
         "speed": [],
     }
+    if args.reuse:  # long runs on a shared machine: keep what an interrupted run already measured
+        earlier = json.loads(Path(args.reuse).read_text())
+        report.update({k: earlier[k] for k in ("speed", "memory", "trained", "contention_start") if k in earlier})
+        report["reused_from"] = args.reuse
+    done = {row["side"]: row for row in report["speed"]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -249,13 +255,16 @@ def main() -> int:
 
     trained = Path(args.trained or ROOT / "sdk" / "models" / "isbi2012_unet.onnx")
     for i, side in enumerate(sizes):
-        report["speed"].append(_speed(side, volume, models, work, args.whole_max))
-        save()
-        if i == 0 and big:
-            report["memory"] = _memory(big, volume, models, work)
+        if side not in done:
+            report["speed"].append(_speed(side, volume, models, work, args.whole_max))
             save()
-        if i == 0 and trained.exists():
+        if i == 0 and trained.exists() and "trained" not in report:
             report["trained"] = _accuracy(trained, work, min(side, 2048))
+            save()
+        if i == 0 and big and "memory" not in report:
+            # the product's case: the trained model when there is one, else the base-32 network
+            report["memory"] = _memory(big, volume, str(trained) if trained.exists() else models["fp32"], work)
+            report["memory"]["model"] = _shown(report["memory"]["model"])
             save()
     _print_table(report)
     print(f"wrote {out}")
@@ -286,11 +295,11 @@ def _speed(side: int, volume: np.ndarray, models: dict, work: Path, whole_max: i
     return row
 
 
-def _memory(side: int, volume: np.ndarray, models: dict, work: Path) -> dict:
+def _memory(side: int, volume: np.ndarray, model: str, work: Path) -> dict:
     image = work / f"isbi_mosaic_{side}.npy"
     np.save(image, _mosaic(side, volume))
-    result = {"side": side, "config": "sdk_rec, labels (uint8 in, uint8 out)",
-              **_run_worker({**CONFIGS["sdk_rec"], "image": str(image), "labels": True, "model": models["fp32"]})}
+    result = {"side": side, "config": "sdk_rec, labels (uint8 in, uint8 out)", "model": model,
+              **_run_worker({**CONFIGS["sdk_rec"], "image": str(image), "labels": True, "model": model})}
     print(f"{side}px sdk_rec labels: {result['seconds']:.1f} s, {result['peak_rss_mb']:.0f} MB", flush=True)
     return result
 
@@ -303,7 +312,7 @@ def _accuracy(model: Path, work: Path, side: int) -> dict:
     from sdk import Segmenter
 
     meta = Segmenter(str(model), device="cpu").metadata
-    result = {"model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "side": side,
+    result = {"model": _shown(model), "side": side,
               "padding": meta.padding, "training": dict(meta.training)}
     ref = work / f"trained_whole_{side}.npy"
     if meta.padding == "same":
@@ -316,6 +325,12 @@ def _accuracy(model: Path, work: Path, side: int) -> dict:
         _run_worker({**CONFIGS[name], "image": str(image), "model": str(model), "save": str(save)})
         result[name] = {"max_diff_whole": _diff(save, ref)}
     return result
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (results stay comparable across checkouts)."""
+    path = Path(path)
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def _print_table(report: dict) -> None:
