@@ -1,6 +1,6 @@
 """The ``unet-export`` command (also ``python -m export``): train, export to ONNX, quantize, evaluate.
 
-    unet-export train --preset isbi2012 --out runs/isbi2012 --steps 12000 --max-minutes 110
+    unet-export train --preset isbi2012 --out runs/isbi2012 --steps 10000 --max-minutes 105 --threads 2
     unet-export onnx runs/isbi2012/best.pt -o model.onnx [--precision fp16]
     unet-export quantize model.onnx -o model_int8.onnx --preset isbi2012
     unet-export evaluate model.onnx --preset isbi2012
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="directory for best.pt / last.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--epoch-steps", type=int, default=500, help="steps between validations")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time")
     p.add_argument("--batch-size", type=int, default=4)
