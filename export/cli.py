@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk.errors import InvalidInputError, UnetSdkError
+from sdk.model_metadata import BLEND_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -213,9 +214,20 @@ def calibration_tiles(data: dict, metadata, *, count: int, seed: int) -> list[np
 
     samples = _samples(data, data["train"], metadata.normalization)
     tile = metadata.tile_size or tuple(metadata.valid_input_size_at_least(256) for _ in range(metadata.spatial_dims))
+    # A recommended inference tile may exceed the training images: calibrate on the largest accepted
+    # size that fits (activation ranges do not depend on the tile size).
+    smallest = np.min([s.classes.shape for s in samples], axis=0)
+    tile = tuple(min(t, _largest_accepted_size(metadata, int(n))) for t, n in zip(tile, smallest))
     sampler = TileSampler(samples, tile, None)
     rng = np.random.default_rng(seed)
     return [sampler.draw(rng)[0] for _ in range(count)]
+
+
+def _largest_accepted_size(metadata, n: int) -> int:
+    size = n - (n - metadata.input_size_offset) % metadata.input_size_multiple
+    if size < metadata.min_input_size:
+        raise InvalidInputError(f"training images of side {n} are smaller than the model's minimum input")
+    return size
 
 
 def cmd_quantize(args) -> int:
@@ -274,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     p.add_argument("--tile-size", type=int, help="recommended inference tile side (default: training tile)")
     p.add_argument("--tile-overlap", type=float, default=0.25)
-    p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
+    p.add_argument(
+        "--blend", choices=BLEND_MODES, default="gaussian",
+        help="recommended merge: weighted blending, or 'none' = overlap-tile with halo cropping",
+    )
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=cmd_onnx)
