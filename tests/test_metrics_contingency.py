@@ -4,7 +4,6 @@ with 64-bit label ids and any memory layout."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,17 +16,13 @@ from sdk.metrics import (
     rand_error,
     variation_of_information,
 )
+from conftest import require_shared
 
 skm = pytest.importorskip("skimage.metrics")
 measure = pytest.importorskip("skimage.measure")
 
-SHARED = Path("/work/shared/data")
-for _candidate in (Path(__file__).resolve().parents[2] / "shared" / "data", SHARED):
-    if _candidate.is_dir():
-        SHARED = _candidate
-        break
-DSB_MASK = SHARED / "dsb2018_nuclei_stardist_sample" / "mask2d.tif"
-ISBI_LABELS = SHARED / "isbi2012" / "train-labels.tif"
+DSB_MASK = require_shared("dsb2018_nuclei_stardist_sample", "mask2d.tif")
+ISBI_LABELS = require_shared("isbi2012", "train-labels.tif")
 
 TOL = dict(rel=1e-12, abs=1e-12)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +17,9 @@ from sdk.metrics import (
     rand_error,
     warping_error,
 )
+from conftest import require_shared
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "data" / "fiji_reference"
-if not REF.is_dir():  # the checkout may live elsewhere than next to ../shared
-    REF = Path("/work/shared/data/fiji_reference")
-pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="fiji_reference data set not available")
+REF = require_shared("fiji_reference")
 
 COUNT_KEYS = ("splits", "mergers", "hole_additions", "hole_deletions", "object_additions", "object_deletions")
 

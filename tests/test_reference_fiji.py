@@ -5,15 +5,15 @@ This checks the oracle, not sdk.metrics: every number of ../shared/data/fiji_ref
 """
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import reference_warping as ref
+from conftest import require_shared
 
-FIJI_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fiji_reference"
-EXPECTED = json.loads((FIJI_DIR / "expected.json").read_text()) if FIJI_DIR.is_dir() else {"cases": {}}
+FIJI_DIR = require_shared("fiji_reference")
+EXPECTED = json.loads((FIJI_DIR / "expected.json").read_text())
 CASES = sorted(EXPECTED["cases"])
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import require_shared
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -353,9 +354,7 @@ def test_sample_image_is_slice_0_of_the_isbi_test_volume():
 
     sample = read_image(sample_image_path())
     assert sample.shape == (512, 512) and sample.dtype == np.uint8
-    volume = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012" / "test-volume.tif"
-    if not volume.exists():
-        pytest.skip("shared ISBI data not present")
+    volume = require_shared("isbi2012", "test-volume.tif")
     np.testing.assert_array_equal(sample, read_image(volume)[0])
 
 
