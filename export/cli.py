@@ -313,15 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except (UnetSdkError, ValueError, FileExistsError) as exc:
-        print(f"unet-export {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"unet-export {args.command}: interrupted", file=sys.stderr)
-        return 130
+    from sdk.cli.main import run_parsed
+
+    return run_parsed(
+        build_parser().parse_args(argv),
+        prog="unet-export",
+        errors=(UnetSdkError, ValueError, FileExistsError),
+        log_format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

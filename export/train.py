@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from sdk.errors import InvalidInputError
 from sdk.io import atomic_output
 from sdk.model_metadata import Normalization
 
@@ -158,8 +159,19 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (tensors and plain values only: ``weights_only=True``)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load a checkpoint written by :func:`train` (tensors and plain values only: ``weights_only=True``).
+
+    Raises :class:`~sdk.errors.InvalidInputError` naming the file if it is missing or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise InvalidInputError(f"{path}: not a readable unet-export checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, dict) or not {"config", "model"} <= checkpoint.keys():
+        raise InvalidInputError(f"{path}: not a unet-export checkpoint (no 'config' and 'model' entries)")
+    return checkpoint
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[UNet, dict[str, Any]]:

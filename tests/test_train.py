@@ -97,3 +97,16 @@ def test_label_and_split_handling():
     assert preset.class_names == ("membrane", "cell")
     with pytest.raises(InvalidInputError):
         make_samples(images, labels[:, :8], spatial_dims=2)
+
+
+def test_missing_or_foreign_checkpoint_is_a_named_error(tmp_path):
+    with pytest.raises(InvalidInputError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(InvalidInputError, match="garbage.pt: not a readable"):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(InvalidInputError, match="not a unet-export checkpoint"):
+        load_checkpoint(foreign)

@@ -30,19 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_parsed(
+    args: argparse.Namespace,
+    *,
+    prog: str,
+    errors: tuple[type[BaseException], ...] = (UnetSdkError,),
+    log_format: str = "%(levelname)s %(name)s: %(message)s",
+) -> int:
+    """Configure logging from ``args.verbose`` and run ``args.func(args)``: the expected ``errors`` are
+    printed as one line without a traceback (exit 2), Ctrl-C gives 130. Shared with ``unet-export``."""
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=log_format)
     try:
         return int(args.func(args) or 0)
-    except UnetSdkError as exc:
-        print(f"unet-sdk {args.command}: error: {exc}", file=sys.stderr)
+    except errors as exc:
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"unet-sdk {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parsed(build_parser().parse_args(argv), prog="unet-sdk")
 
 
 if __name__ == "__main__":  # pragma: no cover
