@@ -135,21 +135,22 @@ py::dict py_warping_error(const py::array& truth, const py::array& proposal, con
         counts = volumetric ? warping_error_3d(fg.data(), v, m, threshold, radius, w, c)
                             : warping_error_2d(fg.data(), v, m, threshold, radius, threads, w, c);
     });
+    // One table of the error types' Python names serves the pixel counts and the cluster counts.
+    static const std::pair<const char*, int> kTypeNames[] = {
+        {"splits", kSplit},
+        {"mergers", kMerger},
+        {"hole_additions", kHoleAddition},
+        {"hole_deletions", kHoleDeletion},
+        {"object_additions", kObjectAddition},
+        {"object_deletions", kObjectDeletion},
+    };
     py::dict out;
-    out["mismatches"] = counts.mismatches;
-    out["splits"] = counts.by_type[kSplit];
-    out["mergers"] = counts.by_type[kMerger];
-    out["hole_additions"] = counts.by_type[kHoleAddition];
-    out["hole_deletions"] = counts.by_type[kHoleDeletion];
-    out["object_additions"] = counts.by_type[kObjectAddition];
-    out["object_deletions"] = counts.by_type[kObjectDeletion];
     py::dict clusters;
-    clusters["splits"] = counts.clusters[kSplit];
-    clusters["mergers"] = counts.clusters[kMerger];
-    clusters["hole_additions"] = counts.clusters[kHoleAddition];
-    clusters["hole_deletions"] = counts.clusters[kHoleDeletion];
-    clusters["object_additions"] = counts.clusters[kObjectAddition];
-    clusters["object_deletions"] = counts.clusters[kObjectDeletion];
+    out["mismatches"] = counts.mismatches;
+    for (const auto& [name, type] : kTypeNames) {
+        out[name] = counts.by_type[type];
+        clusters[name] = counts.clusters[type];
+    }
     out["clusters"] = clusters;
     out["warped"] = warped;
     out["classification"] = classification;
