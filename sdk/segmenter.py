@@ -102,6 +102,11 @@ class Segmenter:
     def providers(self) -> list[str]:
         return self._runtime.providers
 
+    def release_memory(self) -> None:
+        """Return the working memory ONNX Runtime keeps between calls (one tile batch's activations,
+        reused while tiles keep their shape) to the system, e.g. before a long idle time."""
+        self._runtime.release_memory()
+
     def __repr__(self) -> str:
         return (
             f"Segmenter({self._runtime.source!r}, device={self.device!r}, tile={self.tile}, "

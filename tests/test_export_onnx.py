@@ -108,7 +108,11 @@ def test_int8_static_qdq(tmp_path):
     q = quantize_int8(fp32, tmp_path / "q.onnx", calib)
     proto = onnx.load(str(q))
     ops = {n.op_type for n in proto.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
+    # up-convolutions became quantizable 1x1 convolutions; the probabilities come from a float sigmoid
+    assert {"QuantizeLinear", "DequantizeLinear", "DepthToSpace", "Sigmoid"} <= ops
+    assert "ConvTranspose" not in ops
+    last = next(n for n in proto.graph.node if "probabilities" in n.output)
+    assert last.op_type == "Sigmoid"
     int8_weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
     assert int8_weights  # s8 convolution weights
     scales = {i.name: i for i in proto.graph.initializer}
@@ -117,8 +121,51 @@ def test_int8_static_qdq(tmp_path):
     assert per_channel  # one scale per output channel
     assert read_metadata(q).training["precision"].startswith("int8 static QDQ")
     x = calib[0][None]
-    diff = np.abs(_run(q, x) - _run(fp32, x)).max()
+    got = _run(q, x)
+    diff = np.abs(got - _run(fp32, x)).max()
     assert 0 < diff < 0.15  # quantized, yet close to fp32 on data like the calibration tiles
+    assert len(np.unique(got)) > 256  # probabilities not on an 8-bit grid
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes,last_op", [(2, "Sigmoid"), (3, "Softmax")])
+def test_probability_head_equals_softmax(tmp_path, num_classes, last_op):
+    """Two classes export as sigmoid of folded logit differences: the same probabilities as softmax."""
+    model = _model(num_classes=num_classes)
+    meta = build_metadata(model, class_names=[f"c{i}" for i in range(num_classes)], normalization=Normalization())
+    path = export_onnx(model, tmp_path / "m.onnx", metadata=meta)
+    proto = onnx.load(str(path))
+    assert next(n for n in proto.graph.node if "probabilities" in n.output).op_type == last_op
+    x = 3 * np.random.default_rng(4).standard_normal((2, 1, 48, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(_run(path, x), expected, atol=2e-6)
+    assert model.head.weight.shape[0] == num_classes  # the export folded a copy, not the caller's model
+
+
+def test_upsampling_as_depth_to_space_is_the_same_map(tmp_path):
+    from export.onnx_export import upsampling_as_depth_to_space
+
+    model = _model(padding="valid")
+    path = export_onnx(model, tmp_path / "m.onnx", metadata=_metadata(model))
+    proto = onnx.load(str(path))
+    rewritten = upsampling_as_depth_to_space(proto)
+    onnx.checker.check_model(rewritten, full_check=True)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == model.depth
+    used = {name for n in rewritten.graph.node for name in n.input}
+    assert all(init.name in used for init in rewritten.graph.initializer)  # old weights dropped
+    assert any(n.op_type == "ConvTranspose" for n in proto.graph.node)  # the input is left untouched
+    x = np.random.default_rng(5).standard_normal((2, 1, 60, 76)).astype(np.float32)
+    session = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-5)
+    model3d = _model(spatial_dims=3)
+    proto3d = onnx.load(str(export_onnx(model3d, tmp_path / "m3.onnx", metadata=_metadata(model3d))))
+    assert [n.op_type for n in upsampling_as_depth_to_space(proto3d).graph.node] == [
+        n.op_type for n in proto3d.graph.node
+    ]  # DepthToSpace is 2D only: 3D up-convolutions stay
 
 
 def test_foreign_and_corrupt_models_give_model_error(tmp_path):

@@ -228,6 +228,31 @@ def test_memory_grows_with_the_output_not_per_class():
     assert peak < 7e6, f"peak {peak / 1e6:.1f} MB"
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from Linux's /proc")
+def test_arena_memory_is_released_on_request_and_when_tiles_change_shape():
+    # one 1024 x 1024 tile of an 8-class pointwise model: ORT's conv and softmax outputs take 2 x 32 MB
+    model, _ = make_model("pointwise", num_classes=8, seed=13)
+    seg = Segmenter(model, device="cpu", tile=1024, overlap=0.0, blend="none")
+    image = np.random.default_rng(14).random((1024, 1024)).astype(np.float32)
+    expected = seg.predict_proba(image)
+    held = _rss_mb()
+    seg.release_memory()
+    assert held - _rss_mb() > 40, "release_memory() left the arena's 64 MB in place"
+    np.testing.assert_array_equal(seg.predict_proba(image), expected)  # works as before afterwards
+    held = _rss_mb()
+    small = seg.predict(image[:64, :64])  # a new tile shape: its first run shrinks the arena
+    assert held - _rss_mb() > 40, "a new tile shape kept the old shape's memory"
+    fresh = Segmenter(model, device="cpu", tile=1024, overlap=0.0, blend="none")
+    np.testing.assert_array_equal(small, fresh.predict(image[:64, :64]))
+
+
 def test_progress_reports_every_tile(valid2d):
     model, _ = valid2d
     calls = []
