@@ -225,8 +225,10 @@ py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned 
             using B = decltype(tb);
             const char* pa = static_cast<const char*>(a.data());
             const char* pb = static_cast<const char*>(b.data());
+            // scratch kept per calling thread: repeated tables (an evaluation run) reuse its pages
+            thread_local ContingencyWorkspace workspace;
             py::gil_scoped_release release;
-            table = contingency_table<A, B>(pa, pb, shape, sa, sb, a_signed, b_signed, threads);
+            table = contingency_table<A, B>(pa, pb, shape, sa, sb, a_signed, b_signed, threads, &workspace);
         });
     });
     return py::make_tuple(to_numpy(std::move(table.truth_values)), to_numpy(std::move(table.proposal_values)),

@@ -215,3 +215,29 @@ def test_pixel_error_counts_mismatches_in_double_precision():
     expected = np.count_nonzero((t > 0) != (p > 0.37)) / t.size
     assert pixel_error(t, p, threshold=0.37) == expected
     assert pixel_error(t, p > 0.5) == np.count_nonzero((t > 0) != (p > 0.5)) / t.size
+
+
+@pytest.mark.parametrize("ids", ["dense", "wide"])
+def test_parallel_table_equals_numpy_for_any_thread_count(ids):
+    # large enough for the threaded path (threads split the elements mid-row), with runs of equal
+    # labels crossing the split points; "wide" label values take the hashed-id path
+    rng = np.random.default_rng(10)
+    truth = np.repeat(rng.integers(0, 3000, size=(3, 500, 80)), 5, axis=2)  # 600,000 elements
+    proposal = np.repeat(rng.integers(0, 40, size=(3, 100, 400)), 5, axis=1)
+    if ids == "wide":
+        truth = truth * np.int64(2**40) - 7
+    expected = _reference_table(truth, proposal)
+    layouts = [(truth, proposal), (np.asfortranarray(truth), proposal), (truth[:, ::-1], proposal[:, ::-1])]
+    tables = [contingency_table(t, p, threads=k) for t, p in layouts for k in (1, 2, 3)]
+    for table in tables:
+        got = {
+            (int(table.truth_labels[r]), int(table.proposal_labels[c])): int(n)
+            for r, c, n in zip(table.rows, table.cols, table.counts)
+        }
+        assert got == expected
+        assert np.array_equal(table.truth_sizes, np.bincount(table.rows, weights=table.counts).astype(np.int64))
+        assert np.array_equal(table.proposal_sizes,
+                              np.bincount(table.cols, weights=table.counts, minlength=table.proposal_labels.size))
+    for table in tables[1:3]:  # same layout, other thread counts: identical arrays
+        for key in ("truth_labels", "proposal_labels", "rows", "cols", "counts", "truth_sizes", "proposal_sizes"):
+            assert np.array_equal(getattr(table, key), getattr(tables[0], key))

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "thread_pool.hpp"
@@ -59,7 +60,7 @@ private:
 
 struct Contingency {
     std::vector<std::uint64_t> truth_values, proposal_values;  // label bits, sorted by label value
-    std::vector<std::uint32_t> rows, cols;                     // indices into those, per nonzero entry
+    std::vector<std::int64_t> rows, cols;                      // indices into those, per nonzero entry
     std::vector<std::int64_t> counts;                          // entries sorted by (row, col)
     std::vector<std::int64_t> truth_sizes, proposal_sizes;     // pixels per label (row / column sums)
 };
@@ -97,189 +98,284 @@ inline Layout plan_layout(const std::vector<std::int64_t>& shape, const std::vec
     return out;
 }
 
-// fn(a_value, b_value) for the elements of rows [row0, row1) of the layout (rows = all axes but the
-// last), reading both arrays in the same order.
+// Reads the elements [begin, end) of the layout (in its order) as contiguous segments of both arrays:
+// fn(const A* a, const B* b, count). Segments of an array that is not contiguous along the last axis
+// (or not aligned for its type) are copied into buf_a / buf_b first; contiguous ones are read in place.
 template <class A, class B, class Fn>
-void for_each_pair(const char* a, const char* b, const Layout& lay, std::int64_t row0, std::int64_t row1, Fn&& fn) {
+void for_each_segment(const char* a, const char* b, const Layout& lay, std::int64_t begin, std::int64_t end,
+                      std::vector<A>& buf_a, std::vector<B>& buf_b, Fn&& fn) {
     const std::size_t d = lay.shape.size();
     const std::int64_t inner = lay.shape[d - 1], step_a = lay.sa[d - 1], step_b = lay.sb[d - 1];
-    for (std::int64_t r = row0; r < row1; ++r) {
-        std::int64_t oa = 0, ob = 0, rem = r;
+    const auto direct = [](const char* base, std::int64_t step, std::size_t size, std::size_t align) {
+        return step == static_cast<std::int64_t>(size) && reinterpret_cast<std::uintptr_t>(base) % align == 0;
+    };
+    for (std::int64_t pos = begin; pos < end;) {
+        std::int64_t row = pos / inner, x = pos % inner, oa = 0, ob = 0;
+        const std::int64_t count = std::min(inner - x, end - pos);
         for (std::size_t k = d - 1; k-- > 0;) {
-            const std::int64_t i = rem % lay.shape[k];
-            rem /= lay.shape[k];
+            const std::int64_t i = row % lay.shape[k];
+            row /= lay.shape[k];
             oa += i * lay.sa[k], ob += i * lay.sb[k];
         }
-        const char* pa = a + oa;
-        const char* pb = b + ob;
-        for (std::int64_t x = 0; x < inner; ++x, pa += step_a, pb += step_b) {
-            A va;
-            B vb;
-            std::memcpy(&va, pa, sizeof va);
-            std::memcpy(&vb, pb, sizeof vb);
-            fn(va, vb);
-        }
+        const char* pa = a + oa + x * step_a;
+        const char* pb = b + ob + x * step_b;
+        const auto gather = [count](const char* src, std::int64_t step, auto& buf) {
+            buf.resize(static_cast<std::size_t>(count));
+            for (std::int64_t k = 0; k < count; ++k) std::memcpy(&buf[static_cast<std::size_t>(k)], src + k * step, sizeof buf[0]);
+            return buf.data();
+        };
+        const A* ra = direct(pa, step_a, sizeof(A), alignof(A)) ? reinterpret_cast<const A*>(pa) : gather(pa, step_a, buf_a);
+        const B* rb = direct(pb, step_b, sizeof(B), alignof(B)) ? reinterpret_cast<const B*>(pb) : gather(pb, step_b, buf_b);
+        fn(ra, rb, count);
+        pos += count;
     }
 }
 
 // Label bits -> an unsigned key that orders like the label values (signed types: flip the sign bit).
+// The map is its own inverse.
 template <class T>
 inline std::uint64_t order_key(T bits, bool is_signed) {
     return static_cast<std::uint64_t>(is_signed ? static_cast<T>(bits ^ (T(1) << (sizeof(T) * 8 - 1))) : bits);
 }
 
-// Value -> dense id in first-seen order: a direct table over the value range when that range is
-// small (the usual case: labels 0..n), else a hash map. ranks() renumbers the ids in value order.
+// Label (as its order key) -> id. Direct when the value range is small (the usual case: labels 0..n):
+// id = key - lo, ids in value order, thread-safe. Else a hash map giving ids in first-seen order (one
+// thread only).
 template <class T>
-class DenseIds {
+class LabelIds {
 public:
-    DenseIds(std::uint64_t lo, std::uint64_t hi, std::uint64_t n_elements, bool is_signed)
-        : lo_(lo), signed_(is_signed), direct_(hi - lo <= n_elements + 65536) {
-        if (direct_) table_.assign(static_cast<std::size_t>(hi - lo + 1), ~0u);
-    }
-    std::uint32_t id(T v) {
-        if (direct_) {
-            std::uint32_t& slot = table_[static_cast<std::size_t>(order_key(v, signed_) - lo_)];
-            if (slot == ~0u) {
-                slot = static_cast<std::uint32_t>(values_.size());
-                values_.push_back(static_cast<std::uint64_t>(v));
-            }
-            return slot;
-        }
+    LabelIds(std::uint64_t lo, std::uint64_t hi, std::uint64_t n_elements, bool is_signed)
+        : lo_(lo), span_(hi - lo), signed_(is_signed), direct_(hi - lo <= n_elements + 65536) {}
+    bool direct() const { return direct_; }
+    // ids are < capacity() (after all id() calls)
+    std::size_t capacity() const { return direct_ ? static_cast<std::size_t>(span_) + 1 : keys_.size(); }
+    std::uint32_t id_of_key(std::uint64_t key) {  // key: order_key of the label
+        if (direct_) return static_cast<std::uint32_t>(key - lo_);
         bool inserted;
-        std::uint32_t& slot = hashed_.at_or_insert(static_cast<std::uint64_t>(v), static_cast<std::uint32_t>(values_.size()), inserted);
-        if (inserted) values_.push_back(static_cast<std::uint64_t>(v));
+        std::uint32_t& slot = hashed_.at_or_insert(key, static_cast<std::uint32_t>(keys_.size()), inserted);
+        if (inserted) keys_.push_back(key);
         return slot;
     }
-    // rank[first-seen id] = position in value order; sorted receives the label bits in value order.
-    void ranks(std::vector<std::uint32_t>& rank, std::vector<std::uint64_t>& sorted) const {
-        rank.resize(values_.size());
-        sorted.clear();
-        sorted.reserve(values_.size());
+    // Of the ids with size[id] > 0: rank[id] = position in value order (~0u for absent ids), order =
+    // the ids in value order, sorted = their label bits.
+    void ranks(const std::vector<std::int64_t>& size, std::vector<std::uint32_t>& rank, std::vector<std::uint32_t>& order,
+               std::vector<std::uint64_t>& sorted) const {
+        rank.assign(capacity(), ~0u);
+        order.clear();
         if (direct_) {
-            for (const std::uint32_t id : table_)  // the table is in value order
-                if (id != ~0u) rank[id] = static_cast<std::uint32_t>(sorted.size()), sorted.push_back(values_[id]);
-            return;
+            for (std::size_t id = 0; id < size.size(); ++id)
+                if (size[id] > 0) order.push_back(static_cast<std::uint32_t>(id));
+        } else {
+            order.resize(keys_.size());
+            std::iota(order.begin(), order.end(), 0u);
+            std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return keys_[x] < keys_[y]; });
         }
-        std::vector<std::uint32_t> order(values_.size());
-        std::iota(order.begin(), order.end(), 0u);
-        std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) {
-            return order_key(static_cast<T>(values_[x]), signed_) < order_key(static_cast<T>(values_[y]), signed_);
-        });
-        for (const std::uint32_t id : order) rank[id] = static_cast<std::uint32_t>(sorted.size()), sorted.push_back(values_[id]);
+        sorted.resize(order.size());
+        for (std::size_t r = 0; r < order.size(); ++r) {
+            const std::uint32_t id = order[r];
+            rank[id] = static_cast<std::uint32_t>(r);
+            const std::uint64_t key = direct_ ? lo_ + id : keys_[id];
+            sorted[r] = order_key(static_cast<T>(key), signed_);
+        }
     }
 
 private:
-    std::uint64_t lo_;
+    std::uint64_t lo_, span_;
     bool signed_, direct_;
-    std::vector<std::uint32_t> table_;
     HashMap64<std::uint32_t> hashed_;
-    std::vector<std::uint64_t> values_;
+    std::vector<std::uint64_t> keys_;  // hashed: the key of each id
 };
 
-struct PairRun {
-    std::uint32_t a, b;
-    std::uint64_t length;
-};
+// Inputs below this many elements are counted by one thread: starting threads costs more.
+constexpr std::int64_t kParallelElements = std::int64_t(1) << 19;
+// Longest run stored as one (the rest continues in a new run): lengths fit 32 bits.
+constexpr std::uint64_t kMaxRun = 0xFFFFFFFFull;
 
 }  // namespace detail
+
+// Scratch memory of contingency_table, kept between calls by callers that count many tables: fresh
+// pages cost more than the counting itself on large inputs.
+struct ContingencyWorkspace {
+    std::vector<std::vector<std::uint64_t>> runs;                  // per thread
+    std::vector<std::vector<std::uint32_t>> runs_of;               // per thread, per truth id
+    std::vector<std::vector<std::int64_t>> size_a, size_b;         // per thread, per id
+    std::vector<std::uint64_t> bucket;
+};
 
 // Contingency table of label arrays a (truth) and b (proposal) with equal shape, read as unsigned
 // integers A and B of the labels' widths (a_signed / b_signed: order the labels as signed values).
 //
-// Two passes over the data: the value ranges (threads split the rows), then dense ids and runs of
-// equal (truth, proposal) pairs (labels come in runs along rows). The runs are bucketed by truth id
-// and each bucket's columns counted with a marker per proposal id: linear time, no hashing of pairs,
-// and a canonical result (labels in value order, entries by (row, col)) whatever the memory layout.
+// One pass over the data, each thread on its own block of elements, collects the runs of equal
+// (truth, proposal) labels (labels come in runs along rows) and the label ranges; the runs' labels
+// become ids (directly, or hashed when a range is too wide). The runs are bucketed by truth id
+// and each bucket's columns counted with a marker per proposal id: linear time, no hashing of pairs
+// when the label ranges are small, and a canonical result (labels in value order, entries by
+// (row, col)) whatever the memory layout or the number of threads.
 template <class A, class B>
 Contingency contingency_table(const char* a, const char* b, const std::vector<std::int64_t>& shape,
                               const std::vector<std::int64_t>& strides_a, const std::vector<std::int64_t>& strides_b,
-                              bool a_signed, bool b_signed, unsigned threads) {
+                              bool a_signed, bool b_signed, unsigned threads, ContingencyWorkspace* workspace = nullptr) {
+    ContingencyWorkspace local;
+    ContingencyWorkspace& ws = workspace ? *workspace : local;
     const detail::Layout lay = detail::plan_layout(shape, strides_a, strides_b);
-    const auto n = static_cast<std::uint64_t>(lay.size());
-    std::int64_t n_rows = 1;
-    for (std::size_t k = 0; k + 1 < lay.shape.size(); ++k) n_rows *= lay.shape[k];
+    const std::int64_t n = lay.size();
+    const unsigned workers = n < detail::kParallelElements ? 1u : resolve_threads(threads);
 
-    // pass 1: value ranges
-    const unsigned workers = static_cast<unsigned>(std::min<std::int64_t>(resolve_threads(threads), n_rows));
+    // The one pass over the data: runs of equal (truth, proposal) labels and the label ranges, per
+    // thread. A run is 3 words (truth key, proposal key, length) until its labels become ids, then 2
+    // (truth id | proposal id << 32, length), rewritten in place.
     struct Range { std::uint64_t lo_a = ~0ULL, hi_a = 0, lo_b = ~0ULL, hi_b = 0; };
     std::vector<Range> ranges(workers);
+    std::vector<std::vector<std::uint64_t>>& runs = ws.runs;
+    if (runs.size() < workers) runs.resize(workers);
     parallel_for(workers, workers, [&](std::size_t w, unsigned) {
-        Range& r = ranges[w];
-        detail::for_each_pair<A, B>(a, b, lay, n_rows * static_cast<std::int64_t>(w) / workers,
-                                    n_rows * static_cast<std::int64_t>(w + 1) / workers, [&](A va, B vb) {
+        const std::int64_t begin = n * static_cast<std::int64_t>(w) / workers;
+        const std::int64_t end = n * static_cast<std::int64_t>(w + 1) / workers;
+        std::vector<std::uint64_t>& out = runs[w];
+        out.clear();
+        out.reserve(static_cast<std::size_t>(std::min<std::int64_t>(end - begin, std::int64_t(1) << 22)) * 3);
+        Range r;
+        const auto flush = [&](A va, B vb, std::uint64_t length) {
             const std::uint64_t ka = detail::order_key(va, a_signed), kb = detail::order_key(vb, b_signed);
             r.lo_a = std::min(r.lo_a, ka), r.hi_a = std::max(r.hi_a, ka);
             r.lo_b = std::min(r.lo_b, kb), r.hi_b = std::max(r.hi_b, kb);
+            for (; length > detail::kMaxRun; length -= detail::kMaxRun)
+                out.push_back(ka), out.push_back(kb), out.push_back(detail::kMaxRun);
+            out.push_back(ka), out.push_back(kb), out.push_back(length);
+        };
+        std::vector<A> buf_a;
+        std::vector<B> buf_b;
+        A last_a{};
+        B last_b{};
+        std::uint64_t length = 0;  // of the run (last_a, last_b); 0 before the first element
+        detail::for_each_segment<A, B>(a, b, lay, begin, end, buf_a, buf_b, [&](const A* pa, const B* pb, std::int64_t count) {
+            A run_a = last_a;  // locals: the loop keeps them in registers
+            B run_b = last_b;
+            std::uint64_t run_length = length;
+            for (std::int64_t x = 0; x < count; ++x) {
+                if (pa[x] == run_a && pb[x] == run_b) {
+                    ++run_length;
+                    continue;
+                }
+                if (run_length) flush(run_a, run_b, run_length);
+                run_a = pa[x], run_b = pb[x], run_length = 1;
+            }
+            last_a = run_a, last_b = run_b, length = run_length;
         });
+        if (length) flush(last_a, last_b, length);
+        ranges[w] = r;
     });
     Range all;
     for (const Range& r : ranges)
         all.lo_a = std::min(all.lo_a, r.lo_a), all.hi_a = std::max(all.hi_a, r.hi_a),
         all.lo_b = std::min(all.lo_b, r.lo_b), all.hi_b = std::max(all.hi_b, r.hi_b);
 
-    // pass 2: dense ids and runs of equal pairs
-    detail::DenseIds<A> ids_a(all.lo_a, all.hi_a, n, a_signed);
-    detail::DenseIds<B> ids_b(all.lo_b, all.hi_b, n, b_signed);
-    std::vector<detail::PairRun> runs;
-    A last_a{};
-    B last_b{};
-    std::uint32_t id_a = 0, id_b = 0;
-    bool started = false;
-    detail::for_each_pair<A, B>(a, b, lay, 0, n_rows, [&](A va, B vb) {
-        if (started && va == last_a && vb == last_b) {
-            ++runs.back().length;
-            return;
+    // label ids of the runs; label sizes and runs per truth id, per thread
+    detail::LabelIds<A> ids_a(all.lo_a, all.hi_a, static_cast<std::uint64_t>(n), a_signed);
+    detail::LabelIds<B> ids_b(all.lo_b, all.hi_b, static_cast<std::uint64_t>(n), b_signed);
+    const auto to_ids = [&](std::size_t w) {
+        std::vector<std::uint64_t>& v = runs[w];
+        const std::size_t count = v.size() / 3;
+        for (std::size_t k = 0; k < count; ++k) {
+            const std::uint64_t id_a = ids_a.id_of_key(v[3 * k]), id_b = ids_b.id_of_key(v[3 * k + 1]), length = v[3 * k + 2];
+            v[2 * k] = id_a | id_b << 32, v[2 * k + 1] = length;
         }
-        if (!started || va != last_a) id_a = ids_a.id(va), last_a = va;
-        if (!started || vb != last_b) id_b = ids_b.id(vb), last_b = vb;
-        started = true;
-        runs.push_back(detail::PairRun{id_a, id_b, 1});
+        v.resize(2 * count);
+    };
+    if (ids_a.direct() && ids_b.direct())
+        parallel_for(workers, workers, [&](std::size_t w, unsigned) { to_ids(w); });
+    else
+        for (unsigned w = 0; w < workers; ++w) to_ids(w);  // hashed ids are assigned by one thread
+    const std::size_t na = ids_a.capacity(), nb = ids_b.capacity();
+    auto& runs_of = ws.runs_of;
+    auto& size_a = ws.size_a;
+    auto& size_b = ws.size_b;
+    if (runs_of.size() < workers) runs_of.resize(workers), size_a.resize(workers), size_b.resize(workers);
+    parallel_for(workers, workers, [&](std::size_t w, unsigned) {
+        runs_of[w].assign(na, 0), size_a[w].assign(na, 0), size_b[w].assign(nb, 0);
+        const std::vector<std::uint64_t>& v = runs[w];
+        for (std::size_t k = 0; k < v.size(); k += 2) {
+            const auto id_a = static_cast<std::uint32_t>(v[k]), id_b = static_cast<std::uint32_t>(v[k] >> 32);
+            ++runs_of[w][id_a];
+            size_a[w][id_a] += static_cast<std::int64_t>(v[k + 1]);
+            size_b[w][id_b] += static_cast<std::int64_t>(v[k + 1]);
+        }
+    });
+    for (unsigned w = 1; w < workers; ++w) {
+        for (std::size_t i = 0; i < na; ++i) size_a[0][i] += size_a[w][i];
+        for (std::size_t j = 0; j < nb; ++j) size_b[0][j] += size_b[w][j];
+    }
+    Contingency out;
+    std::vector<std::uint32_t> rank_a, rank_b, order_a, order_b;
+    ids_a.ranks(size_a[0], rank_a, order_a, out.truth_values);
+    ids_b.ranks(size_b[0], rank_b, order_b, out.proposal_values);
+    out.truth_sizes.resize(order_a.size());
+    out.proposal_sizes.resize(order_b.size());
+    for (std::size_t r = 0; r < order_a.size(); ++r) out.truth_sizes[r] = size_a[0][order_a[r]];
+    for (std::size_t r = 0; r < order_b.size(); ++r) out.proposal_sizes[r] = size_b[0][order_b[r]];
+
+    // Bucket the runs by truth label (in value order) as (proposal rank, length): thread w writes its
+    // runs of label r from start[r] + the runs of r of the threads before it (32-bit offsets).
+    std::size_t n_runs = 0;
+    for (const auto& v : runs) n_runs += v.size() / 2;
+    if (n_runs > 0xFFFFFFFFull) throw std::length_error("contingency_table: more than 2^32 label runs");
+    std::vector<std::size_t> start(order_a.size() + 1, 0);
+    for (std::size_t r = 0; r < order_a.size(); ++r) {
+        std::size_t total = 0;
+        for (unsigned w = 0; w < workers; ++w) {
+            const std::uint32_t k = runs_of[w][order_a[r]];
+            runs_of[w][order_a[r]] = static_cast<std::uint32_t>(start[r] + total);  // now: this thread's offset
+            total += k;
+        }
+        start[r + 1] = start[r] + total;
+    }
+    std::vector<std::uint64_t>& bucket = ws.bucket;
+    bucket.resize(n_runs);
+    parallel_for(workers, workers, [&](std::size_t w, unsigned) {
+        std::vector<std::uint32_t>& fill = runs_of[w];
+        const std::vector<std::uint64_t>& v = runs[w];
+        for (std::size_t k = 0; k < v.size(); k += 2)
+            bucket[fill[static_cast<std::uint32_t>(v[k])]++] = std::uint64_t(rank_b[v[k] >> 32]) << 32 | v[k + 1];
     });
 
-    Contingency out;
-    std::vector<std::uint32_t> rank_a, rank_b;
-    ids_a.ranks(rank_a, out.truth_values);
-    ids_b.ranks(rank_b, out.proposal_values);
-    const std::size_t na = out.truth_values.size(), nb = out.proposal_values.size();
-    out.truth_sizes.assign(na, 0);
-    out.proposal_sizes.assign(nb, 0);
-    std::vector<std::size_t> start(na + 1, 0);
-    for (auto& r : runs) {
-        r.a = rank_a[r.a], r.b = rank_b[r.b];
-        ++start[r.a + 1];
-        out.truth_sizes[r.a] += static_cast<std::int64_t>(r.length);
-        out.proposal_sizes[r.b] += static_cast<std::int64_t>(r.length);
-    }
-    for (std::size_t i = 0; i < na; ++i) start[i + 1] += start[i];
-    std::vector<std::pair<std::uint32_t, std::uint64_t>> bucket(runs.size());
-    {
-        std::vector<std::size_t> fill(start.begin(), start.end() - 1);
-        for (const auto& r : runs) bucket[fill[r.a]++] = {r.b, r.length};
-    }
-    std::vector<detail::PairRun>().swap(runs);
-
-    // each truth id's columns, counted with a marker per proposal id
-    std::vector<std::uint32_t> seen_in(nb, ~0u), slot_of(nb);
-    std::vector<std::pair<std::uint32_t, std::int64_t>> row_entries;
-    for (std::size_t r = 0; r < na; ++r) {
-        row_entries.clear();
-        for (std::size_t k = start[r]; k < start[r + 1]; ++k) {
-            const std::uint32_t c = bucket[k].first;
-            if (seen_in[c] != r) {
-                seen_in[c] = static_cast<std::uint32_t>(r);
-                slot_of[c] = static_cast<std::uint32_t>(row_entries.size());
-                row_entries.emplace_back(c, 0);
+    // Each truth label's columns, counted with a marker per proposal label. Thread p takes consecutive
+    // truth labels with about equal numbers of runs and writes their entries from the offset of their
+    // first run (a label has at most as many entries as runs); the parts are then moved together.
+    std::vector<std::size_t> first_row(workers + 1, order_a.size()), written(workers, 0);
+    first_row[0] = 0;
+    for (unsigned p = 1; p < workers; ++p)
+        first_row[p] = static_cast<std::size_t>(std::lower_bound(start.begin(), start.end() - 1, n_runs * p / workers) - start.begin());
+    out.rows.resize(n_runs), out.cols.resize(n_runs), out.counts.resize(n_runs);
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
+        std::vector<std::uint32_t> seen_in(order_b.size(), ~0u), slot_of(order_b.size());
+        std::vector<std::pair<std::uint32_t, std::int64_t>> row_entries;
+        std::size_t o = start[first_row[p]];
+        for (std::size_t r = first_row[p]; r < first_row[p + 1]; ++r) {
+            row_entries.clear();
+            for (std::size_t k = start[r]; k < start[r + 1]; ++k) {
+                const auto c = static_cast<std::uint32_t>(bucket[k] >> 32);
+                if (seen_in[c] != r) {
+                    seen_in[c] = static_cast<std::uint32_t>(r);
+                    slot_of[c] = static_cast<std::uint32_t>(row_entries.size());
+                    row_entries.emplace_back(c, 0);
+                }
+                row_entries[slot_of[c]].second += static_cast<std::int64_t>(bucket[k] & 0xFFFFFFFFull);
             }
-            row_entries[slot_of[c]].second += static_cast<std::int64_t>(bucket[k].second);
+            std::sort(row_entries.begin(), row_entries.end());
+            for (const auto& [c, count] : row_entries)
+                out.rows[o] = static_cast<std::int64_t>(r), out.cols[o] = c, out.counts[o] = count, ++o;
         }
-        std::sort(row_entries.begin(), row_entries.end());
-        for (const auto& [c, count] : row_entries) {
-            out.rows.push_back(static_cast<std::uint32_t>(r));
-            out.cols.push_back(c);
-            out.counts.push_back(count);
-        }
+        written[p] = o - start[first_row[p]];
+    });
+    std::size_t nnz = written[0];
+    for (unsigned p = 1; p < workers; ++p) {
+        const std::size_t from = start[first_row[p]];
+        for (auto* v : {&out.rows, &out.cols, &out.counts})
+            std::copy(v->begin() + static_cast<std::ptrdiff_t>(from), v->begin() + static_cast<std::ptrdiff_t>(from + written[p]),
+                      v->begin() + static_cast<std::ptrdiff_t>(nnz));
+        nnz += written[p];
     }
+    out.rows.resize(nnz), out.cols.resize(nnz), out.counts.resize(nnz);
     return out;
 }
 
