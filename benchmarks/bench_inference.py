@@ -315,6 +315,7 @@ def _speed(side: int, volume: np.ndarray, models: dict, work: Path, whole_max: i
             continue
         if name == "ort_loop":  # computes, keeps nothing: a time, not a result
             row[name]["speedup_vs_monai"] = row["monai"]["seconds"] / row[name]["seconds"]
+            row[name]["cpu_speedup_vs_monai"] = row["monai"]["cpu_seconds"] / row[name]["cpu_seconds"]
             continue
         if side <= whole_max:
             row[name]["max_diff_whole"] = _diff(work / f"{name}_{side}.npy", work / f"whole_{side}.npy")
