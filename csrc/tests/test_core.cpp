@@ -146,6 +146,51 @@ static void test_contingency() {
     CHECK(u.rows.size() == 2 && u.rows[0] == 0 && u.cols[0] == 0 && u.counts[1] == 2);
 }
 
+// Classification with component labels taken from the truth (the ISBI sweep's shortcut, which
+// follows added pixels to never-flipped ones) must equal classification by labelling the warped
+// image, on many random small images (noise images warp whole components of added pixels too).
+static void test_classification_from_truth_labels() {
+    std::uint64_t state = 12345;
+    const auto next = [&state] {  // xorshift64
+        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+        return state;
+    };
+    long compared = 0, mismatched = 0;
+    for (int trial = 0; trial < 3000; ++trial) {
+        const index_t ny = 6 + static_cast<index_t>(next() % 20), nx = 6 + static_cast<index_t>(next() % 20);
+        const auto n = static_cast<std::size_t>(ny * nx);
+        const unsigned density = 30 + static_cast<unsigned>(next() % 50), flips = 5 + static_cast<unsigned>(next() % 40);
+        std::vector<std::uint8_t> truth(n);
+        std::vector<float> proposal(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            truth[i] = next() % 100 < density ? 1 : 0;
+            const bool flip = next() % 100 < flips;
+            proposal[i] = static_cast<float>((truth[i] != flip ? 0.6 : 0.0) + static_cast<double>(next() % 5) / 10.0);
+        }
+        const View3D<float> view{reinterpret_cast<const char*>(proposal.data()), 1, ny, nx,
+                                 static_cast<index_t>(n * 4), nx * 4, 4};
+        WarpWorkspace warp;
+        std::vector<std::uint8_t> warped(n);
+        std::vector<std::uint32_t> survivors;
+        warp_slice_2d(truth.data(), view, 0, nullptr, 0.5, warp, warped.data(), survivors);
+        RunLabels runs;
+        label_runs(truth.data(), 1, ny, nx, false, runs);
+        std::vector<std::uint32_t> labels(n);
+        paint_labels(runs, labels.data());
+        ClassifyWorkspace ws_truth, ws_warped;
+        std::vector<std::uint8_t> from_truth(survivors.size()), from_warped(survivors.size());
+        const int radius = 1 + static_cast<int>(next() % 4);
+        classify_mismatches(warped.data(), 1, ny, nx, false, survivors.data(), survivors.size(), radius, ws_truth,
+                            from_truth.data(), labels.data(), runs.count);
+        classify_mismatches(warped.data(), 1, ny, nx, false, survivors.data(), survivors.size(), radius, ws_warped,
+                            from_warped.data());
+        compared += static_cast<long>(survivors.size());
+        for (std::size_t i = 0; i < survivors.size(); ++i) mismatched += from_truth[i] != from_warped[i];
+    }
+    CHECK(compared > 50000);
+    CHECK(mismatched == 0);
+}
+
 static void test_parallel_for() {
     std::atomic<long> sum{0};
     parallel_for(1000, 4, [&](std::size_t i, unsigned) { sum += static_cast<long>(i); });
@@ -165,6 +210,7 @@ int main() {
     test_components();
     test_warping_merger();
     test_contingency();
+    test_classification_from_truth_labels();
     test_parallel_for();
     if (failures) {
         std::printf("%d check(s) failed\n", failures);

@@ -80,6 +80,31 @@ void for_each_run_bits(const std::uint64_t* words, index_t nx, Emit&& emit) {
     if (in_run) emit(start, nx);
 }
 
+// In-place transpose of a 64 x 64 bit block: afterwards bit r of a[c] is what bit c of a[r] was
+// (Hacker's Delight 7-3, recursive block swaps).
+inline void transpose64(std::uint64_t* a) {
+    std::uint64_t m = 0x00000000FFFFFFFFull;
+    for (int j = 32; j; j >>= 1, m ^= m << j)
+        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+            const std::uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+            a[k] ^= t << j;
+            a[k | j] ^= t;
+        }
+}
+
+// Transposes a bit matrix: rows (ny rows of words_per_row(nx) words, bit x of row y) into columns
+// (nx rows of words_per_row(ny) words, bit y of column x).
+inline void transpose_bits(const std::uint64_t* rows, index_t ny, index_t nx, std::uint64_t* columns) {
+    const index_t row_words = words_per_row(nx), column_words = words_per_row(ny);
+    std::uint64_t block[64];
+    for (index_t by = 0; by < column_words; ++by)
+        for (index_t bx = 0; bx < row_words; ++bx) {
+            for (index_t r = 0; r < 64; ++r) block[r] = by * 64 + r < ny ? rows[(by * 64 + r) * row_words + bx] : 0;
+            transpose64(block);
+            for (index_t c = 0; c < 64 && bx * 64 + c < nx; ++c) columns[(bx * 64 + c) * column_words + by] = block[c];
+        }
+}
+
 // fn(x) for every set bit.
 template <class Fn>
 void for_each_set_bit(const std::uint64_t* words, index_t nx, Fn&& fn) {

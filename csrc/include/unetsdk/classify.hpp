@@ -19,6 +19,7 @@
 #include <array>
 #include <cstdlib>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "components.hpp"
@@ -47,6 +48,11 @@ struct ClassifyWorkspace {
     std::vector<std::uint8_t> owner;   // search (neighbour group) that visited it
     std::uint32_t generation = 0;
     std::vector<std::vector<Voxel>> queues;
+    // component labels of pixels the warp added (see detail::WarpedLabels), valid where
+    // added_stamp == added_generation
+    std::vector<std::uint32_t> added_label, added_stamp;
+    std::uint32_t added_generation = 0;
+    std::vector<index_t> added_queue;
 };
 
 namespace detail {
@@ -262,20 +268,97 @@ inline std::uint32_t label_at(const RunLabels& rl, index_t line, index_t x) {
     return x < r->x1 ? r->label : 0;
 }
 
+namespace detail {
+
+// Component labels of the warped image without labelling it, from the labelling of the truth it was
+// warped from. Simple-point flips neither merge nor split components, so a foreground pixel that was
+// never flipped (foreground in the truth too) keeps its truth component's label. A pixel the warp
+// added belongs to the component of any never-flipped pixel reachable through added pixels: a
+// breadth-first search finds one and labels every added pixel it crossed; a component made of added
+// pixels only gets a fresh label above the truth's.
+class WarpedLabels {
+public:
+    // truth_labels: the truth's component labels (0 = background), count: their number.
+    WarpedLabels(const std::uint8_t* warped, const std::uint32_t* truth_labels, std::uint32_t count, const Grid& g,
+                 ClassifyWorkspace& ws)
+        : warped_(warped), truth_(truth_labels), g_(g), ws_(ws), fresh_(count) {
+        const auto size = static_cast<std::size_t>(g.size());
+        if (ws.added_stamp.size() < size) {
+            ws.added_stamp.assign(size, 0);
+            ws.added_label.resize(size);
+            ws.added_generation = 0;
+        }
+        if (++ws.added_generation == 0) {  // counter wrapped: clear
+            std::fill(ws.added_stamp.begin(), ws.added_stamp.end(), 0);
+            ws.added_generation = 1;
+        }
+    }
+
+    // Label of the foreground pixel idx of the warped image.
+    std::uint32_t operator()(index_t idx) {
+        if (truth_[idx]) return truth_[idx];
+        const std::uint32_t gen = ws_.added_generation;
+        if (ws_.added_stamp[static_cast<std::size_t>(idx)] == gen) return ws_.added_label[static_cast<std::size_t>(idx)];
+        std::vector<index_t>& queue = ws_.added_queue;
+        queue.assign(1, idx);
+        mark(idx, kPending);
+        std::uint32_t label = kPending;
+        const index_t plane = g_.ny * g_.nx;
+        for (std::size_t head = 0; head < queue.size() && label == kPending; ++head) {
+            const index_t p = queue[head];
+            const index_t z = p / plane, y = (p / g_.nx) % g_.ny, x = p % g_.nx;
+            const index_t steps[6] = {y > 0 ? -g_.nx : 0, y + 1 < g_.ny ? g_.nx : 0, x > 0 ? -1 : 0, x + 1 < g_.nx ? 1 : 0,
+                                      g_.volumetric && z > 0 ? -plane : 0, g_.volumetric && z + 1 < g_.nz ? plane : 0};
+            for (const index_t step : steps) {
+                const index_t q = p + step;
+                if (!step || !warped_[q]) continue;
+                if (truth_[q]) {
+                    label = truth_[q];
+                    break;
+                }
+                const auto qs = static_cast<std::size_t>(q);
+                if (ws_.added_stamp[qs] != gen) {
+                    mark(q, kPending);
+                    queue.push_back(q);
+                } else if (ws_.added_label[qs] != kPending) {  // reached an added pixel resolved before
+                    label = ws_.added_label[qs];
+                    break;
+                }
+            }
+        }
+        if (label == kPending) label = ++fresh_;  // searched the whole component: only added pixels
+        for (const index_t p : queue) ws_.added_label[static_cast<std::size_t>(p)] = label;
+        return label;
+    }
+
+private:
+    static constexpr std::uint32_t kPending = ~0u;
+    void mark(index_t idx, std::uint32_t label) {
+        ws_.added_stamp[static_cast<std::size_t>(idx)] = ws_.added_generation;
+        ws_.added_label[static_cast<std::size_t>(idx)] = label;
+    }
+    const std::uint8_t* warped_;
+    const std::uint32_t* truth_;
+    Grid g_;
+    ClassifyWorkspace& ws_;
+    std::uint32_t fresh_;
+};
+
+}  // namespace detail
+
 // Classifies the leftover mismatches `survivors` (row-major indices into the (nz, ny, nx) warped
 // buffer). volumetric = false requires nz == 1 (one 2D slice). codes receives one ErrorType each.
 //
 // The distinct labels around a pixel are decided locally where possible: the foreground neighbours
 // form groups that are connected around the pixel; one group is one component. For two or more
-// groups, component identity comes from the labelling of the *truth* (truth, truth_runs; optional)
-// when each group has a pixel that is foreground in the truth too: such a pixel was never flipped,
-// and simple-point flips neither merge nor split components, so it stays in the component of its
-// truth label. Otherwise the warped image is labelled (once, lazily).
+// groups, component identity comes from the labelling of the *truth* (truth_labels: its components,
+// 0 = background, truth_count of them; optional)
+// through detail::WarpedLabels; without it, the warped image is labelled (once, lazily).
 template <class Index>
 void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, index_t nx, bool volumetric,
                          const Index* survivors, std::size_t n, int radius, ClassifyWorkspace& ws,
-                         std::uint8_t* codes, const std::uint8_t* truth = nullptr,
-                         const RunLabels* truth_runs = nullptr) {
+                         std::uint8_t* codes, const std::uint32_t* truth_labels = nullptr,
+                         std::uint32_t truth_count = 0) {
     if (n == 0) return;
     const detail::Grid g{nz, ny, nx, volumetric};
     int offs[26][3];
@@ -283,6 +366,8 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
     const std::uint32_t* face = detail::ring_adjacency().face[volumetric ? 1 : 0];
     const auto& table_2d = detail::ring_groups_2d();
     bool labelled = false;
+    std::optional<detail::WarpedLabels> from_truth;
+    if (truth_labels) from_truth.emplace(warped, truth_labels, truth_count, g, ws);
     for (std::size_t i = 0; i < n; ++i) {
         const auto idx = static_cast<index_t>(survivors[i]);
         index_t z, y, x;
@@ -316,30 +401,15 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
         const int* reps = groups->reps;
         int n_objects = n_groups;
         if (n_groups >= 2) {
-            // representatives that were never flipped (foreground in the truth), if every group has one
-            int never_flipped[26];
-            bool use_truth = truth_runs != nullptr;
-            if (use_truth) {
-                int found = 0;
-                std::fill(never_flipped, never_flipped + n_groups, -1);
-                for (std::uint32_t f = fg_mask; f && found < n_groups; f &= f - 1) {
-                    const int k = count_trailing_zeros(f);
-                    const int r = groups->group_of[k];
-                    if (never_flipped[r] >= 0) continue;
-                    if (truth[((z + offs[k][0]) * ny + y + offs[k][1]) * nx + x + offs[k][2]]) never_flipped[r] = k, ++found;
-                }
-                use_truth = found == n_groups;
-            }
-            if (!use_truth && !labelled) {
+            if (!truth_labels && !labelled) {
                 label_runs(warped, nz, ny, nx, volumetric, ws.runs);
                 labelled = true;
             }
-            const RunLabels& lab = use_truth ? *truth_runs : ws.runs;
             std::uint32_t distinct[26];
             n_objects = 0;
             for (int r = 0; r < n_groups; ++r) {
-                const int k = use_truth ? never_flipped[r] : reps[r];
-                const std::uint32_t l = label_at(lab, (z + offs[k][0]) * ny + y + offs[k][1], x + offs[k][2]);
+                const index_t qz = z + offs[reps[r]][0], qy = y + offs[reps[r]][1], qx = x + offs[reps[r]][2];
+                const std::uint32_t l = truth_labels ? (*from_truth)((qz * ny + qy) * nx + qx) : label_at(ws.runs, qz * ny + qy, qx);
                 if (std::find(distinct, distinct + n_objects, l) == distinct + n_objects) distinct[n_objects++] = l;
             }
         }

@@ -129,14 +129,18 @@ void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
                       std::uint8_t* levels) {
     std::vector<Above<P>> above;
     for (const double t : thresholds) above.emplace_back(t);
-    std::vector<P> row(static_cast<std::size_t>(proposal.nx));
+    const index_t nx = proposal.nx;  // locals throughout: the byte stores below may alias anything else
+    std::vector<P> row(static_cast<std::size_t>(nx));
+    P* values = row.data();
     for (index_t y = 0; y < proposal.ny; ++y) {
         const char* prow = proposal.row(z, y);
-        for (index_t x = 0; x < proposal.nx; ++x) row[static_cast<std::size_t>(x)] = proposal.at_row(prow, x);
-        std::uint8_t* out = levels + y * proposal.nx;
-        std::fill(out, out + proposal.nx, std::uint8_t(0));
-        for (const auto& a : above)  // threshold-major: the inner loop vectorises
-            for (index_t x = 0; x < proposal.nx; ++x) out[x] = static_cast<std::uint8_t>(out[x] + (a(row[static_cast<std::size_t>(x)]) ? 1 : 0));
+        for (index_t x = 0; x < nx; ++x) values[x] = proposal.at_row(prow, x);
+        std::uint8_t* out = levels + y * nx;
+        std::fill(out, out + nx, std::uint8_t(0));
+        for (const auto& a : above) {  // threshold-major: the inner loop vectorises
+            const Above<P> cut = a;
+            for (index_t x = 0; x < nx; ++x) out[x] = static_cast<std::uint8_t>(out[x] + (cut(values[x]) ? 1 : 0));
+        }
     }
 }
 
@@ -152,10 +156,12 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     if (!std::is_sorted(thresholds.begin(), thresholds.end()) || thresholds.size() > 255)
         throw std::invalid_argument("isbi_sweep: thresholds must be ascending (at most 255)");
     std::vector<RunLabels> truth_runs(static_cast<std::size_t>(nz));
+    std::vector<std::uint32_t> truth_labels(static_cast<std::size_t>(nz * plane));  // painted: O(1) lookups
     std::vector<std::uint8_t> levels(static_cast<std::size_t>(nz * plane));
     parallel_for(static_cast<std::size_t>(nz), workers, [&](std::size_t z, unsigned) {
         const auto zi = static_cast<index_t>(z);
         label_runs(truth + zi * plane, 1, ny, nx, false, truth_runs[z]);
+        paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
         threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane);
     });
     slices_with_foreground = 0;
@@ -164,10 +170,11 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     const std::size_t n_th = thresholds.size();
     std::vector<SweepWorkspace> ws(workers);
     std::vector<SweepRow> per_task(n_th * static_cast<std::size_t>(nz));
-    // Warping tasks are the slow ones: schedule them first.
+    // Task = (slice, threshold), slice-major: consecutive tasks share the slice's truth, labels and
+    // levels in cache.
     parallel_for(per_task.size(), workers, [&](std::size_t task, unsigned w) {
-        const std::size_t t = task / static_cast<std::size_t>(nz);
-        const auto z = static_cast<index_t>(task % static_cast<std::size_t>(nz));
+        const std::size_t t = task % n_th;
+        const auto z = static_cast<index_t>(task / n_th);
         const double th = thresholds[t];
         SweepWorkspace& s = ws[w];
         SweepRow& row = per_task[task];
@@ -182,13 +189,14 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             s.warped.resize(static_cast<std::size_t>(plane));
             const WarpingCounts c =
                 warp_and_classify_slice(truth, proposal, nullptr, z, th, target_row, radius, s.warping, s.warped.data(),
-                                        nullptr, false, &truth_runs[static_cast<std::size_t>(z)]);
+                                        nullptr, false, truth_labels.data() + z * plane,
+                                        truth_runs[static_cast<std::size_t>(z)].count);
             row.splits = c.by_type[kSplit];
             row.mergers = c.by_type[kMerger];
         }
     });
     rows.assign(n_th, SweepRow{});
-    for (std::size_t task = 0; task < per_task.size(); ++task) rows[task / static_cast<std::size_t>(nz)] += per_task[task];
+    for (std::size_t task = 0; task < per_task.size(); ++task) rows[task % n_th] += per_task[task];
 }
 
 }  // namespace unetsdk

@@ -61,10 +61,12 @@ inline int bit_width(std::uint64_t v) {
     return n;
 }
 
-// Sorts keys ascending: LSD radix sort (11-bit digits, `bits` significant bits) for large inputs.
-inline void sort_keys(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch, int bits) {
+// Sorts keys ascending by their bits [first_bit, first_bit + bits), stably (keys that tie there keep
+// their order): LSD radix sort (11-bit digits) for large inputs.
+inline void sort_keys(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch, int bits, int first_bit = 0) {
     if (keys.size() < 4096) {
-        std::sort(keys.begin(), keys.end());
+        std::stable_sort(keys.begin(), keys.end(),
+                         [first_bit](std::uint64_t a, std::uint64_t b) { return (a >> first_bit) < (b >> first_bit); });
         return;
     }
     constexpr int kDigit = 11;
@@ -74,7 +76,7 @@ inline void sort_keys(std::vector<std::uint64_t>& keys, std::vector<std::uint64_
     // all digit histograms in one read of the keys
     std::vector<std::uint32_t> count(kBuckets * static_cast<std::size_t>(digits), 0);
     for (const std::uint64_t k : keys)
-        for (int d = 0; d < digits; ++d) ++count[d * kBuckets + ((k >> (d * kDigit)) & (kBuckets - 1))];
+        for (int d = 0; d < digits; ++d) ++count[d * kBuckets + ((k >> (first_bit + d * kDigit)) & (kBuckets - 1))];
     for (int d = 0; d < digits; ++d) {
         std::uint32_t* c = count.data() + d * kBuckets;
         if (*std::max_element(c, c + kBuckets) == keys.size()) continue;  // digit constant: order unchanged
@@ -83,7 +85,7 @@ inline void sort_keys(std::vector<std::uint64_t>& keys, std::vector<std::uint64_
             const std::uint32_t n = c[b];
             c[b] = sum, sum += n;
         }
-        const int shift = d * kDigit;
+        const int shift = first_bit + d * kDigit;
         for (const std::uint64_t k : keys) scratch[c[(k >> shift) & (kBuckets - 1)]++] = k;
         keys.swap(scratch);
     }
@@ -111,7 +113,7 @@ struct ThresholdedRows {
 struct WarpWorkspace {
     std::vector<std::uint8_t> padded;
     std::vector<std::uint8_t> row;
-    std::vector<std::uint64_t> bits;
+    std::vector<std::uint64_t> bits, mismatch_rows, mismatch_columns;
     std::vector<std::uint32_t> key_of, scan_of;  // mismatches as found: key bits, scan index
     std::vector<std::uint64_t> keys, scratch;
     std::vector<std::size_t> live;  // padded positions of the mismatches still unresolved
@@ -143,16 +145,15 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
     const index_t ny = proposal.ny, nx = proposal.nx, w2 = nx + 2;
     ws.padded.assign(static_cast<std::size_t>((ny + 2) * w2), 0);
     std::uint8_t* pad = ws.padded.data();
-    ws.key_of.clear();
-    ws.scan_of.clear();
-    const index_t n_words = words_per_row(nx);
-    const int y_bits = bit_width(static_cast<std::uint64_t>(ny - 1));  // scan position = x << y_bits | y
-    ws.bits.resize(static_cast<std::size_t>(2 * n_words));
-    std::uint64_t* diff = ws.bits.data();
-    std::uint64_t* other = diff + n_words;
+    // the mismatches as a bit matrix, row by row ...
+    const index_t n_words = words_per_row(nx), column_words = words_per_row(ny);
+    ws.mismatch_rows.resize(static_cast<std::size_t>(ny * n_words));
+    ws.bits.resize(static_cast<std::size_t>(n_words));
+    std::uint64_t* other = ws.bits.data();
     for (index_t y = 0; y < ny; ++y) {
         const std::uint8_t* trow = truth + y * nx;
         std::memcpy(pad + (y + 1) * w2 + 1, trow, static_cast<std::size_t>(nx));
+        std::uint64_t* diff = ws.mismatch_rows.data() + y * n_words;
         target_row(y, diff);
         pack_greater(trow, nx, 0, other);
         for (index_t i = 0; i < n_words; ++i) diff[i] ^= other[i];
@@ -160,18 +161,30 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
             pack_greater(mask + y * nx, nx, 0, other);
             for (index_t i = 0; i < n_words; ++i) diff[i] &= other[i];
         }
-        const char* prow = proposal.row(z, y);
-        for_each_set_bit(diff, nx, [&](index_t x) {
-            ws.key_of.push_back(key_bits(proposal_value(proposal.at_row(prow, x)), threshold));
-            ws.scan_of.push_back(static_cast<std::uint32_t>(x << y_bits | y));  // column-major scan order
-        });
     }
-    order_mismatches(ws, y_bits + bit_width(static_cast<std::uint64_t>(nx - 1)));
+    // ... then column by column: listed in Fiji's scan order (x outer, y inner), the mismatches need
+    // a stable sort by key only. Sort items: (max key - key) << 32 | x << y_bits | y.
+    ws.mismatch_columns.resize(static_cast<std::size_t>(nx * column_words));
+    transpose_bits(ws.mismatch_rows.data(), ny, nx, ws.mismatch_columns.data());
+    ws.key_of.clear();
+    ws.scan_of.clear();
+    const int y_bits = bit_width(static_cast<std::uint64_t>(ny - 1));
+    for (index_t x = 0; x < nx; ++x)
+        for_each_set_bit(ws.mismatch_columns.data() + x * column_words, ny, [&](index_t y) {
+            ws.key_of.push_back(key_bits(proposal_value(proposal(z, y, x)), threshold));
+            ws.scan_of.push_back(static_cast<std::uint32_t>(x << y_bits | y));
+        });
+    std::uint32_t max_key = 0;
+    for (const std::uint32_t k : ws.key_of) max_key = std::max(max_key, k);
+    ws.keys.resize(ws.key_of.size());
+    for (std::size_t i = 0; i < ws.key_of.size(); ++i)
+        ws.keys[i] = static_cast<std::uint64_t>(max_key - ws.key_of[i]) << 32 | ws.scan_of[i];
+    sort_keys(ws.keys, ws.scratch, bit_width(max_key), 32);
     ws.live.resize(ws.keys.size());
     const std::uint64_t y_mask = (std::uint64_t(1) << y_bits) - 1;
     for (std::size_t i = 0; i < ws.keys.size(); ++i) {
-        const auto x = static_cast<index_t>(ws.keys[i] >> y_bits), y = static_cast<index_t>(ws.keys[i] & y_mask);
-        ws.live[i] = static_cast<std::size_t>((y + 1) * w2 + x + 1);
+        const std::uint64_t scan = ws.keys[i] & 0xFFFFFFFFull;
+        ws.live[i] = static_cast<std::size_t>((static_cast<index_t>(scan & y_mask) + 1) * w2 + static_cast<index_t>(scan >> y_bits) + 1);
     }
     const auto& simple = topology::simple_table_2d();
     bool flipped = true;

@@ -77,13 +77,14 @@ struct WarpingWorkspace {
 // warped_slice (H*W) receives the warped truth; classification_slice (H*W, may be null) receives the
 // ErrorType of each leftover pixel and 0 elsewhere. with_clusters also counts clusters.
 // target_row(y, out) writes the binarised proposal of row y of the slice (see warp_slice_2d_with).
-// truth_runs (optional): the labelling of the truth slice, which spares labelling the warped slice.
+// truth_labels (optional): the component labels of the truth slice (0 = background, truth_count of
+// them), which spare labelling the warped slice.
 template <class P, class TargetRow>
 WarpingCounts warp_and_classify_slice(const std::uint8_t* truth, const View3D<P>& proposal, const std::uint8_t* mask,
                                       index_t z, double threshold, TargetRow&& target_row, int radius,
                                       WarpingWorkspace& ws, std::uint8_t* warped_slice,
                                       std::uint8_t* classification_slice, bool with_clusters,
-                                      const RunLabels* truth_runs = nullptr) {
+                                      const std::uint32_t* truth_labels = nullptr, std::uint32_t truth_count = 0) {
     const index_t plane = proposal.ny * proposal.nx;
     warp_slice_2d_with(truth + z * plane, proposal, z, mask ? mask + z * plane : nullptr, threshold, target_row,
                        ws.warp, warped_slice, ws.survivors);
@@ -91,7 +92,7 @@ WarpingCounts warp_and_classify_slice(const std::uint8_t* truth, const View3D<P>
     counts.mismatches = static_cast<std::int64_t>(ws.survivors.size());
     ws.codes.resize(ws.survivors.size());
     classify_mismatches(warped_slice, 1, proposal.ny, proposal.nx, false, ws.survivors.data(), ws.survivors.size(),
-                        radius, ws.classify, ws.codes.data(), truth + z * plane, truth_runs);
+                        radius, ws.classify, ws.codes.data(), truth_labels, truth_count);
     if (classification_slice) std::fill(classification_slice, classification_slice + plane, std::uint8_t(0));
     for (std::size_t i = 0; i < ws.survivors.size(); ++i) {
         ++counts.by_type[ws.codes[i]];
