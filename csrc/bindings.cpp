@@ -89,25 +89,58 @@ void check_same_shape(const py::array& a, const py::array& b) {
         if (a.shape(k) != b.shape(k)) throw std::invalid_argument("internal: arrays differ in shape");
 }
 
-py::tuple py_proposal_summary(const py::array& p) {
+// Min and max of the values of rows [row0, row1) (row = z * ny + y) and whether all are finite.
+struct Summary {
+    double lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+    bool finite = true;
+};
+
+template <class T>
+Summary summarise_rows(const View3D<T>& v, index_t row0, index_t row1) {
+    T lo = std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max();
+    T hi = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+    std::size_t nan = 0;
+    const index_t nx = v.nx;
+    const auto scan = [&](auto value_at) {  // NaN-ignoring min/max and a NaN count: vectorises
+        for (index_t x = 0; x < nx; ++x) {
+            const T value = value_at(x);
+            lo = value < lo ? value : lo;
+            hi = value > hi ? value : hi;
+            nan += value != value;
+        }
+    };
+    std::vector<T> copy(static_cast<std::size_t>(nx));
+    for (index_t row = row0; row < row1; ++row) {
+        const char* r = v.row(row / v.ny, row % v.ny);
+        if (v.sx == static_cast<index_t>(sizeof(T)) && reinterpret_cast<std::uintptr_t>(r) % alignof(T) == 0) {
+            const T* values = reinterpret_cast<const T*>(r);
+            scan([values](index_t x) { return values[x]; });
+        } else {
+            for (index_t x = 0; x < nx; ++x) copy[static_cast<std::size_t>(x)] = v.at_row(r, x);
+            const T* values = copy.data();
+            scan([values](index_t x) { return values[x]; });
+        }
+    }
+    Summary out;
+    out.lo = static_cast<double>(lo), out.hi = static_cast<double>(hi);
+    out.finite = nan == 0 && std::isfinite(out.lo) && std::isfinite(out.hi);
+    return out;
+}
+
+py::tuple py_proposal_summary(const py::array& p, unsigned threads) {
     bool finite = true;
     double lo = std::numeric_limits<double>::infinity(), hi = -lo;
     dispatch_proposal(p, [&](auto tag) {
         using T = decltype(tag);
         const View3D<T> v = view3d<T>(p);
         py::gil_scoped_release release;
-        for (index_t z = 0; z < v.nz; ++z)
-            for (index_t y = 0; y < v.ny; ++y) {
-                const char* r = v.row(z, y);
-                for (index_t x = 0; x < v.nx; ++x) {
-                    const double value = static_cast<double>(v.at_row(r, x));
-                    if (!std::isfinite(value)) finite = false;
-                    else {
-                        lo = value < lo ? value : lo;
-                        hi = value > hi ? value : hi;
-                    }
-                }
-            }
+        const index_t rows = v.nz * v.ny;
+        const unsigned workers = static_cast<unsigned>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, v.size() >> 18)));
+        std::vector<Summary> parts(workers);
+        parallel_for(workers, workers, [&](std::size_t w, unsigned) {
+            parts[w] = summarise_rows(v, rows * static_cast<index_t>(w) / workers, rows * static_cast<index_t>(w + 1) / workers);
+        });
+        for (const auto& part : parts) finite = finite && part.finite, lo = std::min(lo, part.lo), hi = std::max(hi, part.hi);
     });
     return py::make_tuple(finite, lo, hi);
 }
@@ -264,8 +297,8 @@ py::tuple py_label_components(const py::array& mask, bool volumetric, bool full)
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "unet-sdk C++ metrics core (header-only library in csrc/include/unetsdk). Internal: use sdk.metrics.";
-    m.def("proposal_summary", &py_proposal_summary, py::arg("proposal"),
-          "(all_finite, min, max) of a 3-d float32/float64/bool array, min/max over finite values.");
+    m.def("proposal_summary", &py_proposal_summary, py::arg("proposal"), py::arg("threads"),
+          "(all_finite, min, max) of a 3-d float32/float64/bool array (min/max of the non-NaN values).");
     m.def("warping_error", &py_warping_error, py::arg("truth"), py::arg("proposal"), py::arg("mask"),
           py::arg("threshold"), py::arg("radius"), py::arg("volumetric"), py::arg("threads"),
           "Warp and classify a (Z, H, W) stack (2D per slice) or volume (3D).");

@@ -36,8 +36,8 @@ class _Sweep(TypedDict):
     rand_fn: npt.NDArray[np.int64]
     rand_slices: int
 
-def proposal_summary(proposal: npt.NDArray) -> tuple[bool, float, float]:
-    """(all finite, min, max) of a 3-d float32/float64/bool array; min/max over the finite values."""
+def proposal_summary(proposal: npt.NDArray, threads: int) -> tuple[bool, float, float]:
+    """(all finite, min, max) of a 3-d float32/float64/bool array; min/max over the non-NaN values."""
 
 def warping_error(
     truth: npt.NDArray,

@@ -34,7 +34,7 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
-def _summary(a: np.ndarray) -> tuple:
+def _summary(a: np.ndarray, threads: int) -> tuple:
     """(all finite, min, max) of a float/bool array, computed in C++ in one pass without temporaries."""
     if a.ndim == 3:
         view = a
@@ -42,7 +42,7 @@ def _summary(a: np.ndarray) -> tuple:
         view = a.reshape(1, 1, 1)
     else:  # a view for 1D/2D; for ndim > 3 numpy copies only if the axes cannot be merged
         view = a.reshape(1, -1, a.shape[-1])
-    return _core.proposal_summary(view)
+    return _core.proposal_summary(view, threads)
 
 
 def as_array(x, name: str) -> np.ndarray:
@@ -68,8 +68,9 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         raise InvalidInputError(f"shape mismatch: {name_a} has shape {a.shape}, {name_b} has shape {b.shape}")
 
 
-def check_truth(x, name: str = "truth") -> np.ndarray:
-    """A ground-truth image (foreground = value > 0) of a supported dtype, without NaN."""
+def check_truth(x, name: str = "truth", *, threads: int = 1) -> np.ndarray:
+    """A ground-truth image (foreground = value > 0) of a supported dtype, without NaN (float values
+    scanned with ``threads`` threads)."""
     a = as_array(x, name)
     if a.dtype not in TRUTH_DTYPES:
         raise InvalidInputError(
@@ -78,14 +79,15 @@ def check_truth(x, name: str = "truth") -> np.ndarray:
     check_nonempty(a, name)
     a = _native(a)
     if a.dtype.kind == "f":
-        finite, _, _ = _summary(a)
+        finite, _, _ = _summary(a, threads)
         if not finite:
             raise InvalidInputError(f"{name}: contains NaN or Inf")
     return a
 
 
-def check_proposal(x, name: str = "proposal") -> np.ndarray:
-    """A probability map of foreground in [0, 1] (float32/float64, or bool as 0/1), finite."""
+def check_proposal(x, name: str = "proposal", *, threads: int = 1) -> np.ndarray:
+    """A probability map of foreground in [0, 1] (float32/float64, or bool as 0/1), finite (scanned
+    with ``threads`` threads)."""
     a = as_array(x, name)
     if a.dtype.kind in "iu":
         raise InvalidInputError(
@@ -97,7 +99,7 @@ def check_proposal(x, name: str = "proposal") -> np.ndarray:
     check_nonempty(a, name)
     a = _native(a)
     if a.dtype.kind == "f":
-        finite, lo, hi = _summary(a)
+        finite, lo, hi = _summary(a, threads)
         if not finite:
             raise InvalidInputError(f"{name}: contains NaN or Inf; probabilities must be finite")
         if lo < 0.0 or hi > 1.0:

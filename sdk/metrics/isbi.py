@@ -160,9 +160,9 @@ def isbi2012(truth, proposal, *, threads=None) -> ISBIResult:
         GIL is released.
     """
     threads = v.resolve_threads(threads)
-    truth = v.check_truth(truth, "truth")
+    truth = v.check_truth(truth, "truth", threads=threads)
     t3 = v.as_stack(truth, "truth", mode="2d")  # shape checks before the proposal's value scan
-    proposal = v.check_proposal(proposal, "proposal")
+    proposal = v.check_proposal(proposal, "proposal", threads=threads)
     v.check_same_shape(truth, proposal, "truth", "proposal")
     p3 = v.as_stack(proposal, "proposal", mode="2d")
     raw = _core.isbi_sweep(t3, p3, list(FSCORE_THRESHOLDS), len(WARPING_THRESHOLDS), ISBI_RADIUS, threads)

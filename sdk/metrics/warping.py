@@ -117,9 +117,9 @@ def warping_error(truth, proposal, *, threshold=0.5, radius=20, mode="2d", mask=
     threshold = v.check_threshold(threshold)
     radius = v.check_int(radius, "radius")
     threads = v.resolve_threads(threads)
-    truth = v.check_truth(truth, "truth")
+    truth = v.check_truth(truth, "truth", threads=threads)
     t3 = v.as_stack(truth, "truth", mode=mode)  # shape checks before the proposal's value scan
-    proposal = v.check_proposal(proposal, "proposal")
+    proposal = v.check_proposal(proposal, "proposal", threads=threads)
     v.check_same_shape(truth, proposal, "truth", "proposal")
     mask = v.check_mask(mask, truth.shape)
     p3 = v.as_stack(proposal, "proposal", mode=mode)
