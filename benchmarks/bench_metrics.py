@@ -3,7 +3,8 @@
     python benchmarks/bench_metrics.py            # full run (several minutes on 2 cores)
     python benchmarks/bench_metrics.py --quick    # 128^3 instead of 256^3 3D case, one repeat
 
-Every case is timed in this run: sdk.metrics (C++ core, all cores unless --threads), the slow reference of
+Every case is timed in this run: sdk.metrics (C++ core, all cores unless --threads; the ISBI stack and the
+VI / adapted Rand cases also on one thread, in the note and the *_1thread fields), the slow reference of
 tests/reference_warping.py where it finishes in reasonable time, and scikit-image's adapted_rand_error /
 variation_of_information on the same label images. Fiji's figures are the ones quoted in issue 2 for this
 2-core machine (not run here). Results must agree before a time counts: each case also checks that sdk and
@@ -70,14 +71,22 @@ def run(quick: bool, threads: int | None) -> list[dict]:
     repeats = 1 if quick else 3
     cases: list[dict] = []
 
-    def add(name, pixels, sdk_s, *, reference_s=None, skimage_s=None, agrees=None, note=""):
+    def add(name, pixels, sdk_s, *, reference_s=None, skimage_s=None, agrees=None, note="", sdk_1thread_s=None):
         row = {"case": name, "pixels": int(pixels), "sdk_s": sdk_s, "reference_s": reference_s,
                "skimage_s": skimage_s, "fiji_quoted_s": FIJI_QUOTED_S.get(name),
-               "agrees": None if agrees is None else bool(agrees), "note": note}
+               "agrees": None if agrees is None else bool(agrees), "note": note, "sdk_1thread_s": sdk_1thread_s}
         row["sdk_mpx_per_s"] = pixels / sdk_s / 1e6
         for key, other in (("vs_reference", reference_s), ("vs_skimage", skimage_s),
                            ("vs_fiji_quoted", row["fiji_quoted_s"])):
             row[key] = other / sdk_s if other else None
+        # sdk on one thread (the main figure uses all cores unless --threads): the same anchors
+        row["vs_skimage_1thread"] = skimage_s / sdk_1thread_s if skimage_s and sdk_1thread_s else None
+        row["vs_fiji_quoted_1thread"] = (row["fiji_quoted_s"] / sdk_1thread_s
+                                         if row["fiji_quoted_s"] and sdk_1thread_s else None)
+        if sdk_1thread_s:
+            anchor = (f", {row['vs_skimage_1thread']:.3g}x skimage" if row["vs_skimage_1thread"] else
+                      f", {row['vs_fiji_quoted_1thread']:.3g}x Fiji*" if row["vs_fiji_quoted_1thread"] else "")
+            row["note"] = (f"1 thread: {sdk_1thread_s:.3g} s{anchor}" + (f"; {note}" if note else ""))
         cases.append(row)
         print(format_row(row), flush=True)
 
@@ -99,7 +108,9 @@ def run(quick: bool, threads: int | None) -> list[dict]:
 
     truth, proposal = membrane_pair((30, 512, 512), seed=30)
     sdk_s, _ = timed(lambda: metrics.isbi2012(truth, proposal, threads=threads), repeats)
-    add("ISBI sweep 30x512x512", truth.size, sdk_s, note="reference skipped (30x the 512x512 sweep)")
+    one_s, _ = timed(lambda: metrics.isbi2012(truth, proposal, threads=1), repeats)
+    add("ISBI sweep 30x512x512", truth.size, sdk_s, note="reference skipped (30x the 512x512 sweep)",
+        sdk_1thread_s=one_s)
     del truth, proposal
 
     truth, proposal = membrane_pair((2048, 2048), seed=2048)
@@ -126,12 +137,14 @@ def run(quick: bool, threads: int | None) -> list[dict]:
         b = voronoi_labels((side, side), cell_size=cell, seed=2)
         what = f"{side}x{side}, {int(max(a.max(), b.max()))} labels"
         sdk_s, vi = timed(lambda: metrics.variation_of_information(a, b, threads=threads), repeats)
+        one_s, _ = timed(lambda: metrics.variation_of_information(a, b, threads=1), repeats)
         sk_s, sk_vi_value = timed(lambda: sk_vi(a, b), repeats)
-        add(f"VI {what}", side * side, sdk_s, skimage_s=sk_s,
+        add(f"VI {what}", side * side, sdk_s, skimage_s=sk_s, sdk_1thread_s=one_s,
             agrees=bool(np.allclose(np.asarray(vi, dtype=float), sk_vi_value, rtol=0, atol=1e-12)))
         sdk_s, are = timed(lambda: metrics.adapted_rand_error(a, b, threads=threads), repeats)
+        one_s, _ = timed(lambda: metrics.adapted_rand_error(a, b, threads=1), repeats)
         sk_s, sk_are_value = timed(lambda: sk_are(a, b), repeats)
-        add(f"adapted Rand {what}", side * side, sdk_s, skimage_s=sk_s,
+        add(f"adapted Rand {what}", side * side, sdk_s, skimage_s=sk_s, sdk_1thread_s=one_s,
             agrees=abs(are.error - sk_are_value[0]) <= 1e-12)
 
         def both_from_one_table():
