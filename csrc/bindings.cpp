@@ -235,10 +235,11 @@ void dispatch_label_bits(const py::array& a, Fn&& fn) {
     }
 }
 
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+template <class T, class Alloc>
+py::array_t<T> to_numpy(std::vector<T, Alloc>&& v) {
+    using Vector = std::vector<T, Alloc>;
+    auto* heap = new Vector(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<Vector*>(p); });
     return py::array_t<T>(static_cast<py::ssize_t>(heap->size()), heap->data(), owner);
 }
 

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "thread_pool.hpp"
@@ -58,10 +60,32 @@ private:
     std::size_t mask_ = 0, size_ = 0;
 };
 
+// Allocator whose resize() leaves new elements uninitialised (for buffers that are written next).
+template <class T>
+struct UninitialisedAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = UninitialisedAllocator<U>;
+    };
+    UninitialisedAllocator() = default;
+    template <class U>
+    UninitialisedAllocator(const UninitialisedAllocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+template <class T>
+using Buffer = std::vector<T, UninitialisedAllocator<T>>;
+
 struct Contingency {
     std::vector<std::uint64_t> truth_values, proposal_values;  // label bits, sorted by label value
-    std::vector<std::int64_t> rows, cols;                      // indices into those, per nonzero entry
-    std::vector<std::int64_t> counts;                          // entries sorted by (row, col)
+    Buffer<std::int64_t> rows, cols;                           // indices into those, per nonzero entry
+    Buffer<std::int64_t> counts;                               // entries sorted by (row, col)
     std::vector<std::int64_t> truth_sizes, proposal_sizes;     // pixels per label (row / column sums)
 };
 
@@ -199,7 +223,8 @@ struct ContingencyWorkspace {
     std::vector<std::vector<std::uint64_t>> runs;                  // per thread
     std::vector<std::vector<std::uint32_t>> runs_of;               // per thread, per truth id
     std::vector<std::vector<std::int64_t>> size_a, size_b;         // per thread, per id
-    std::vector<std::uint64_t> bucket;
+    std::vector<std::vector<std::uint32_t>> seen_in, slot_of;      // per thread, per proposal label
+    Buffer<std::uint64_t> bucket;
 };
 
 // Contingency table of label arrays a (truth) and b (proposal) with equal shape, read as unsigned
@@ -329,7 +354,7 @@ Contingency contingency_table(const char* a, const char* b, const std::vector<st
         }
         start[r + 1] = start[r] + total;
     }
-    std::vector<std::uint64_t>& bucket = ws.bucket;
+    Buffer<std::uint64_t>& bucket = ws.bucket;
     bucket.resize(n_runs);
     parallel_for(workers, workers, [&](std::size_t w, unsigned) {
         std::vector<std::uint32_t>& fill = runs_of[w];
@@ -345,9 +370,12 @@ Contingency contingency_table(const char* a, const char* b, const std::vector<st
     first_row[0] = 0;
     for (unsigned p = 1; p < workers; ++p)
         first_row[p] = static_cast<std::size_t>(std::lower_bound(start.begin(), start.end() - 1, n_runs * p / workers) - start.begin());
-    out.rows.resize(n_runs), out.cols.resize(n_runs), out.counts.resize(n_runs);
+    out.rows.resize(n_runs), out.cols.resize(n_runs), out.counts.resize(n_runs);  // not zeroed: written below
+    if (ws.seen_in.size() < workers) ws.seen_in.resize(workers), ws.slot_of.resize(workers);
     parallel_for(workers, workers, [&](std::size_t p, unsigned) {
-        std::vector<std::uint32_t> seen_in(order_b.size(), ~0u), slot_of(order_b.size());
+        std::vector<std::uint32_t>& seen_in = ws.seen_in[p];
+        std::vector<std::uint32_t>& slot_of = ws.slot_of[p];
+        seen_in.assign(order_b.size(), ~0u), slot_of.resize(order_b.size());
         std::vector<std::pair<std::uint32_t, std::int64_t>> row_entries;
         std::size_t o = start[first_row[p]];
         for (std::size_t r = first_row[p]; r < first_row[p + 1]; ++r) {
