@@ -44,15 +44,13 @@ struct Voxel {
 
 struct ClassifyWorkspace {
     RunLabels runs;
-    std::vector<std::uint32_t> stamp;  // search generation that visited a pixel
-    std::vector<std::uint8_t> owner;   // search (neighbour group) that visited it
-    std::uint32_t generation = 0;
+    std::vector<std::uint32_t> visit;  // generation << 8 | search (neighbour group) that visited a pixel
+    std::uint32_t generation = 0;      // < 2^24
     std::vector<std::vector<Voxel>> queues;
-    // component labels of pixels the warp added (see detail::WarpedLabels), valid where
-    // added_stamp == added_generation
-    std::vector<std::uint32_t> added_label, added_stamp;
-    std::uint32_t added_generation = 0;
-    std::vector<index_t> added_queue;
+    // component labels of pixels the warp added (see detail::WarpedLabels); 0 = not known yet.
+    // added_touched lists the entries set, to be cleared before the next image.
+    std::vector<std::uint32_t> added_label;
+    std::vector<index_t> added_touched;
 };
 
 namespace detail {
@@ -192,13 +190,12 @@ inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z,
     if (n_groups < needed) return false;
 
     const std::size_t size = static_cast<std::size_t>(g.size());
-    if (ws.stamp.size() < size) {
-        ws.stamp.assign(size, 0);
-        ws.owner.assign(size, 0);
+    if (ws.visit.size() < size) {
+        ws.visit.assign(size, 0);
         ws.generation = 0;
     }
-    if (++ws.generation == 0) {  // stamp counter wrapped: clear
-        std::fill(ws.stamp.begin(), ws.stamp.end(), 0);
+    if (++ws.generation == (1u << 24)) {  // generation counter wrapped: clear
+        std::fill(ws.visit.begin(), ws.visit.end(), 0);
         ws.generation = 1;
     }
     const std::uint32_t gen = ws.generation;
@@ -212,8 +209,7 @@ inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z,
         const Voxel v{static_cast<std::int32_t>(z + offs[k][0]), static_cast<std::int32_t>(y + offs[k][1]),
                       static_cast<std::int32_t>(x + offs[k][2])};
         const auto idx = static_cast<std::size_t>((v.z * g.ny + v.y) * g.nx + v.x);
-        ws.stamp[idx] = gen;
-        ws.owner[idx] = static_cast<std::uint8_t>(group_of[k]);
+        ws.visit[idx] = gen << 8 | static_cast<std::uint32_t>(group_of[k]);
         ws.queues[group_of[k]].push_back(v);
     }
     int finished = 0, active = n_groups;
@@ -237,14 +233,14 @@ inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z,
                 if (qz < lo[0] || qz > hi[0] || qy < lo[1] || qy > hi[1] || qx < lo[2] || qx > hi[2]) continue;
                 const auto idx = static_cast<std::size_t>((qz * g.ny + qy) * g.nx + qx);
                 if (!warped[idx] || idx == centre) continue;
-                if (ws.stamp[idx] != gen) {
-                    ws.stamp[idx] = gen;
-                    ws.owner[idx] = static_cast<std::uint8_t>(q);
+                const std::uint32_t visit = ws.visit[idx];
+                if (visit >> 8 != gen) {
+                    ws.visit[idx] = gen << 8 | static_cast<std::uint32_t>(q);
                     queue.push_back(Voxel{static_cast<std::int32_t>(qz), static_cast<std::int32_t>(qy),
                                           static_cast<std::int32_t>(qx)});
                     continue;
                 }
-                const int other = find_group(parent, ws.owner[idx]);
+                const int other = find_group(parent, static_cast<int>(visit & 0xFFu));
                 if (other == q) continue;
                 // the searches met: merge the other group's pending pixels into this one
                 auto& theirs = ws.queues[other];
@@ -283,28 +279,23 @@ public:
                  ClassifyWorkspace& ws)
         : warped_(warped), truth_(truth_labels), g_(g), ws_(ws), fresh_(count) {
         const auto size = static_cast<std::size_t>(g.size());
-        if (ws.added_stamp.size() < size) {
-            ws.added_stamp.assign(size, 0);
-            ws.added_label.resize(size);
-            ws.added_generation = 0;
-        }
-        if (++ws.added_generation == 0) {  // counter wrapped: clear
-            std::fill(ws.added_stamp.begin(), ws.added_stamp.end(), 0);
-            ws.added_generation = 1;
-        }
+        if (ws.added_label.size() < size) ws.added_label.assign(size, 0);
+        for (const index_t p : ws.added_touched) ws.added_label[static_cast<std::size_t>(p)] = 0;
+        ws.added_touched.clear();
     }
 
     // Label of the foreground pixel idx of the warped image.
     std::uint32_t operator()(index_t idx) {
         if (truth_[idx]) return truth_[idx];
-        const std::uint32_t gen = ws_.added_generation;
-        if (ws_.added_stamp[static_cast<std::size_t>(idx)] == gen) return ws_.added_label[static_cast<std::size_t>(idx)];
-        std::vector<index_t>& queue = ws_.added_queue;
-        queue.assign(1, idx);
-        mark(idx, kPending);
+        std::uint32_t* known = ws_.added_label.data();
+        if (known[idx]) return known[idx];
+        std::vector<index_t>& queue = ws_.added_touched;  // this search's pixels are appended to it
+        const std::size_t first = queue.size();
+        queue.push_back(idx);
+        known[idx] = kPending;
         std::uint32_t label = kPending;
         const index_t plane = g_.ny * g_.nx;
-        for (std::size_t head = 0; head < queue.size() && label == kPending; ++head) {
+        for (std::size_t head = first; head < queue.size() && label == kPending; ++head) {
             const index_t p = queue[head];
             const index_t z = p / plane, y = (p / g_.nx) % g_.ny, x = p % g_.nx;
             const index_t steps[6] = {y > 0 ? -g_.nx : 0, y + 1 < g_.ny ? g_.nx : 0, x > 0 ? -1 : 0, x + 1 < g_.nx ? 1 : 0,
@@ -316,27 +307,22 @@ public:
                     label = truth_[q];
                     break;
                 }
-                const auto qs = static_cast<std::size_t>(q);
-                if (ws_.added_stamp[qs] != gen) {
-                    mark(q, kPending);
+                if (!known[q]) {
+                    known[q] = kPending;
                     queue.push_back(q);
-                } else if (ws_.added_label[qs] != kPending) {  // reached an added pixel resolved before
-                    label = ws_.added_label[qs];
+                } else if (known[q] != kPending) {  // reached an added pixel resolved before
+                    label = known[q];
                     break;
                 }
             }
         }
         if (label == kPending) label = ++fresh_;  // searched the whole component: only added pixels
-        for (const index_t p : queue) ws_.added_label[static_cast<std::size_t>(p)] = label;
+        for (std::size_t k = first; k < queue.size(); ++k) known[queue[k]] = label;
         return label;
     }
 
 private:
     static constexpr std::uint32_t kPending = ~0u;
-    void mark(index_t idx, std::uint32_t label) {
-        ws_.added_stamp[static_cast<std::size_t>(idx)] = ws_.added_generation;
-        ws_.added_label[static_cast<std::size_t>(idx)] = label;
-    }
     const std::uint8_t* warped_;
     const std::uint32_t* truth_;
     Grid g_;
