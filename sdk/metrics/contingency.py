@@ -2,9 +2,12 @@
 variation of information, SNEMI3D adapted Rand error; and the pixel error of a probability map.
 
 The table counts, for every pair (truth label i, proposal label j) that occurs, the pixels c_ij carrying
-both. It is built in C++ in one pass over the two arrays with hash maps keyed by the labels' 64-bit
-values (no dense label x label matrix, millions of segments are fine), in any memory layout, with the GIL
-released; :func:`contingency_table` returns it so several metrics can share it (``table=``).
+both. It is built in C++ in one pass over the two arrays (threads split the pixels; runs of equal label
+pairs are counted per truth label; labels become ids directly when their value range is small, through
+a hash map on their 64-bit values otherwise), with no dense label x label matrix (millions of segments
+are fine), in any memory layout, with the GIL released; :func:`contingency_table` returns it so several
+metrics can share it (``table=``). The C++ scratch memory is kept per calling thread for the next table
+(about 40 bytes per label run at most).
 """
 from __future__ import annotations
 
