@@ -9,7 +9,8 @@
 //    (Fiji's n^2-scaled probabilities, in exact integers); slices without truth foreground are left
 //    out (Fiji turns them into NaN and reports Rand error 1);
 //  - for the first n_warp thresholds: split and merger pixels after warping (radius as given).
-// Components are 4-connected in 2D. Thresholds and slices are independent tasks for the pool.
+// Components are 4-connected in 2D. Thresholds and slices are independent tasks for the pool; the
+// warp's mismatch order at every threshold comes from one sort per slice (sweep_order.hpp).
 #pragma once
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "components.hpp"
+#include "sweep_order.hpp"
 #include "thread_pool.hpp"
 #include "views.hpp"
 #include "warping_error.hpp"
@@ -119,6 +121,8 @@ struct SweepWorkspace {
     WarpingWorkspace warping;
     RunLabels proposal_runs;
     RandScratch rand;
+    SweepOrderScratch order;
+    std::vector<std::uint64_t> sort_scratch;
     std::vector<std::uint8_t> warped;
 };
 
@@ -158,17 +162,21 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     std::vector<RunLabels> truth_runs(static_cast<std::size_t>(nz));
     std::vector<std::uint32_t> truth_labels(static_cast<std::size_t>(nz * plane));  // painted: O(1) lookups
     std::vector<std::uint8_t> levels(static_cast<std::size_t>(nz * plane));
-    parallel_for(static_cast<std::size_t>(nz), workers, [&](std::size_t z, unsigned) {
+    std::vector<SweepCandidates> candidates(n_warp > 0 ? static_cast<std::size_t>(nz) : 0);
+    std::vector<SweepWorkspace> ws(workers);
+    parallel_for(static_cast<std::size_t>(nz), workers, [&](std::size_t z, unsigned w) {
         const auto zi = static_cast<index_t>(z);
         label_runs(truth + zi * plane, 1, ny, nx, false, truth_runs[z]);
         paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
         threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane);
+        if (n_warp > 0)
+            sweep_candidates(truth + zi * plane, proposal, zi, levels.data() + zi * plane, n_warp, ws[w].sort_scratch,
+                             candidates[z]);
     });
     slices_with_foreground = 0;
     for (const auto& r : truth_runs) slices_with_foreground += r.runs.empty() ? 0 : 1;
 
     const std::size_t n_th = thresholds.size();
-    std::vector<SweepWorkspace> ws(workers);
     std::vector<SweepRow> per_task(n_th * static_cast<std::size_t>(nz));
     // Task = (slice, threshold), slice-major: consecutive tasks share the slice's truth, labels and
     // levels in cache.
@@ -187,10 +195,15 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         pixel_and_rand_counts(truth_runs[static_cast<std::size_t>(z)], s.proposal_runs, s.rand, row);
         if (t < n_warp) {
             s.warped.resize(static_cast<std::size_t>(plane));
-            const WarpingCounts c =
-                warp_and_classify_slice(truth, proposal, nullptr, z, th, target_row, radius, s.warping, s.warped.data(),
-                                        nullptr, false, truth_labels.data() + z * plane,
-                                        truth_runs[static_cast<std::size_t>(z)].count);
+            const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
+                pad_slice_2d(truth + z * plane, ny, nx, warp_ws);
+                sweep_mismatch_order(candidates[static_cast<std::size_t>(z)], proposal, z, slice_levels, t, th, s.order,
+                                     warp_ws.live);
+                relax_slice_2d(warp_ws, ny, nx, warped, survivors);
+            };
+            const WarpingCounts c = warp_and_classify_slice(warp, ny, nx, radius, s.warping, s.warped.data(), nullptr,
+                                                            false, truth_labels.data() + z * plane,
+                                                            truth_runs[static_cast<std::size_t>(z)].count);
             row.splits = c.by_type[kSplit];
             row.mergers = c.by_type[kMerger];
         }

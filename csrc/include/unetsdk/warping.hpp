@@ -134,6 +134,49 @@ inline void order_mismatches(WarpWorkspace& ws, int index_bits) {
     for (auto& k : ws.keys) k &= index_mask;
 }
 
+// ws.padded = the (ny, nx) truth slice inside a one-pixel ring of background.
+inline void pad_slice_2d(const std::uint8_t* truth, index_t ny, index_t nx, WarpWorkspace& ws) {
+    const index_t w2 = nx + 2;
+    ws.padded.assign(static_cast<std::size_t>((ny + 2) * w2), 0);
+    for (index_t y = 0; y < ny; ++y)
+        std::memcpy(ws.padded.data() + (y + 1) * w2 + 1, truth + y * nx, static_cast<std::size_t>(nx));
+}
+
+// Fiji's greedy passes: ws.live holds the padded positions of the mismatches in processing order,
+// ws.padded the padded truth (pad_slice_2d). Walks the list, flipping every pixel that is simple in
+// the current state, until a pass flips nothing. warped (ny, nx) receives the result; survivors the
+// row-major indices of the pixels still mismatched, in processing order.
+inline void relax_slice_2d(WarpWorkspace& ws, index_t ny, index_t nx, std::uint8_t* warped,
+                           std::vector<std::uint32_t>& survivors) {
+    const index_t w2 = nx + 2;
+    std::uint8_t* pad = ws.padded.data();
+    const auto& simple = topology::simple_table_2d();
+    bool flipped = true;
+    while (flipped && !ws.live.empty()) {
+        flipped = false;
+        std::size_t kept = 0;
+        for (const std::size_t pos : ws.live) {
+            const std::uint8_t* c = pad + pos;
+            const unsigned code = c[-w2 - 1] | c[-w2] << 1 | c[-w2 + 1] << 2 | c[-1] << 3 | c[1] << 4 |
+                                  c[w2 - 1] << 5 | c[w2] << 6 | c[w2 + 1] << 7;
+            if (simple[code]) {
+                pad[pos] ^= 1u;
+                flipped = true;
+            } else {
+                ws.live[kept++] = pos;
+            }
+        }
+        ws.live.resize(kept);
+    }
+    for (index_t y = 0; y < ny; ++y) std::memcpy(warped + y * nx, pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
+    survivors.resize(ws.live.size());
+    for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
+        const auto pos = static_cast<std::uint32_t>(ws.live[i]);
+        const std::uint32_t row = pos / static_cast<std::uint32_t>(w2);
+        survivors[i] = static_cast<std::uint32_t>((row - 1) * nx + (pos - row * w2) - 1);
+    }
+}
+
 // Warps slice z of the ground truth. truth, mask and warped are contiguous (ny, nx) buffers;
 // mask may be null (warping allowed everywhere; else only where mask != 0, and only there are
 // mismatches counted). target_row(y, words) writes the binarised proposal of row y as a bitmask.
@@ -143,8 +186,7 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
                         double threshold, TargetRow&& target_row, WarpWorkspace& ws, std::uint8_t* warped,
                         std::vector<std::uint32_t>& survivors) {
     const index_t ny = proposal.ny, nx = proposal.nx, w2 = nx + 2;
-    ws.padded.assign(static_cast<std::size_t>((ny + 2) * w2), 0);
-    std::uint8_t* pad = ws.padded.data();
+    pad_slice_2d(truth, ny, nx, ws);
     // the mismatches as a bit matrix, row by row ...
     const index_t n_words = words_per_row(nx), column_words = words_per_row(ny);
     ws.mismatch_rows.resize(static_cast<std::size_t>(ny * n_words));
@@ -152,7 +194,6 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
     std::uint64_t* other = ws.bits.data();
     for (index_t y = 0; y < ny; ++y) {
         const std::uint8_t* trow = truth + y * nx;
-        std::memcpy(pad + (y + 1) * w2 + 1, trow, static_cast<std::size_t>(nx));
         std::uint64_t* diff = ws.mismatch_rows.data() + y * n_words;
         target_row(y, diff);
         pack_greater(trow, nx, 0, other);
@@ -186,31 +227,7 @@ void warp_slice_2d_with(const std::uint8_t* truth, const View3D<P>& proposal, in
         const std::uint64_t scan = ws.keys[i] & 0xFFFFFFFFull;
         ws.live[i] = static_cast<std::size_t>((static_cast<index_t>(scan & y_mask) + 1) * w2 + static_cast<index_t>(scan >> y_bits) + 1);
     }
-    const auto& simple = topology::simple_table_2d();
-    bool flipped = true;
-    while (flipped && !ws.live.empty()) {
-        flipped = false;
-        std::size_t kept = 0;
-        for (const std::size_t pos : ws.live) {
-            const std::uint8_t* c = pad + pos;
-            const unsigned code = c[-w2 - 1] | c[-w2] << 1 | c[-w2 + 1] << 2 | c[-1] << 3 | c[1] << 4 |
-                                  c[w2 - 1] << 5 | c[w2] << 6 | c[w2 + 1] << 7;
-            if (simple[code]) {
-                pad[pos] ^= 1u;
-                flipped = true;
-            } else {
-                ws.live[kept++] = pos;
-            }
-        }
-        ws.live.resize(kept);
-    }
-    for (index_t y = 0; y < ny; ++y) std::memcpy(warped + y * nx, pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
-    survivors.resize(ws.live.size());
-    for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
-        const auto pos = static_cast<std::uint32_t>(ws.live[i]);
-        const std::uint32_t row = pos / static_cast<std::uint32_t>(w2);
-        survivors[i] = static_cast<std::uint32_t>((row - 1) * nx + (pos - row * w2) - 1);
-    }
+    relax_slice_2d(ws, ny, nx, warped, survivors);
 }
 
 // warp_slice_2d_with the proposal binarised as p > threshold.

@@ -73,34 +73,32 @@ struct WarpingWorkspace {
     RunLabels cluster_runs;
 };
 
-// Warps and classifies slice z. truth/mask are contiguous (Z, H, W) buffers (mask may be null);
-// warped_slice (H*W) receives the warped truth; classification_slice (H*W, may be null) receives the
-// ErrorType of each leftover pixel and 0 elsewhere. with_clusters also counts clusters.
-// target_row(y, out) writes the binarised proposal of row y of the slice (see warp_slice_2d_with).
-// truth_labels (optional): the component labels of the truth slice (0 = background, truth_count of
-// them), which spare labelling the warped slice.
-template <class P, class TargetRow>
-WarpingCounts warp_and_classify_slice(const std::uint8_t* truth, const View3D<P>& proposal, const std::uint8_t* mask,
-                                      index_t z, double threshold, TargetRow&& target_row, int radius,
-                                      WarpingWorkspace& ws, std::uint8_t* warped_slice,
-                                      std::uint8_t* classification_slice, bool with_clusters,
-                                      const std::uint32_t* truth_labels = nullptr, std::uint32_t truth_count = 0) {
-    const index_t plane = proposal.ny * proposal.nx;
-    warp_slice_2d_with(truth + z * plane, proposal, z, mask ? mask + z * plane : nullptr, threshold, target_row,
-                       ws.warp, warped_slice, ws.survivors);
+// Warps and classifies one (ny, nx) slice. warp(warp_workspace, warped_slice, survivors) warps it
+// (warp_slice_2d_with or an equivalent that gets its mismatch order elsewhere); warped_slice (ny*nx)
+// receives the warped truth; classification_slice (ny*nx, may be null) receives the ErrorType of each
+// leftover pixel and 0 elsewhere. with_clusters also counts clusters. truth_labels (optional): the
+// component labels of the truth slice (0 = background, truth_count of them), which spare labelling the
+// warped slice.
+template <class Warp>
+WarpingCounts warp_and_classify_slice(Warp&& warp, index_t ny, index_t nx, int radius, WarpingWorkspace& ws,
+                                      std::uint8_t* warped_slice, std::uint8_t* classification_slice,
+                                      bool with_clusters, const std::uint32_t* truth_labels = nullptr,
+                                      std::uint32_t truth_count = 0) {
+    const index_t plane = ny * nx;
+    warp(ws.warp, warped_slice, ws.survivors);
     WarpingCounts counts;
     counts.mismatches = static_cast<std::int64_t>(ws.survivors.size());
     ws.codes.resize(ws.survivors.size());
-    classify_mismatches(warped_slice, 1, proposal.ny, proposal.nx, false, ws.survivors.data(), ws.survivors.size(),
-                        radius, ws.classify, ws.codes.data(), truth_labels, truth_count);
+    classify_mismatches(warped_slice, 1, ny, nx, false, ws.survivors.data(), ws.survivors.size(), radius, ws.classify,
+                        ws.codes.data(), truth_labels, truth_count);
     if (classification_slice) std::fill(classification_slice, classification_slice + plane, std::uint8_t(0));
     for (std::size_t i = 0; i < ws.survivors.size(); ++i) {
         ++counts.by_type[ws.codes[i]];
         if (classification_slice) classification_slice[ws.survivors[i]] = ws.codes[i];
     }
     if (with_clusters)
-        count_clusters(warped_slice, 1, proposal.ny, proposal.nx, false, ws.survivors.data(), ws.codes.data(),
-                       ws.survivors.size(), ws.groups, ws.row, ws.cluster_runs, counts);
+        count_clusters(warped_slice, 1, ny, nx, false, ws.survivors.data(), ws.codes.data(), ws.survivors.size(),
+                       ws.groups, ws.row, ws.cluster_runs, counts);
     return counts;
 }
 
@@ -116,9 +114,12 @@ WarpingCounts warping_error_2d(const std::uint8_t* truth, const View3D<P>& propo
     parallel_for(static_cast<std::size_t>(proposal.nz), workers, [&](std::size_t z, unsigned w) {
         const auto zi = static_cast<index_t>(z);
         const ThresholdedRows<P> target_row(proposal, zi, threshold, ws[w].target_bytes);
-        per_slice[z] = warp_and_classify_slice(truth, proposal, mask, zi, threshold, target_row, radius, ws[w],
-                                               warped + zi * plane, classification ? classification + zi * plane : nullptr,
-                                               true);
+        const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped_slice, std::vector<std::uint32_t>& survivors) {
+            warp_slice_2d_with(truth + zi * plane, proposal, zi, mask ? mask + zi * plane : nullptr, threshold,
+                               target_row, warp_ws, warped_slice, survivors);
+        };
+        per_slice[z] = warp_and_classify_slice(warp, proposal.ny, proposal.nx, radius, ws[w], warped + zi * plane,
+                                               classification ? classification + zi * plane : nullptr, true);
     });
     WarpingCounts total;
     for (const auto& c : per_slice) total += c;

@@ -1,0 +1,132 @@
+// Fiji's mismatch order (warping.hpp: key float32(|p - th|) descending, ties in column-major scan
+// order) for every threshold of a sweep from one sort per slice.
+//
+// At threshold th the mismatches are the truth-background pixels with p > th and the
+// truth-foreground pixels with p <= th. Sorting each group once by p (background: p descending,
+// foreground: p ascending; ties in scan order) makes each threshold's mismatches a prefix of its group,
+// already in key order up to ties: the key is monotone in p on each side, but float32 rounding can give
+// different p the same key, whose ties Fiji breaks by scan order. Each prefix is therefore cut into
+// runs of equal key, a run out of scan order is re-sorted, and the two sides are merged.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "views.hpp"
+#include "warping.hpp"
+
+namespace unetsdk {
+
+// float32 of p (rounded to nearest, so monotone in p) as an unsigned integer in the same order.
+inline std::uint32_t ordered_float_bits(double p) {
+    const float f = static_cast<float>(p);
+    std::uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+inline float float_from_ordered_bits(std::uint32_t ordered) {
+    const std::uint32_t bits = (ordered & 0x80000000u) ? (ordered & 0x7FFFFFFFu) : ~ordered;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// One slice's mismatch candidates, each (sort value << 32 | scan position), scan position = x << y_bits | y.
+struct SweepCandidates {
+    std::vector<std::uint64_t> above;  // truth background, p > lowest threshold; p descending
+    std::vector<std::uint64_t> below;  // truth foreground, p <= highest threshold; p ascending
+};
+
+inline int scan_y_bits(index_t ny) { return bit_width(static_cast<std::uint64_t>(ny - 1)); }
+
+// Lists and sorts slice z's candidates. levels: (ny, nx) counts of thresholds exceeded (p > t_k <=>
+// level > k); the sweep's warping thresholds are t_0 .. t_{n_warp-1}.
+template <class P>
+void sweep_candidates(const std::uint8_t* truth, const View3D<P>& proposal, index_t z, const std::uint8_t* levels,
+                      std::size_t n_warp, std::vector<std::uint64_t>& scratch, SweepCandidates& out) {
+    const index_t ny = proposal.ny, nx = proposal.nx;
+    const int y_bits = scan_y_bits(ny);
+    if (y_bits + bit_width(static_cast<std::uint64_t>(nx - 1)) > 32)
+        throw std::length_error("sweep_candidates: slice too large for 32-bit scan positions");
+    out.above.clear();
+    out.below.clear();
+    for (index_t x = 0; x < nx; ++x)
+        for (index_t y = 0; y < ny; ++y) {
+            const std::uint8_t level = levels[y * nx + x];
+            const bool foreground = truth[y * nx + x] != 0;
+            if (foreground ? level >= n_warp : level == 0) continue;
+            const std::uint32_t order = ordered_float_bits(proposal_value(proposal(z, y, x)));
+            const std::uint64_t scan = static_cast<std::uint64_t>(x) << y_bits | static_cast<std::uint64_t>(y);
+            if (foreground)
+                out.below.push_back(static_cast<std::uint64_t>(order) << 32 | scan);
+            else
+                out.above.push_back(static_cast<std::uint64_t>(~order) << 32 | scan);
+        }
+    sort_keys(out.above, scratch, 32, 32);  // stable: ties stay in scan order
+    sort_keys(out.below, scratch, 32, 32);
+}
+
+struct SweepOrderScratch {
+    std::vector<std::uint64_t> above, below, merged, scratch;  // (~key << 32 | scan): ascending = Fiji's order
+};
+
+// Fiji's processing order of slice z's mismatches at threshold t (value th) as padded positions
+// (row width nx + 2) in live.
+template <class P>
+void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, index_t z, const std::uint8_t* levels,
+                          std::size_t t, double th, SweepOrderScratch& s, std::vector<std::size_t>& live) {
+    const index_t ny = proposal.ny, nx = proposal.nx, w2 = nx + 2;
+    const int y_bits = scan_y_bits(ny);
+    const std::uint64_t y_mask = (std::uint64_t(1) << y_bits) - 1;
+    const std::uint32_t th_order = ordered_float_bits(th);
+    // One side: the candidates that mismatch at t (a prefix, up to the candidates sharing th's float32)
+    // as (~key << 32 | scan). With float32 (or 0/1) values the prefix is in key order, and only runs
+    // of equal key that span several p need re-sorting into scan order; float64 values that share a
+    // float32 are in scan order instead of p order, so that side is sorted whole.
+    const auto side = [&](const std::vector<std::uint64_t>& items, bool above, std::vector<std::uint64_t>& out) {
+        out.clear();
+        std::size_t block = 0;  // start of the current run of equal keys
+        bool block_sorted = true;
+        for (const std::uint64_t item : items) {
+            const std::uint32_t order = above ? ~static_cast<std::uint32_t>(item >> 32) : static_cast<std::uint32_t>(item >> 32);
+            if (above ? order < th_order : order > th_order) break;  // p beyond th on the other side
+            const auto scan = static_cast<std::uint32_t>(item);
+            const index_t y = static_cast<index_t>(scan & y_mask), x = static_cast<index_t>(scan >> y_bits);
+            if ((levels[y * nx + x] > t) != above) continue;  // p and th share a float32 but not the side
+            double p;
+            if constexpr (std::is_same_v<P, double>)
+                p = proposal(z, y, x);
+            else
+                p = static_cast<double>(float_from_ordered_bits(order));
+            const std::uint64_t value = static_cast<std::uint64_t>(~key_bits(p, th)) << 32 | scan;
+            if (!out.empty() && (out.back() >> 32) != (value >> 32)) {
+                if (!block_sorted) std::sort(out.begin() + static_cast<std::ptrdiff_t>(block), out.end());
+                block = out.size(), block_sorted = true;
+            } else if (!out.empty() && value < out.back()) {
+                block_sorted = false;
+            }
+            out.push_back(value);
+        }
+        if constexpr (std::is_same_v<P, double>)
+            sort_keys(out, s.scratch, 64);
+        else if (!block_sorted)
+            std::sort(out.begin() + static_cast<std::ptrdiff_t>(block), out.end());
+    };
+    side(c.above, true, s.above);
+    side(c.below, false, s.below);
+    s.merged.resize(s.above.size() + s.below.size());
+    std::merge(s.above.begin(), s.above.end(), s.below.begin(), s.below.end(), s.merged.begin());
+    live.resize(s.merged.size());
+    for (std::size_t i = 0; i < s.merged.size(); ++i) {
+        const auto scan = static_cast<std::uint32_t>(s.merged[i]);
+        live[i] = static_cast<std::size_t>((static_cast<index_t>(scan & y_mask) + 1) * w2 +
+                                           static_cast<index_t>(scan >> y_bits) + 1);
+    }
+}
+
+}  // namespace unetsdk
