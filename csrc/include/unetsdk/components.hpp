@@ -90,8 +90,9 @@ void label_runs_by_line(index_t nz, index_t ny, index_t nx, bool volumetric, Row
             row_bits(l, out.words_scratch.data());
             out.line_start[l] = out.runs.size();
             for_each_run_bits(out.words_scratch.data(), nx, [&](index_t x0, index_t x1) {
-                const auto id = static_cast<std::uint32_t>(out.runs.size());
-                out.runs.push_back(Run{static_cast<std::int32_t>(x0), static_cast<std::int32_t>(x1), id});
+                const auto id = static_cast<std::uint32_t>(parent.size());
+                Run& run = out.runs.emplace_back();  // fields stored in place: no 12-byte temporary
+                run.x0 = static_cast<std::int32_t>(x0), run.x1 = static_cast<std::int32_t>(x1), run.label = id;
                 parent.push_back(id);
             });
             out.line_start[l + 1] = out.runs.size();
