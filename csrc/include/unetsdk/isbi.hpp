@@ -197,8 +197,7 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             s.warped.resize(static_cast<std::size_t>(plane));
             const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
                 pad_slice_2d(truth + z * plane, ny, nx, warp_ws);
-                sweep_mismatch_order(candidates[static_cast<std::size_t>(z)], proposal, z, slice_levels, t, th, s.order,
-                                     warp_ws.live);
+                sweep_mismatch_order(candidates[static_cast<std::size_t>(z)], proposal, z, th, s.order, warp_ws.live);
                 relax_slice_2d(warp_ws, ny, nx, warped, survivors);
             };
             const WarpingCounts c = warp_and_classify_slice(warp, ny, nx, radius, s.warping, s.warped.data(), nullptr,

@@ -72,14 +72,14 @@ void sweep_candidates(const std::uint8_t* truth, const View3D<P>& proposal, inde
 }
 
 struct SweepOrderScratch {
-    std::vector<std::uint64_t> above, below, merged, scratch;  // (~key << 32 | scan): ascending = Fiji's order
+    std::vector<std::uint64_t> above, below, scratch;  // (~key << 32 | scan): ascending = Fiji's order
 };
 
-// Fiji's processing order of slice z's mismatches at threshold t (value th) as padded positions
-// (row width nx + 2) in live.
+// Fiji's processing order of slice z's mismatches at threshold th as padded positions (row width
+// nx + 2) in live.
 template <class P>
-void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, index_t z, const std::uint8_t* levels,
-                          std::size_t t, double th, SweepOrderScratch& s, std::vector<std::size_t>& live) {
+void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, index_t z, double th,
+                          SweepOrderScratch& s, std::vector<std::size_t>& live) {
     const index_t ny = proposal.ny, nx = proposal.nx, w2 = nx + 2;
     const int y_bits = scan_y_bits(ny);
     const std::uint64_t y_mask = (std::uint64_t(1) << y_bits) - 1;
@@ -96,13 +96,12 @@ void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, i
             const std::uint32_t order = above ? ~static_cast<std::uint32_t>(item >> 32) : static_cast<std::uint32_t>(item >> 32);
             if (above ? order < th_order : order > th_order) break;  // p beyond th on the other side
             const auto scan = static_cast<std::uint32_t>(item);
-            const index_t y = static_cast<index_t>(scan & y_mask), x = static_cast<index_t>(scan >> y_bits);
-            if ((levels[y * nx + x] > t) != above) continue;  // p and th share a float32 but not the side
             double p;
             if constexpr (std::is_same_v<P, double>)
-                p = proposal(z, y, x);
+                p = proposal(z, static_cast<index_t>(scan & y_mask), static_cast<index_t>(scan >> y_bits));
             else
                 p = static_cast<double>(float_from_ordered_bits(order));
+            if ((p > th) != above) continue;  // p and th share a float32 but not the side
             const std::uint64_t value = static_cast<std::uint64_t>(~key_bits(p, th)) << 32 | scan;
             if (!out.empty() && (out.back() >> 32) != (value >> 32)) {
                 if (!block_sorted) std::sort(out.begin() + static_cast<std::ptrdiff_t>(block), out.end());
@@ -119,13 +118,15 @@ void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, i
     };
     side(c.above, true, s.above);
     side(c.below, false, s.below);
-    s.merged.resize(s.above.size() + s.below.size());
-    std::merge(s.above.begin(), s.above.end(), s.below.begin(), s.below.end(), s.merged.begin());
-    live.resize(s.merged.size());
-    for (std::size_t i = 0; i < s.merged.size(); ++i) {
-        const auto scan = static_cast<std::uint32_t>(s.merged[i]);
-        live[i] = static_cast<std::size_t>((static_cast<index_t>(scan & y_mask) + 1) * w2 +
-                                           static_cast<index_t>(scan >> y_bits) + 1);
+    live.resize(s.above.size() + s.below.size());
+    const std::uint64_t* a = s.above.data();
+    const std::uint64_t* a_end = a + s.above.size();
+    const std::uint64_t* b = s.below.data();
+    const std::uint64_t* b_end = b + s.below.size();
+    for (std::size_t& pos : live) {  // merge of the two sides (values are distinct: scans differ)
+        const bool take_a = b == b_end || (a != a_end && *a < *b);
+        const auto scan = static_cast<std::uint32_t>(take_a ? *a++ : *b++);
+        pos = static_cast<std::size_t>((static_cast<index_t>(scan & y_mask) + 1) * w2 + static_cast<index_t>(scan >> y_bits) + 1);
     }
 }
 
