@@ -122,7 +122,7 @@ struct SweepWorkspace {
     RunLabels proposal_runs;
     RandScratch rand;
     SweepOrderScratch order;
-    std::vector<std::uint64_t> sort_scratch;
+    SweepCandidateScratch candidate_scratch;
     std::vector<std::uint8_t> warped;
 };
 
@@ -170,7 +170,7 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
         threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane);
         if (n_warp > 0)
-            sweep_candidates(truth + zi * plane, proposal, zi, levels.data() + zi * plane, n_warp, ws[w].sort_scratch,
+            sweep_candidates(truth + zi * plane, proposal, zi, levels.data() + zi * plane, n_warp, ws[w].candidate_scratch,
                              candidates[z]);
     });
     slices_with_foreground = 0;

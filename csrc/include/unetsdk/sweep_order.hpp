@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bitrows.hpp"
 #include "views.hpp"
 #include "warping.hpp"
 
@@ -44,31 +45,55 @@ struct SweepCandidates {
 
 inline int scan_y_bits(index_t ny) { return bit_width(static_cast<std::uint64_t>(ny - 1)); }
 
+struct SweepCandidateScratch {
+    std::vector<std::uint64_t> sort, fg, high, rows_above, rows_below, columns_above, columns_below;
+};
+
 // Lists and sorts slice z's candidates. levels: (ny, nx) counts of thresholds exceeded (p > t_k <=>
-// level > k); the sweep's warping thresholds are t_0 .. t_{n_warp-1}.
+// level > k); the sweep's warping thresholds are t_0 .. t_{n_warp-1} (n_warp >= 1). The candidates
+// are found as bit rows, transposed to columns and read column by column (scan order).
 template <class P>
 void sweep_candidates(const std::uint8_t* truth, const View3D<P>& proposal, index_t z, const std::uint8_t* levels,
-                      std::size_t n_warp, std::vector<std::uint64_t>& scratch, SweepCandidates& out) {
+                      std::size_t n_warp, SweepCandidateScratch& s, SweepCandidates& out) {
     const index_t ny = proposal.ny, nx = proposal.nx;
     const int y_bits = scan_y_bits(ny);
     if (y_bits + bit_width(static_cast<std::uint64_t>(nx - 1)) > 32)
         throw std::length_error("sweep_candidates: slice too large for 32-bit scan positions");
+    const index_t row_words = words_per_row(nx), column_words = words_per_row(ny);
+    s.fg.resize(static_cast<std::size_t>(row_words));
+    s.high.resize(static_cast<std::size_t>(row_words));
+    s.rows_above.resize(static_cast<std::size_t>(ny * row_words));
+    s.rows_below.resize(static_cast<std::size_t>(ny * row_words));
+    for (index_t y = 0; y < ny; ++y) {
+        std::uint64_t* above = s.rows_above.data() + y * row_words;
+        std::uint64_t* below = s.rows_below.data() + y * row_words;
+        pack_greater(truth + y * nx, nx, 0, s.fg.data());
+        pack_greater(levels + y * nx, nx, 0, above);  // p > t_0
+        pack_greater(levels + y * nx, nx, static_cast<std::uint8_t>(n_warp - 1), s.high.data());  // p > t_{n_warp-1}
+        for (index_t i = 0; i < row_words; ++i) {
+            above[i] &= ~s.fg[static_cast<std::size_t>(i)];
+            below[i] = s.fg[static_cast<std::size_t>(i)] & ~s.high[static_cast<std::size_t>(i)];
+        }
+    }
+    s.columns_above.resize(static_cast<std::size_t>(nx * column_words));
+    s.columns_below.resize(static_cast<std::size_t>(nx * column_words));
+    transpose_bits(s.rows_above.data(), ny, nx, s.columns_above.data());
+    transpose_bits(s.rows_below.data(), ny, nx, s.columns_below.data());
     out.above.clear();
     out.below.clear();
-    for (index_t x = 0; x < nx; ++x)
-        for (index_t y = 0; y < ny; ++y) {
-            const std::uint8_t level = levels[y * nx + x];
-            const bool foreground = truth[y * nx + x] != 0;
-            if (foreground ? level >= n_warp : level == 0) continue;
-            const std::uint32_t order = ordered_float_bits(proposal_value(proposal(z, y, x)));
-            const std::uint64_t scan = static_cast<std::uint64_t>(x) << y_bits | static_cast<std::uint64_t>(y);
-            if (foreground)
-                out.below.push_back(static_cast<std::uint64_t>(order) << 32 | scan);
-            else
-                out.above.push_back(static_cast<std::uint64_t>(~order) << 32 | scan);
-        }
-    sort_keys(out.above, scratch, 32, 32);  // stable: ties stay in scan order
-    sort_keys(out.below, scratch, 32, 32);
+    for (index_t x = 0; x < nx; ++x) {
+        const auto list = [&](const std::uint64_t* column, bool above, std::vector<std::uint64_t>& items) {
+            for_each_set_bit(column + x * column_words, ny, [&](index_t y) {
+                const std::uint32_t order = ordered_float_bits(proposal_value(proposal(z, y, x)));
+                const std::uint64_t scan = static_cast<std::uint64_t>(x) << y_bits | static_cast<std::uint64_t>(y);
+                items.push_back(static_cast<std::uint64_t>(above ? ~order : order) << 32 | scan);
+            });
+        };
+        list(s.columns_above.data(), true, out.above);
+        list(s.columns_below.data(), false, out.below);
+    }
+    sort_keys(out.above, s.sort, 32, 32);  // stable: ties stay in scan order
+    sort_keys(out.below, s.sort, 32, 32);
 }
 
 struct SweepOrderScratch {
