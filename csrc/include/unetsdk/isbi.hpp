@@ -164,10 +164,16 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     std::vector<std::uint8_t> levels(static_cast<std::size_t>(nz * plane));
     std::vector<SweepCandidates> candidates(n_warp > 0 ? static_cast<std::size_t>(nz) : 0);
     std::vector<SweepWorkspace> ws(workers);
-    parallel_for(static_cast<std::size_t>(nz), workers, [&](std::size_t z, unsigned w) {
+    // Two independent tasks per slice (truth labels; levels and warp candidates), so that even one
+    // slice keeps two workers busy.
+    parallel_for(2 * static_cast<std::size_t>(nz), workers, [&](std::size_t task, unsigned w) {
+        const std::size_t z = task / 2;
         const auto zi = static_cast<index_t>(z);
-        label_runs(truth + zi * plane, 1, ny, nx, false, truth_runs[z]);
-        paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
+        if (task % 2 == 0) {
+            label_runs(truth + zi * plane, 1, ny, nx, false, truth_runs[z]);
+            paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
+            return;
+        }
         threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane);
         if (n_warp > 0)
             sweep_candidates(truth + zi * plane, proposal, zi, levels.data() + zi * plane, n_warp, ws[w].candidate_scratch,
