@@ -13,14 +13,8 @@ class _ClusterCounts(TypedDict):
     object_additions: int
     object_deletions: int
 
-class _Warping(TypedDict):
+class _Warping(_ClusterCounts):  # the six counts in pixels; clusters counts them as clusters
     mismatches: int
-    splits: int
-    mergers: int
-    hole_additions: int
-    hole_deletions: int
-    object_additions: int
-    object_deletions: int
     clusters: _ClusterCounts
     warped: npt.NDArray[np.uint8]  # (Z, H, W), 0/1
     classification: npt.NDArray[np.uint8]  # (Z, H, W), ErrorType codes

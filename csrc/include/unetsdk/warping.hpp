@@ -142,6 +142,27 @@ inline void pad_slice_2d(const std::uint8_t* truth, index_t ny, index_t nx, Warp
         std::memcpy(ws.padded.data() + (y + 1) * w2 + 1, truth + y * nx, static_cast<std::size_t>(nx));
 }
 
+// Fiji's greedy passes over the padded volume pad: walks live (padded positions in processing order),
+// flipping every pixel that is_simple(pad + pos) says is simple in the current state, until a pass flips
+// nothing; live keeps the survivors in order. One loop for 2D and 3D: the test is inlined per caller.
+template <class IsSimple>
+inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, IsSimple&& is_simple) {
+    bool flipped = true;
+    while (flipped && !live.empty()) {
+        flipped = false;
+        std::size_t kept = 0;
+        for (const std::size_t pos : live) {
+            if (is_simple(pad + pos)) {
+                pad[pos] ^= 1u;
+                flipped = true;
+            } else {
+                live[kept++] = pos;
+            }
+        }
+        live.resize(kept);
+    }
+}
+
 // Fiji's greedy passes: ws.live holds the padded positions of the mismatches in processing order,
 // ws.padded the padded truth (pad_slice_2d). Walks the list, flipping every pixel that is simple in
 // the current state, until a pass flips nothing. warped (ny, nx) receives the result; survivors the
@@ -151,23 +172,11 @@ inline void relax_slice_2d(WarpWorkspace& ws, index_t ny, index_t nx, std::uint8
     const index_t w2 = nx + 2;
     std::uint8_t* pad = ws.padded.data();
     const auto& simple = topology::simple_table_2d();
-    bool flipped = true;
-    while (flipped && !ws.live.empty()) {
-        flipped = false;
-        std::size_t kept = 0;
-        for (const std::size_t pos : ws.live) {
-            const std::uint8_t* c = pad + pos;
-            const unsigned code = c[-w2 - 1] | c[-w2] << 1 | c[-w2 + 1] << 2 | c[-1] << 3 | c[1] << 4 |
-                                  c[w2 - 1] << 5 | c[w2] << 6 | c[w2 + 1] << 7;
-            if (simple[code]) {
-                pad[pos] ^= 1u;
-                flipped = true;
-            } else {
-                ws.live[kept++] = pos;
-            }
-        }
-        ws.live.resize(kept);
-    }
+    // captures by value: the flips are uint8 stores, which may alias anything captured by reference
+    greedy_passes(ws.live, pad, [w2, &simple](const std::uint8_t* c) {
+        return simple[c[-w2 - 1] | c[-w2] << 1 | c[-w2 + 1] << 2 | c[-1] << 3 | c[1] << 4 | c[w2 - 1] << 5 |
+                      c[w2] << 6 | c[w2 + 1] << 7];
+    });
     for (index_t y = 0; y < ny; ++y) std::memcpy(warped + y * nx, pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
     survivors.resize(ws.live.size());
     for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
@@ -277,23 +286,11 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
     const auto& adj = topology::adjacency_3d();
     index_t offsets[26];
     for (int k = 0; k < 26; ++k) offsets[k] = adj.offset[k][0] * plane + adj.offset[k][1] * w2 + adj.offset[k][2];
-    bool flipped = true;
-    while (flipped && !ws.live.empty()) {
-        flipped = false;
-        std::size_t kept = 0;
-        for (const std::size_t pos : ws.live) {
-            const std::uint8_t* c = pad + pos;
-            std::uint32_t code = 0;
-            for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]]) << k;
-            if (topology::is_simple_3d(code)) {
-                pad[pos] ^= 1u;
-                flipped = true;
-            } else {
-                ws.live[kept++] = pos;
-            }
-        }
-        ws.live.resize(kept);
-    }
+    greedy_passes(ws.live, pad, [offsets](const std::uint8_t* c) {
+        std::uint32_t code = 0;
+        for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]]) << k;
+        return topology::is_simple_3d(code);
+    });
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y)
             std::memcpy(warped + (z * ny + y) * nx, pad + (z + 1) * plane + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
