@@ -195,4 +195,11 @@ class Runtime:
         tiny = np.zeros((1, meta.in_channels) + (side,) * meta.spatial_dims, dtype=self.input_dtype)
         with self._shape_lock:
             self._last_shape = tiny.shape
-        self.session.run([self.output_name], {self.input_name: tiny}, self._shrink)
+        try:
+            self.session.run([self.output_name], {self.input_name: tiny}, self._shrink)
+        except Exception as exc:  # ORT's own types; at load time this is the first run of the model
+            raise ModelError(
+                f"{self.source}: the network fails on its smallest accepted input {tiny.shape} "
+                f"({type(exc).__name__}: {str(exc).strip()[:200]}); its metadata's size rules "
+                "(min_input_size, input_size_multiple, input_size_offset) disagree with the graph"
+            ) from exc

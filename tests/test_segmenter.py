@@ -308,6 +308,10 @@ def test_bad_models_raise_model_error(tmp_path, valid2d):
     del proto.metadata_props[:]
     with pytest.raises(ModelError, match="no unet-sdk metadata"):
         Segmenter(proto.SerializeToString())
+    # metadata promising sizes the graph refuses (2x2 through two valid 3x3 convolutions)
+    lying, _ = make_model("valid", seed=3, metadata={"min_input_size": 2, "input_size_offset": 0})
+    with pytest.raises(ModelError, match=r"smallest accepted input \(1, 1, 2, 2\).*size rules"):
+        Segmenter(lying)
 
 
 def test_bad_options(valid2d):
