@@ -109,8 +109,11 @@ def test_int8_static_qdq(tmp_path):
     proto = onnx.load(str(q))
     ops = {n.op_type for n in proto.graph.node}
     # up-convolutions became quantizable 1x1 convolutions; the probabilities come from a float sigmoid
-    assert {"QuantizeLinear", "DequantizeLinear", "DepthToSpace", "Sigmoid"} <= ops
+    assert {"QuantizeLinear", "DequantizeLinear", "Reshape", "Sigmoid"} <= ops
     assert "ConvTranspose" not in ops
+    producers = {out: n.op_type for n in proto.graph.node for out in n.output}
+    shape_sources = [producers.get(n.input[0]) for n in proto.graph.node if n.op_type == "Shape"]
+    assert shape_sources and "DequantizeLinear" not in shape_sources  # shapes read from the int8 tensors
     last = next(n for n in proto.graph.node if "probabilities" in n.output)
     assert last.op_type == "Sigmoid"
     int8_weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
@@ -143,16 +146,19 @@ def test_probability_head_equals_softmax(tmp_path, num_classes, last_op):
     assert model.head.weight.shape[0] == num_classes  # the export folded a copy, not the caller's model
 
 
-def test_upsampling_as_depth_to_space_is_the_same_map(tmp_path):
-    from export.onnx_export import upsampling_as_depth_to_space
+def test_upsampling_as_pixel_shuffle_is_the_same_map(tmp_path):
+    from export.onnx_export import upsampling_as_pixel_shuffle
 
     model = _model(padding="valid")
     path = export_onnx(model, tmp_path / "m.onnx", metadata=_metadata(model))
     proto = onnx.load(str(path))
-    rewritten = upsampling_as_depth_to_space(proto)
+    rewritten = upsampling_as_pixel_shuffle(proto)
     onnx.checker.check_model(rewritten, full_check=True)
     ops = [n.op_type for n in rewritten.graph.node]
-    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == model.depth
+    assert "ConvTranspose" not in ops
+    shuffles = [n for n in rewritten.graph.node if n.op_type == "Transpose"
+                and list(onnx.helper.get_attribute_value(n.attribute[0])) == [0, 1, 3, 2, 4, 5]]
+    assert len(shuffles) == model.depth
     used = {name for n in rewritten.graph.node for name in n.input}
     assert all(init.name in used for init in rewritten.graph.initializer)  # old weights dropped
     assert any(n.op_type == "ConvTranspose" for n in proto.graph.node)  # the input is left untouched
@@ -163,9 +169,9 @@ def test_upsampling_as_depth_to_space_is_the_same_map(tmp_path):
     np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-5)
     model3d = _model(spatial_dims=3)
     proto3d = onnx.load(str(export_onnx(model3d, tmp_path / "m3.onnx", metadata=_metadata(model3d))))
-    assert [n.op_type for n in upsampling_as_depth_to_space(proto3d).graph.node] == [
+    assert [n.op_type for n in upsampling_as_pixel_shuffle(proto3d).graph.node] == [
         n.op_type for n in proto3d.graph.node
-    ]  # DepthToSpace is 2D only: 3D up-convolutions stay
+    ]  # the shuffle is 2D only: 3D up-convolutions stay
 
 
 def test_foreign_and_corrupt_models_give_model_error(tmp_path):
