@@ -151,13 +151,12 @@ inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, IsS
     while (flipped && !live.empty()) {
         flipped = false;
         std::size_t kept = 0;
-        for (const std::size_t pos : live) {
-            if (is_simple(pad + pos)) {
-                pad[pos] ^= 1u;
-                flipped = true;
-            } else {
-                live[kept++] = pos;
-            }
+        for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
+            const bool simple = is_simple(pad + pos);
+            pad[pos] ^= static_cast<std::uint8_t>(simple);
+            flipped |= simple;
+            live[kept] = pos;
+            kept += !simple;
         }
         live.resize(kept);
     }
