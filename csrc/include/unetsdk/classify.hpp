@@ -140,53 +140,30 @@ inline int find_group(int* parent, int g) {
 // Does setting foreground pixel (z, y, x) to background leave more than two labels among its
 // neighbours (background counted once, plus each foreground component) within the window?
 //
-// The foreground neighbours are first grouped by their face adjacency around the pixel (connected
-// without it); one group means no split. Otherwise every group grows a breadth-first search inside
-// the window, in turns, one pixel each: two searches that meet are one component; a search that runs
-// out is a component of its own. That decides as soon as the smallest side is exhausted or the sides
-// meet, instead of labelling the whole window.
-inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_t y, index_t x, int radius,
-                           ClassifyWorkspace& ws) {
-    const bool whole = radius < 1 || radius > g.nx || radius > g.ny || (g.volumetric && radius > g.nz);
+// groups: the foreground neighbours grouped by their face adjacency around the pixel (connected
+// without it; ring_groups), at least two. in_image_background: a neighbour inside the image is
+// background. Every group grows a breadth-first search inside the window, in turns, one pixel each:
+// two searches that meet are one component; a search that runs out is a component of its own. That
+// decides as soon as the smallest side is exhausted or the sides meet, instead of labelling the whole
+// window. Volumetric is a template argument so that the 2D search has no z arithmetic.
+template <bool Volumetric>
+bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_t y, index_t x, int radius,
+                    const RingGroups& groups, bool in_image_background, ClassifyWorkspace& ws) {
+    const bool whole = radius < 1 || radius > g.nx || radius > g.ny || (Volumetric && radius > g.nz);
     index_t lo[3] = {0, 0, 0}, hi[3] = {g.nz - 1, g.ny - 1, g.nx - 1};
     const index_t c[3] = {z, y, x};
-    if (!whole)
-        for (int a = g.volumetric ? 0 : 1; a < 3; ++a) {
+    bool on_border = false;  // some neighbour lies outside the image
+    for (int a = Volumetric ? 0 : 1; a < 3; ++a) {
+        on_border |= c[a] == 0 || c[a] == (a == 0 ? g.nz : a == 1 ? g.ny : g.nx) - 1;
+        if (!whole) {
             lo[a] = std::max<index_t>(lo[a], c[a] - radius);
             hi[a] = std::min<index_t>(hi[a], c[a] + radius);
         }
-    int offs[26][3];
-    const int n_off = neighbour_offsets(g.volumetric, offs);
-    std::uint32_t fg_mask = 0;
-    bool has_background = false;
-    for (int k = 0; k < n_off; ++k) {
-        const index_t qz = z + offs[k][0], qy = y + offs[k][1], qx = x + offs[k][2];
-        if (qz < 0 || qz >= g.nz || qy < 0 || qy >= g.ny || qx < 0 || qx >= g.nx) {
-            if (!whole) has_background = true;  // the window pads the image with background
-            continue;
-        }
-        if (warped[(qz * g.ny + qy) * g.nx + qx]) fg_mask |= 1u << k; else has_background = true;
     }
+    // the window pads the image with background
+    const bool has_background = in_image_background || (on_border && !whole);
     const int needed = has_background ? 2 : 3;  // foreground components needed for > 2 labels
-    // groups of foreground neighbours connected around the pixel
-    const std::uint32_t* face = ring_adjacency().face[g.volumetric ? 1 : 0];
-    int group_of[26];
-    int n_groups = 0;
-    std::uint32_t left = fg_mask;
-    while (left) {
-        std::uint32_t comp = left & (~left + 1u), frontier = comp;
-        while (frontier) {
-            std::uint32_t grown = 0;
-            for (int k = 0; k < n_off; ++k)
-                if (frontier >> k & 1u) grown |= face[k];
-            frontier = grown & left & ~comp;
-            comp |= frontier;
-        }
-        for (int k = 0; k < n_off; ++k)
-            if (comp >> k & 1u) group_of[k] = n_groups;
-        ++n_groups;
-        left &= ~comp;
-    }
+    const int n_groups = groups.count;
     if (n_groups < needed) return false;
 
     const std::size_t size = static_cast<std::size_t>(g.size());
@@ -199,24 +176,29 @@ inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z,
         ws.generation = 1;
     }
     const std::uint32_t gen = ws.generation;
-    const auto centre = static_cast<std::size_t>((z * g.ny + y) * g.nx + x);  // removed: blocks paths
+    std::uint32_t* visit = ws.visit.data();
+    const index_t plane = g.ny * g.nx;
+    const auto centre = static_cast<std::size_t>(z * plane + y * g.nx + x);  // removed: blocks paths
+    constexpr int n_off = Volumetric ? 26 : 8;
+    int offs[26][3];
+    neighbour_offsets(Volumetric, offs);
     int parent[26];
     if (ws.queues.size() < 26) ws.queues.resize(26);
     std::size_t head[26];
     for (int q = 0; q < n_groups; ++q) parent[q] = q, head[q] = 0, ws.queues[q].clear();
     for (int k = 0; k < n_off; ++k) {
-        if (!(fg_mask >> k & 1u)) continue;
+        const int group = groups.group_of[k];
+        if (group < 0) continue;
         const Voxel v{static_cast<std::int32_t>(z + offs[k][0]), static_cast<std::int32_t>(y + offs[k][1]),
                       static_cast<std::int32_t>(x + offs[k][2])};
-        const auto idx = static_cast<std::size_t>((v.z * g.ny + v.y) * g.nx + v.x);
-        ws.visit[idx] = gen << 8 | static_cast<std::uint32_t>(group_of[k]);
-        ws.queues[group_of[k]].push_back(v);
+        visit[static_cast<std::size_t>(v.z * plane + v.y * g.nx + v.x)] = gen << 8 | static_cast<std::uint32_t>(group);
+        ws.queues[group].push_back(v);
     }
     int finished = 0, active = n_groups;
     bool alive[26];
     for (int q = 0; q < n_groups; ++q) alive[q] = true;
-    const int n_steps = g.volumetric ? 6 : 4;
-    const index_t steps[6][3] = {{0, -1, 0}, {0, 1, 0}, {0, 0, -1}, {0, 0, 1}, {-1, 0, 0}, {1, 0, 0}};
+    constexpr int n_steps = Volumetric ? 6 : 4;
+    constexpr int steps[6][3] = {{0, -1, 0}, {0, 1, 0}, {0, 0, -1}, {0, 0, 1}, {-1, 0, 0}, {1, 0, 0}};
     for (;;) {
         for (int q = 0; q < n_groups; ++q) {
             if (!alive[q]) continue;
@@ -230,17 +212,18 @@ inline bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z,
             const Voxel v = queue[head[q]++];
             for (int s = 0; s < n_steps; ++s) {
                 const index_t qz = v.z + steps[s][0], qy = v.y + steps[s][1], qx = v.x + steps[s][2];
-                if (qz < lo[0] || qz > hi[0] || qy < lo[1] || qy > hi[1] || qx < lo[2] || qx > hi[2]) continue;
-                const auto idx = static_cast<std::size_t>((qz * g.ny + qy) * g.nx + qx);
+                if (qy < lo[1] || qy > hi[1] || qx < lo[2] || qx > hi[2]) continue;
+                if (Volumetric && (qz < lo[0] || qz > hi[0])) continue;
+                const auto idx = static_cast<std::size_t>((Volumetric ? qz * plane : 0) + qy * g.nx + qx);
                 if (!warped[idx] || idx == centre) continue;
-                const std::uint32_t visit = ws.visit[idx];
-                if (visit >> 8 != gen) {
-                    ws.visit[idx] = gen << 8 | static_cast<std::uint32_t>(q);
+                const std::uint32_t seen = visit[idx];
+                if (seen >> 8 != gen) {
+                    visit[idx] = gen << 8 | static_cast<std::uint32_t>(q);
                     queue.push_back(Voxel{static_cast<std::int32_t>(qz), static_cast<std::int32_t>(qy),
                                           static_cast<std::int32_t>(qx)});
                     continue;
                 }
-                const int other = find_group(parent, static_cast<int>(visit & 0xFFu));
+                const int other = find_group(parent, static_cast<int>(seen & 0xFFu));
                 if (other == q) continue;
                 // the searches met: merge the other group's pending pixels into this one
                 auto& theirs = ws.queues[other];
@@ -408,7 +391,9 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
             code = foreground ? kHoleAddition : kHoleDeletion;
         else if (n_distinct == 2)
             code = !foreground ? kHoleAddition
-                 : (n_groups >= 2 && detail::removal_splits(warped, g, z, y, x, radius, ws)) ? kSplit : kHoleDeletion;
+                 : (n_groups >= 2 && (volumetric ? detail::removal_splits<true>(warped, g, z, y, x, radius, *groups, has_background, ws)
+                                                 : detail::removal_splits<false>(warped, g, z, y, x, radius, *groups, has_background, ws)))
+                       ? kSplit : kHoleDeletion;
         else
             code = foreground ? kSplit : kMerger;
         codes[i] = code;
