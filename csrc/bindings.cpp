@@ -243,7 +243,11 @@ py::array_t<T> to_numpy(std::vector<T, Alloc>&& v) {
     return py::array_t<T>(static_cast<py::ssize_t>(heap->size()), heap->data(), owner);
 }
 
-py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned threads) {
+// Calls count(A{}, B{}, pa, pb, shape, strides_a, strides_b, a_signed, b_signed, workspace) for two label
+// arrays of equal shape, A / B their label bits' types, with the GIL released. The scratch memory is
+// kept per calling thread: repeated tables (an evaluation run) reuse its pages.
+template <class Count>
+void with_label_arrays(const py::array& a, const py::array& b, Count&& count) {
     check_same_shape(a, b);
     std::vector<std::int64_t> shape, sa, sb;
     for (py::ssize_t k = 0; k < a.ndim(); ++k) {
@@ -251,24 +255,53 @@ py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned 
         sa.push_back(a.strides(k));
         sb.push_back(b.strides(k));
     }
-    Contingency table;
     const bool a_signed = a.dtype().kind() == 'i', b_signed = b.dtype().kind() == 'i';
     dispatch_label_bits(a, [&](auto ta) {
         dispatch_label_bits(b, [&](auto tb) {
-            using A = decltype(ta);
-            using B = decltype(tb);
             const char* pa = static_cast<const char*>(a.data());
             const char* pb = static_cast<const char*>(b.data());
-            // scratch kept per calling thread: repeated tables (an evaluation run) reuse its pages
             thread_local ContingencyWorkspace workspace;
             py::gil_scoped_release release;
-            table = contingency_table<A, B>(pa, pb, shape, sa, sb, a_signed, b_signed, threads, &workspace);
+            count(ta, tb, pa, pb, shape, sa, sb, a_signed, b_signed, workspace);
         });
+    });
+}
+
+py::tuple py_contingency_table(const py::array& a, const py::array& b, unsigned threads) {
+    Contingency table;
+    with_label_arrays(a, b, [&](auto ta, auto tb, const char* pa, const char* pb, const auto& shape, const auto& sa,
+                                const auto& sb, bool a_signed, bool b_signed, ContingencyWorkspace& ws) {
+        table = contingency_table<decltype(ta), decltype(tb)>(pa, pb, shape, sa, sb, a_signed, b_signed, threads, &ws);
     });
     return py::make_tuple(to_numpy(std::move(table.truth_values)), to_numpy(std::move(table.proposal_values)),
                           to_numpy(std::move(table.rows)), to_numpy(std::move(table.cols)),
                           to_numpy(std::move(table.counts)), to_numpy(std::move(table.truth_sizes)),
                           to_numpy(std::move(table.proposal_sizes)));
+}
+
+py::int_ to_python(const UInt128& x) { return (py::int_(x.hi) << py::int_(64)) | py::int_(x.lo); }
+
+py::dict py_contingency_summary(const py::array& a, const py::array& b,
+                                const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& ignore,
+                                unsigned threads) {
+    const std::vector<std::uint64_t> ignore_bits(ignore.data(), ignore.data() + ignore.size());
+    ContingencySummary s;
+    with_label_arrays(a, b, [&](auto ta, auto tb, const char* pa, const char* pb, const auto& shape, const auto& sa,
+                                const auto& sb, bool a_signed, bool b_signed, ContingencyWorkspace& ws) {
+        s = contingency_summary<decltype(ta), decltype(tb)>(pa, pb, shape, sa, sb, a_signed, b_signed, ignore_bits,
+                                                            threads, &ws);
+    });
+    py::dict out;
+    out["total"] = s.total;
+    out["sum_sq_counts"] = to_python(s.sum_sq_counts);
+    out["sum_sq_truth"] = to_python(s.sum_sq_truth);
+    out["sum_sq_proposal"] = to_python(s.sum_sq_proposal);
+    out["xlogx_counts"] = s.xlogx_counts;
+    out["xlogx_truth"] = s.xlogx_truth;
+    out["xlogx_proposal"] = s.xlogx_proposal;
+    out["zero_total"] = s.zero_total;
+    out["zero_sum_sq_counts"] = to_python(s.zero_sum_sq_counts);
+    return out;
 }
 
 py::array_t<std::uint8_t> py_simple_table_2d() {
@@ -308,6 +341,10 @@ PYBIND11_MODULE(_core, m) {
           "Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack.");
     m.def("contingency_table", &py_contingency_table, py::arg("truth"), py::arg("proposal"), py::arg("threads"),
           "Sparse contingency table: (truth_bits, proposal_bits, rows, cols, counts, truth_sizes, proposal_sizes).");
+    m.def("contingency_summary", &py_contingency_summary, py::arg("truth"), py::arg("proposal"), py::arg("ignore_bits"),
+          py::arg("threads"),
+          "Sums of the contingency table over truth labels not in ignore_bits (label bits as uint64): total, "
+          "sum_sq_{counts,truth,proposal}, xlogx_{counts,truth,proposal} (log2), zero_total, zero_sum_sq_counts.");
     m.def("label_components", &py_label_components, py::arg("mask"), py::arg("volumetric"), py::arg("full"),
           "(labels uint32 (Z, H, W), count): components of mask > 0, per slice or in 3D, face or full connectivity.");
     m.def("simple_table_2d", &py_simple_table_2d, "The 256-entry 2D simple-point table (fg 4-, bg 8-connected).");

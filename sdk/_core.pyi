@@ -68,6 +68,24 @@ def contingency_table(
     """(truth label bits, proposal label bits, row ids, col ids, counts, truth sizes, proposal sizes) of
     two integer label arrays; labels sorted by value, entries by (row, col)."""
 
+class _ContingencySummary(TypedDict):
+    total: int
+    sum_sq_counts: int
+    sum_sq_truth: int
+    sum_sq_proposal: int
+    xlogx_counts: float
+    xlogx_truth: float
+    xlogx_proposal: float
+    zero_total: int
+    zero_sum_sq_counts: int
+
+def contingency_summary(
+    truth: npt.NDArray, proposal: npt.NDArray, ignore_bits: npt.NDArray[np.uint64], threads: int
+) -> _ContingencySummary:
+    """Sums of the contingency table of two integer label arrays over the truth labels whose bits are not
+    in ignore_bits: N, sums of squares and of x log2 x of the entries, truth sizes and proposal sizes
+    (kept rows), and proposal label 0's column total and sum of squared entries. Exact integers."""
+
 def label_components(
     mask: npt.NDArray, volumetric: bool, full: bool
 ) -> tuple[npt.NDArray[np.uint32], int]:

@@ -160,7 +160,9 @@ def test_table_can_be_shared():
     truth = rng.integers(0, 5, size=(25, 25))
     proposal = rng.integers(0, 5, size=(25, 25))
     table = contingency_table(truth, proposal)
-    assert variation_of_information(table=table) == variation_of_information(truth, proposal)
+    # the x log x sums are added up in another order from a table: VI agrees to rounding; the pair counts
+    # are exact integers either way
+    assert variation_of_information(table=table) == pytest.approx(tuple(variation_of_information(truth, proposal)), **TOL)
     assert adapted_rand_error(table=table) == adapted_rand_error(truth, proposal)
     assert rand_error(table=table) == rand_error(truth, proposal)
 

@@ -6,8 +6,11 @@ both. It is built in C++ in one pass over the two arrays (threads split the pixe
 pairs are counted per truth label; labels become ids directly when their value range is small, through
 a hash map on their 64-bit values otherwise), with no dense label x label matrix (millions of segments
 are fine), in any memory layout, with the GIL released; :func:`contingency_table` returns it so several
-metrics can share it (``table=``). The C++ scratch memory is kept per calling thread for the next table
-(about 40 bytes per label run at most).
+metrics can share it (``table=``). Called on label images, the metrics skip the table: the C++ core folds
+each truth label's entries into the few sums they need (sum c_ij^2, sum c_ij log2 c_ij, the same of the
+label sizes; exact 128-bit integers and compensated floating-point sums) as it counts them, without
+sorting labels or handing arrays to Python. The C++ scratch memory is kept per calling thread for the
+next call (about 40 bytes per label run at most).
 """
 from __future__ import annotations
 
@@ -74,14 +77,23 @@ def _labels_from_bits(bits: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return bits.astype(np.dtype(f"u{dtype.itemsize}")).view(dtype)
 
 
-def contingency_table(truth_labels, proposal_labels, *, threads=None) -> ContingencyTable:
-    """Sparse contingency table of two label images of equal shape (any integer dtypes, any layout)."""
+def _label_bits(labels: np.ndarray) -> np.ndarray:
+    """The bits the C++ core compares labels by, as uint64."""
+    return labels.view(np.dtype(f"u{labels.dtype.itemsize}")).astype(np.uint64)
+
+
+def _checked_labels(truth_labels, proposal_labels) -> tuple[np.ndarray, np.ndarray]:
     a = v.check_labels(truth_labels, "truth_labels")
     b = v.check_labels(proposal_labels, "proposal_labels")
     v.check_same_shape(a, b, "truth_labels", "proposal_labels")
-    threads = v.resolve_threads(threads)
+    return a, b
+
+
+def contingency_table(truth_labels, proposal_labels, *, threads=None) -> ContingencyTable:
+    """Sparse contingency table of two label images of equal shape (any integer dtypes, any layout)."""
+    a, b = _checked_labels(truth_labels, proposal_labels)
     # canonical from C++: labels sorted by value, entries sorted by (row, col)
-    t_bits, p_bits, rows, cols, counts, t_sizes, p_sizes = _core.contingency_table(a, b, threads)
+    t_bits, p_bits, rows, cols, counts, t_sizes, p_sizes = _core.contingency_table(a, b, v.resolve_threads(threads))
     return ContingencyTable(
         truth_labels=_labels_from_bits(t_bits, a.dtype),
         proposal_labels=_labels_from_bits(p_bits, b.dtype),
@@ -93,14 +105,33 @@ def contingency_table(truth_labels, proposal_labels, *, threads=None) -> Conting
     )
 
 
-def _table(truth_labels, proposal_labels, table, threads) -> ContingencyTable:
-    if table is not None:
-        if not isinstance(table, ContingencyTable):
-            raise InvalidInputError(f"table: expected a ContingencyTable, got {type(table).__name__}")
-        return table
-    if truth_labels is None or proposal_labels is None:
-        raise InvalidInputError("give truth_labels and proposal_labels, or table=")
-    return contingency_table(truth_labels, proposal_labels, threads=threads)
+class _PairSums(NamedTuple):
+    """What the pair-counting metrics need of a contingency table c_ij, over the truth labels kept:
+    N = sum c_ij, sums of squares and of x log2 x of the entries c_ij, the truth sizes a_i and the
+    proposal sizes b_j (over the kept rows), and proposal label 0's column (b_0, sum_i c_i0^2)."""
+
+    total: int
+    sum_sq_counts: int
+    sum_sq_truth: int
+    sum_sq_proposal: int
+    xlogx_counts: float
+    xlogx_truth: float
+    xlogx_proposal: float
+    zero_total: int
+    zero_sum_sq_counts: int
+
+
+def _ignore_bits(ignore_labels, dtype: np.dtype) -> np.ndarray:
+    """Truth labels to leave out, as uint64 label bits of ``dtype`` (values it cannot hold match no pixel)."""
+    try:
+        values = np.asarray(tuple(ignore_labels) if np.iterable(ignore_labels) else (ignore_labels,))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"ignore_labels: expected a sequence of labels ({exc})") from exc
+    if values.size and values.dtype.kind not in "biuf":
+        raise InvalidInputError(f"ignore_labels: expected integer labels, got {values.dtype} values")
+    lo, hi = (0, 1) if dtype == np.bool_ else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    whole = [int(x) for x in values.ravel().tolist() if float(x).is_integer() and lo <= int(x) <= hi]
+    return _label_bits(np.array(whole, dtype=np.uint8 if dtype == np.bool_ else dtype))
 
 
 def _sum_squares(x: np.ndarray) -> int:
@@ -110,11 +141,17 @@ def _sum_squares(x: np.ndarray) -> int:
     return sum(int(c) * int(c) for c in x)
 
 
+def _sum_xlogx(x: np.ndarray) -> float:
+    """sum x log2 x over non-negative counts (0 log 0 = 0)."""
+    x = x[x > 0].astype(np.float64)
+    return float(np.sum(x * np.log2(x)))
+
+
 def _without_truth_labels(t: ContingencyTable, ignore_labels) -> ContingencyTable:
-    ignore = np.asarray(tuple(ignore_labels))
+    ignore = _ignore_bits(ignore_labels, t.truth_labels.dtype)
     if ignore.size == 0:
         return t
-    ignored_rows = np.isin(t.truth_labels, ignore)
+    ignored_rows = np.isin(_label_bits(t.truth_labels), ignore)
     if not ignored_rows.any():
         return t
     keep = ~ignored_rows[t.rows]
@@ -122,6 +159,36 @@ def _without_truth_labels(t: ContingencyTable, ignore_labels) -> ContingencyTabl
     truth_sizes = np.where(ignored_rows, 0, t.truth_sizes)
     proposal_sizes = np.bincount(cols, weights=counts, minlength=t.proposal_labels.size).astype(np.int64)
     return ContingencyTable(t.truth_labels, t.proposal_labels, rows, cols, counts, truth_sizes, proposal_sizes)
+
+
+def _sums_of_table(t: ContingencyTable, ignore_labels) -> _PairSums:
+    t = _without_truth_labels(t, ignore_labels)
+    zero_col = np.flatnonzero(t.proposal_labels == 0)
+    zero = t.cols == zero_col[0] if zero_col.size else np.zeros(t.nnz, dtype=bool)
+    return _PairSums(
+        total=t.total,
+        sum_sq_counts=_sum_squares(t.counts),
+        sum_sq_truth=_sum_squares(t.truth_sizes),
+        sum_sq_proposal=_sum_squares(t.proposal_sizes),
+        xlogx_counts=_sum_xlogx(t.counts),
+        xlogx_truth=_sum_xlogx(t.truth_sizes),
+        xlogx_proposal=_sum_xlogx(t.proposal_sizes),
+        zero_total=int(t.counts[zero].sum()),
+        zero_sum_sq_counts=_sum_squares(t.counts[zero]),
+    )
+
+
+def _pair_sums(truth_labels, proposal_labels, table, ignore_labels, threads) -> _PairSums:
+    """The sums of ``table=`` if given, else computed by the C++ core straight from the label images."""
+    if table is not None:
+        if not isinstance(table, ContingencyTable):
+            raise InvalidInputError(f"table: expected a ContingencyTable, got {type(table).__name__}")
+        return _sums_of_table(table, ignore_labels)
+    if truth_labels is None or proposal_labels is None:
+        raise InvalidInputError("give truth_labels and proposal_labels, or table=")
+    a, b = _checked_labels(truth_labels, proposal_labels)
+    ignore = _ignore_bits(ignore_labels, a.dtype)
+    return _PairSums(**_core.contingency_summary(a, b, ignore, v.resolve_threads(threads)))
 
 
 def rand_error(truth_labels=None, proposal_labels=None, *, table: Optional[ContingencyTable] = None,
@@ -140,20 +207,15 @@ def rand_error(truth_labels=None, proposal_labels=None, *, table: Optional[Conti
     """
     from .isbi import fiji_fscore
 
-    t = _table(truth_labels, proposal_labels, table, threads)
-    fg = t.truth_labels[t.rows] != 0
-    rows, cols, counts = t.rows[fg], t.cols[fg], t.counts[fg]
-    if counts.size == 0:
+    s = _pair_sums(truth_labels, proposal_labels, table, (0,), threads)
+    if s.total == 0:
         logger.warning("rand_error: the truth has no foreground (no label != 0); the Rand error is undefined (NaN)")
         return math.nan
-    in_proposal_fg = t.proposal_labels[cols] != 0
-    c0 = int(counts[~in_proposal_fg].sum())
-    sum_c2 = _sum_squares(counts[in_proposal_fg])
-    a = np.bincount(rows, weights=counts, minlength=t.truth_labels.size).astype(np.int64)
-    b = np.bincount(cols[in_proposal_fg], weights=counts[in_proposal_fg], minlength=t.proposal_labels.size).astype(np.int64)
+    c0 = s.zero_total
+    sum_c2 = s.sum_sq_counts - s.zero_sum_sq_counts  # over proposal labels j != 0
     tp = sum_c2 + c0
-    fp = _sum_squares(b) - sum_c2
-    fn = _sum_squares(a) - tp
+    fp = (s.sum_sq_proposal - c0 * c0) - sum_c2
+    fn = s.sum_sq_truth - tp
     return 1.0 - fiji_fscore(tp, fp, fn)
 
 
@@ -181,18 +243,14 @@ def variation_of_information(truth_labels=None, proposal_labels=None, *, table: 
     ``ignore_labels``: truth labels whose pixels are left out (skimage's ``ignore_labels``).
     Reference: M. Meila, J. Multivariate Anal. 98(5):873-895, 2007, doi:10.1016/j.jmva.2006.11.013.
     """
-    t = _without_truth_labels(_table(truth_labels, proposal_labels, table, threads), ignore_labels)
-    total = t.total
-    if total == 0:
+    s = _pair_sums(truth_labels, proposal_labels, table, ignore_labels, threads)
+    if s.total == 0:
         raise InvalidInputError("variation_of_information: no pixels left after ignoring ignore_labels")
-    p = t.counts / total
-    p_truth = t.truth_sizes / total
-    p_prop = t.proposal_sizes / total
-    # einsum, not np.dot: a BLAS dot leaves OpenBLAS threads spinning, which slows the next call's
-    # C++ threads on small machines
-    split = -float(np.einsum("i,i->", p, np.log2(p / p_truth[t.rows])))
-    merge = -float(np.einsum("i,i->", p, np.log2(p / p_prop[t.cols])))
-    return VariationOfInformation(split=split + 0.0, merge=merge + 0.0)  # + 0.0 turns -0.0 into 0.0
+    # split = (sum_i a_i log2 a_i - sum_ij c_ij log2 c_ij) / N (the log2 N terms cancel); >= 0, so a
+    # rounding below 0 (or -0.0) is 0
+    split = (s.xlogx_truth - s.xlogx_counts) / s.total
+    merge = (s.xlogx_proposal - s.xlogx_counts) / s.total
+    return VariationOfInformation(split=max(split, 0.0), merge=max(merge, 0.0))
 
 
 class AdaptedRandResult(NamedTuple):
@@ -225,13 +283,13 @@ def adapted_rand_error(truth_labels=None, proposal_labels=None, *, table: Option
     Equals skimage's ``adapted_rand_error`` (whose precision/recall are swapped, see
     :class:`AdaptedRandResult`). Reference: Front. Neuroanat. 9:142, 2015, doi:10.3389/fnana.2015.00142.
     """
-    t = _without_truth_labels(_table(truth_labels, proposal_labels, table, threads), ignore_labels)
-    n = t.total
+    s = _pair_sums(truth_labels, proposal_labels, table, ignore_labels, threads)
+    n = s.total
     if n == 0:
         raise InvalidInputError("adapted_rand_error: no truth pixels left after ignoring ignore_labels")
-    pairs_both = _sum_squares(t.counts) - n
-    pairs_truth = _sum_squares(t.truth_sizes) - n
-    pairs_prop = _sum_squares(t.proposal_sizes) - n
+    pairs_both = s.sum_sq_counts - n
+    pairs_truth = s.sum_sq_truth - n
+    pairs_prop = s.sum_sq_proposal - n
     precision = pairs_both / pairs_prop if pairs_prop else math.nan
     recall = pairs_both / pairs_truth if pairs_truth else math.nan
     fscore = 2.0 * pairs_both / (pairs_truth + pairs_prop) if (pairs_truth + pairs_prop) else math.nan

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -36,6 +37,13 @@ public:
         used_[i] = 1, keys_[i] = key, values_[i] = init, ++size_;
         inserted = true;
         return values_[i];
+    }
+
+    // The value of key, or nullptr if absent.
+    const V* find(std::uint64_t key) const {
+        for (std::size_t i = mix(key) & mask_; used_[i]; i = (i + 1) & mask_)
+            if (keys_[i] == key) return &values_[i];
+        return nullptr;
     }
 
 private:
@@ -169,7 +177,7 @@ template <class T>
 class LabelIds {
 public:
     LabelIds(std::uint64_t lo, std::uint64_t hi, std::uint64_t n_elements, bool is_signed)
-        : lo_(lo), span_(hi - lo), signed_(is_signed), direct_(hi - lo <= n_elements + 65536) {}
+        : lo_(lo), span_(hi - lo), signed_(is_signed), direct_(hi - lo <= n_elements + 65536 && hi - lo <= 0xFFFFFFFFull) {}
     bool direct() const { return direct_; }
     // ids are < capacity() (after all id() calls)
     std::size_t capacity() const { return direct_ ? static_cast<std::size_t>(span_) + 1 : keys_.size(); }
@@ -179,6 +187,12 @@ public:
         std::uint32_t& slot = hashed_.at_or_insert(key, static_cast<std::uint32_t>(keys_.size()), inserted);
         if (inserted) keys_.push_back(key);
         return slot;
+    }
+    // The id of a key seen by id_of_key (direct: of any key in the range), or ~0u.
+    std::uint32_t find(std::uint64_t key) const {
+        if (direct_) return key >= lo_ && key - lo_ <= span_ ? static_cast<std::uint32_t>(key - lo_) : ~0u;
+        const std::uint32_t* id = hashed_.find(key);
+        return id ? *id : ~0u;
     }
     // Of the ids with size[id] > 0: rank[id] = position in value order (~0u for absent ids), order =
     // the ids in value order, sorted = their label bits.
@@ -212,198 +226,499 @@ private:
 
 // Inputs below this many elements are counted by one thread: starting threads costs more.
 constexpr std::int64_t kParallelElements = std::int64_t(1) << 19;
-// Longest run stored as one (the rest continues in a new run): lengths fit 32 bits.
-constexpr std::uint64_t kMaxRun = 0xFFFFFFFFull;
+// Most elements in one block of the run pass: run lengths (and offsets in a block) fit 32 bits.
+constexpr std::int64_t kMaxBlock = 0xFFFFFFFF;
+
+struct KeyRange {
+    std::uint64_t lo_a = ~0ULL, hi_a = 0, lo_b = ~0ULL, hi_b = 0;
+    void merge(const KeyRange& r) {
+        lo_a = std::min(lo_a, r.lo_a), hi_a = std::max(hi_a, r.hi_a);
+        lo_b = std::min(lo_b, r.lo_b), hi_b = std::max(hi_b, r.hi_b);
+    }
+};
+
+// The runs of equal (truth, proposal) labels in the elements [begin, end) of the layout; returns their
+// number. Narrow records (2 words): (low 32 bits of the truth key | low 32 bits of the proposal key << 32,
+// offset of the run's first element from begin); enough when each key range spans less than 2^32 (the
+// keys are then lo + (low bits - low bits of lo) mod 2^32). Wide records (3 words): (truth key, proposal
+// key, offset). Branch-free: each element is written as the next record, which is kept (the write
+// position advances) only where a label changes, so label boundaries cost no mispredicted branches.
+template <class A, class B, bool Wide>
+std::size_t collect_runs(const char* a, const char* b, const Layout& lay, std::int64_t begin, std::int64_t end,
+                         bool a_signed, bool b_signed, Buffer<std::uint64_t>& out, KeyRange& range) {
+    constexpr std::size_t kWords = Wide ? 3 : 2;
+    out.resize(kWords * static_cast<std::size_t>(end - begin));
+    const A flip_a = a_signed ? static_cast<A>(A(1) << (sizeof(A) * 8 - 1)) : A(0);  // key = order_key(bits)
+    const B flip_b = b_signed ? static_cast<B>(B(1) << (sizeof(B) * 8 - 1)) : B(0);
+    std::uint64_t* w = out.data();
+    A run_a{}, lo_a = static_cast<A>(~A(0)), hi_a{};
+    B run_b{}, lo_b = static_cast<B>(~B(0)), hi_b{};
+    std::uint64_t offset = 0;
+    std::vector<A> buf_a;
+    std::vector<B> buf_b;
+    for_each_segment<A, B>(a, b, lay, begin, end, buf_a, buf_b, [&](const A* pa, const B* pb, std::int64_t count) {
+        // locals (no references): the loop keeps them in registers, unaffected by its stores
+        A ra = run_a, la = lo_a, ha = hi_a;
+        B rb = run_b, lb = lo_b, hb = hi_b;
+        const A fa = flip_a;
+        const B fb = flip_b;
+        const std::uint64_t base = offset;
+        std::uint64_t* wp = w;
+        std::int64_t x = 0;
+        if (base == 0) {  // the block's first element starts a run
+            ra = la = ha = static_cast<A>(pa[0] ^ fa), rb = lb = hb = static_cast<B>(pb[0] ^ fb);
+            if constexpr (Wide) wp[0] = ra, wp[1] = rb, wp[2] = 0;
+            else wp[0] = std::uint64_t(static_cast<std::uint32_t>(ra)) | std::uint64_t(static_cast<std::uint32_t>(rb)) << 32, wp[1] = 0;
+            wp += kWords, x = 1;
+        }
+        for (; x < count; ++x) {
+            const A ka = static_cast<A>(pa[x] ^ fa);
+            const B kb = static_cast<B>(pb[x] ^ fb);
+            if constexpr (Wide) wp[0] = ka, wp[1] = kb, wp[2] = base + static_cast<std::uint64_t>(x);
+            else wp[0] = std::uint64_t(static_cast<std::uint32_t>(ka)) | std::uint64_t(static_cast<std::uint32_t>(kb)) << 32,
+                 wp[1] = base + static_cast<std::uint64_t>(x);
+            wp += kWords * static_cast<std::size_t>((ka != ra) | (kb != rb));
+            ra = ka, rb = kb;
+            la = std::min(la, ka), ha = std::max(ha, ka), lb = std::min(lb, kb), hb = std::max(hb, kb);
+        }
+        run_a = ra, run_b = rb, lo_a = la, hi_a = ha, lo_b = lb, hi_b = hb, w = wp;
+        offset += static_cast<std::uint64_t>(count);
+    });
+    range.lo_a = lo_a, range.hi_a = hi_a, range.lo_b = lo_b, range.hi_b = hi_b;
+    return static_cast<std::size_t>(w - out.data()) / kWords;
+}
 
 }  // namespace detail
 
-// Scratch memory of contingency_table, kept between calls by callers that count many tables: fresh
-// pages cost more than the counting itself on large inputs.
+// Scratch memory of contingency_table / contingency_summary, kept between calls by callers that count
+// many tables: fresh pages cost more than the counting itself on large inputs.
 struct ContingencyWorkspace {
-    std::vector<std::vector<std::uint64_t>> runs;                  // per thread
-    std::vector<std::vector<std::uint32_t>> runs_of;               // per thread, per truth id
-    std::vector<std::vector<std::int64_t>> size_a, size_b;         // per thread, per id
-    std::vector<std::vector<std::uint32_t>> seen_in, slot_of;      // per thread, per proposal label
+    std::vector<Buffer<std::uint64_t>> runs;                       // per block
+    std::vector<std::vector<std::uint32_t>> runs_of;               // per block, per group
+    std::vector<std::vector<std::int64_t>> size_a, size_b;         // per block / worker, per id
+    std::vector<std::vector<std::uint32_t>> seen_in, slot_of;      // per worker, per column
+    std::vector<Buffer<std::pair<std::uint32_t, std::int64_t>>> entries;  // per worker: one group's
+    std::vector<std::uint32_t> group_of;                           // per truth id
+    std::vector<std::size_t> start;                                // per group: first run in the bucket
     Buffer<std::uint64_t> bucket;
 };
+
+namespace detail {
+
+// The runs of a (truth) and b (proposal), one block of elements per thread (more blocks when a block
+// would exceed kMaxBlock elements), in ws.runs as narrow records whose 32-bit fields, minus base_a /
+// base_b, are the label ids (direct ids: the low bits of the range's lowest key; hashed ids: 0, the
+// fields rewritten).
+template <class A, class B>
+struct LabelRuns {
+    LabelIds<A> ids_a;
+    LabelIds<B> ids_b;
+    unsigned workers;
+    std::vector<std::size_t> count;          // runs per block
+    std::vector<std::uint64_t> length;       // elements per block
+    std::uint32_t base_a = 0, base_b = 0;
+
+    std::size_t blocks() const { return count.size(); }
+    // fn(id_a, id_b, run length) for each run of block k, in scan order
+    template <class Fn>
+    void for_each_run(const ContingencyWorkspace& ws, std::size_t k, Fn&& fn) const {
+        const std::uint64_t* v = ws.runs[k].data();
+        const std::size_t n = count[k];
+        const std::uint32_t ba = base_a, bb = base_b;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint64_t next = i + 1 < n ? v[2 * i + 3] : length[k];
+            fn(static_cast<std::uint32_t>(v[2 * i]) - ba, static_cast<std::uint32_t>(v[2 * i] >> 32) - bb, next - v[2 * i + 1]);
+        }
+    }
+};
+
+template <class A, class B>
+LabelRuns<A, B> label_runs(const char* a, const char* b, const std::vector<std::int64_t>& shape,
+                           const std::vector<std::int64_t>& strides_a, const std::vector<std::int64_t>& strides_b,
+                           bool a_signed, bool b_signed, unsigned threads, ContingencyWorkspace& ws) {
+    const Layout lay = plan_layout(shape, strides_a, strides_b);
+    const std::int64_t n = lay.size();
+    const unsigned workers = n < kParallelElements ? 1u : resolve_threads(threads);
+    const auto blocks = static_cast<std::size_t>(std::max<std::int64_t>(workers, (n + kMaxBlock - 1) / kMaxBlock));
+    const auto bound = [&](std::size_t k) { return n * static_cast<std::int64_t>(k) / static_cast<std::int64_t>(blocks); };
+    if (ws.runs.size() < blocks) ws.runs.resize(blocks);
+    std::vector<std::size_t> count(blocks);
+    std::vector<KeyRange> ranges(blocks);
+    const auto collect = [&](auto wide) {
+        parallel_for(blocks, workers, [&](std::size_t k, unsigned) {
+            count[k] = collect_runs<A, B, decltype(wide)::value>(a, b, lay, bound(k), bound(k + 1), a_signed, b_signed,
+                                                                 ws.runs[k], ranges[k]);
+        });
+    };
+    collect(std::false_type{});
+    KeyRange all;
+    for (const KeyRange& r : ranges) all.merge(r);
+    const bool wide = all.hi_a - all.lo_a > 0xFFFFFFFFull || all.hi_b - all.lo_b > 0xFFFFFFFFull;
+    if (wide) collect(std::true_type{});  // 64-bit labels spread over more than 2^32 values: full keys
+    LabelRuns<A, B> out{LabelIds<A>(all.lo_a, all.hi_a, static_cast<std::uint64_t>(n), a_signed),
+                        LabelIds<B>(all.lo_b, all.hi_b, static_cast<std::uint64_t>(n), b_signed), workers, count,
+                        std::vector<std::uint64_t>(blocks)};
+    for (std::size_t k = 0; k < blocks; ++k) out.length[k] = static_cast<std::uint64_t>(bound(k + 1) - bound(k));
+    if (out.ids_a.direct() && out.ids_b.direct()) {
+        out.base_a = static_cast<std::uint32_t>(all.lo_a), out.base_b = static_cast<std::uint32_t>(all.lo_b);
+        return out;
+    }
+    // hashed ids (assigned by one thread, in scan order): the records' fields become the ids
+    for (std::size_t k = 0; k < blocks; ++k) {
+        std::uint64_t* v = ws.runs[k].data();
+        for (std::size_t i = 0; i < count[k]; ++i) {
+            std::uint64_t key_a, key_b, first;
+            if (wide) {
+                key_a = v[3 * i], key_b = v[3 * i + 1], first = v[3 * i + 2];
+            } else {
+                key_a = all.lo_a + static_cast<std::uint32_t>(static_cast<std::uint32_t>(v[2 * i]) - static_cast<std::uint32_t>(all.lo_a));
+                key_b = all.lo_b + static_cast<std::uint32_t>(static_cast<std::uint32_t>(v[2 * i] >> 32) - static_cast<std::uint32_t>(all.lo_b));
+                first = v[2 * i + 1];
+            }
+            // narrow in place: record i's words are read before they (or, wide, record i - 1's) are written
+            v[2 * i] = std::uint64_t(out.ids_a.id_of_key(key_a)) | std::uint64_t(out.ids_b.id_of_key(key_b)) << 32;
+            v[2 * i + 1] = first;
+        }
+    }
+    return out;
+}
+
+// Buckets the runs by the group of their truth id (group_of[id]; ~0u: left out) as (column << 32 |
+// length), column = col_of[proposal id] (col_of empty: the proposal id itself): group g's runs are
+// ws.bucket[start[g], start[g + 1]). Block k writes its runs of group g from start[g] + the runs of g of
+// the blocks before it, so the order within a group is the scan order.
+template <class A, class B>
+void group_runs(const LabelRuns<A, B>& lr, const std::vector<std::uint32_t>& group_of, std::size_t n_groups,
+                const std::vector<std::uint32_t>& col_of, ContingencyWorkspace& ws, std::vector<std::size_t>& start) {
+    const std::size_t blocks = lr.blocks();
+    auto& runs_of = ws.runs_of;
+    if (runs_of.size() < blocks) runs_of.resize(blocks);
+    const std::uint32_t* group = group_of.data();
+    parallel_for(blocks, lr.workers, [&](std::size_t k, unsigned) {
+        runs_of[k].assign(n_groups, 0);
+        std::uint32_t* c = runs_of[k].data();
+        lr.for_each_run(ws, k, [&](std::uint32_t id_a, std::uint32_t, std::uint64_t) {
+            const std::uint32_t g = group[id_a];
+            if (g != ~0u) ++c[g];
+        });
+    });
+    // offsets: each worker adds up a range of groups, then writes the offsets of that range
+    start.resize(n_groups + 1);
+    const unsigned workers = lr.workers;
+    const auto range = [&](std::size_t p) { return n_groups * p / workers; };
+    std::vector<std::size_t> range_start(workers + 1, 0);
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
+        std::size_t total = 0;
+        for (std::size_t g = range(p); g < range(p + 1); ++g)
+            for (std::size_t k = 0; k < blocks; ++k) total += runs_of[k][g];
+        range_start[p + 1] = total;
+    });
+    for (unsigned p = 0; p < workers; ++p) range_start[p + 1] += range_start[p];
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
+        std::size_t total = range_start[p];
+        for (std::size_t g = range(p); g < range(p + 1); ++g) {
+            start[g] = total;
+            for (std::size_t k = 0; k < blocks; ++k) {
+                const std::uint32_t c = runs_of[k][g];
+                runs_of[k][g] = static_cast<std::uint32_t>(total);  // now: this block's first slot
+                total += c;
+            }
+        }
+    });
+    start[n_groups] = range_start[workers];
+    if (start[n_groups] > 0xFFFFFFFFull) throw std::length_error("contingency: more than 2^32 label runs");
+    ws.bucket.resize(start[n_groups]);
+    std::uint64_t* bucket = ws.bucket.data();
+    const std::uint32_t* col = col_of.empty() ? nullptr : col_of.data();
+    parallel_for(blocks, lr.workers, [&](std::size_t k, unsigned) {
+        std::uint32_t* fill = runs_of[k].data();
+        lr.for_each_run(ws, k, [&](std::uint32_t id_a, std::uint32_t id_b, std::uint64_t length) {
+            const std::uint32_t g = group[id_a];
+            if (g != ~0u) bucket[fill[g]++] = std::uint64_t(col ? col[id_b] : id_b) << 32 | length;
+        });
+    });
+}
+
+// Splits the groups among workers into consecutive ranges of about equal numbers of runs: worker p
+// takes groups [first[p], first[p + 1]).
+inline std::vector<std::size_t> partition_groups(const std::vector<std::size_t>& start, unsigned workers) {
+    const std::size_t n_groups = start.size() - 1, n_runs = start.back();
+    std::vector<std::size_t> first(workers + 1, n_groups);
+    first[0] = 0;
+    for (unsigned p = 1; p < workers; ++p)
+        first[p] = static_cast<std::size_t>(std::lower_bound(start.begin(), start.end() - 1, n_runs * p / workers) - start.begin());
+    return first;
+}
+
+// Calls on_group(p, g, entries, m) for each nonempty group g of worker p's range, entries[0, m) = its
+// (column, pixels) pairs in first-seen order, each column counted with a marker per column (no
+// hashing). The marker test is branch-free (selects, not jumps): whether a run's column is new to its
+// group is as unpredictable as the labels.
+template <class Fn>
+void count_groups(const std::vector<std::size_t>& start, const std::vector<std::size_t>& first, std::size_t n_cols,
+                  ContingencyWorkspace& ws, Fn&& on_group) {
+    const unsigned workers = static_cast<unsigned>(first.size() - 1);
+    if (ws.seen_in.size() < workers) ws.seen_in.resize(workers), ws.slot_of.resize(workers), ws.entries.resize(workers);
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
+        ws.seen_in[p].assign(n_cols, ~0u), ws.slot_of[p].resize(n_cols);
+        std::size_t most_runs = 0;
+        for (std::size_t g = first[p]; g < first[p + 1]; ++g) most_runs = std::max(most_runs, start[g + 1] - start[g]);
+        ws.entries[p].resize(most_runs);  // a group has at most one entry per run
+        std::uint32_t* seen_in = ws.seen_in[p].data();
+        std::uint32_t* slot_of = ws.slot_of[p].data();
+        std::pair<std::uint32_t, std::int64_t>* e = ws.entries[p].data();
+        const std::uint64_t* bucket = ws.bucket.data();
+        for (std::size_t g = first[p]; g < first[p + 1]; ++g) {
+            const std::size_t begin = start[g], end = start[g + 1];
+            if (begin == end) continue;
+            const auto group = static_cast<std::uint32_t>(g);
+            std::uint32_t m = 0;  // entries so far
+            for (std::size_t k = begin; k < end; ++k) {
+                const auto c = static_cast<std::uint32_t>(bucket[k] >> 32);
+                const auto length = static_cast<std::int64_t>(bucket[k] & 0xFFFFFFFFull);
+                const bool fresh = seen_in[c] != group;
+                const std::uint32_t old_slot = slot_of[c];
+                const std::uint32_t slot = fresh ? m : old_slot;
+                seen_in[c] = group, slot_of[c] = slot;
+                const std::int64_t keep = -static_cast<std::int64_t>(!fresh);  // all ones if the entry exists
+                e[slot].first = c, e[slot].second = (e[slot].second & keep) + length;
+                m += fresh;
+            }
+            on_group(p, g, e, m);
+        }
+    });
+}
+
+}  // namespace detail
 
 // Contingency table of label arrays a (truth) and b (proposal) with equal shape, read as unsigned
 // integers A and B of the labels' widths (a_signed / b_signed: order the labels as signed values).
 //
 // One pass over the data, each thread on its own block of elements, collects the runs of equal
 // (truth, proposal) labels (labels come in runs along rows) and the label ranges; the runs' labels
-// become ids (directly, or hashed when a range is too wide). The runs are bucketed by truth id
-// and each bucket's columns counted with a marker per proposal id: linear time, no hashing of pairs
-// when the label ranges are small, and a canonical result (labels in value order, entries by
-// (row, col)) whatever the memory layout or the number of threads.
+// become ids (directly, or hashed when a range is too wide). The runs are bucketed by truth label
+// and each bucket's columns counted with a marker per proposal label: linear time, no hashing of pairs,
+// and a canonical result (labels in value order, entries by (row, col)) whatever the memory layout or
+// the number of threads.
 template <class A, class B>
 Contingency contingency_table(const char* a, const char* b, const std::vector<std::int64_t>& shape,
                               const std::vector<std::int64_t>& strides_a, const std::vector<std::int64_t>& strides_b,
                               bool a_signed, bool b_signed, unsigned threads, ContingencyWorkspace* workspace = nullptr) {
     ContingencyWorkspace local;
     ContingencyWorkspace& ws = workspace ? *workspace : local;
-    const detail::Layout lay = detail::plan_layout(shape, strides_a, strides_b);
-    const std::int64_t n = lay.size();
-    const unsigned workers = n < detail::kParallelElements ? 1u : resolve_threads(threads);
+    detail::LabelRuns<A, B> lr = detail::label_runs<A, B>(a, b, shape, strides_a, strides_b, a_signed, b_signed, threads, ws);
+    const std::size_t blocks = lr.blocks(), na = lr.ids_a.capacity(), nb = lr.ids_b.capacity();
 
-    // The one pass over the data: runs of equal (truth, proposal) labels and the label ranges, per
-    // thread. A run is 3 words (truth key, proposal key, length) until its labels become ids, then 2
-    // (truth id | proposal id << 32, length), rewritten in place.
-    struct Range { std::uint64_t lo_a = ~0ULL, hi_a = 0, lo_b = ~0ULL, hi_b = 0; };
-    std::vector<Range> ranges(workers);
-    std::vector<std::vector<std::uint64_t>>& runs = ws.runs;
-    if (runs.size() < workers) runs.resize(workers);
-    parallel_for(workers, workers, [&](std::size_t w, unsigned) {
-        const std::int64_t begin = n * static_cast<std::int64_t>(w) / workers;
-        const std::int64_t end = n * static_cast<std::int64_t>(w + 1) / workers;
-        std::vector<std::uint64_t>& out = runs[w];
-        out.clear();
-        out.reserve(static_cast<std::size_t>(std::min<std::int64_t>(end - begin, std::int64_t(1) << 22)) * 3);
-        Range r;
-        const auto flush = [&](A va, B vb, std::uint64_t length) {
-            const std::uint64_t ka = detail::order_key(va, a_signed), kb = detail::order_key(vb, b_signed);
-            r.lo_a = std::min(r.lo_a, ka), r.hi_a = std::max(r.hi_a, ka);
-            r.lo_b = std::min(r.lo_b, kb), r.hi_b = std::max(r.hi_b, kb);
-            for (; length > detail::kMaxRun; length -= detail::kMaxRun)
-                out.push_back(ka), out.push_back(kb), out.push_back(detail::kMaxRun);
-            out.push_back(ka), out.push_back(kb), out.push_back(length);
-        };
-        std::vector<A> buf_a;
-        std::vector<B> buf_b;
-        A last_a{};
-        B last_b{};
-        std::uint64_t length = 0;  // of the run (last_a, last_b); 0 before the first element
-        detail::for_each_segment<A, B>(a, b, lay, begin, end, buf_a, buf_b, [&](const A* pa, const B* pb, std::int64_t count) {
-            A run_a = last_a;  // locals: the loop keeps them in registers
-            B run_b = last_b;
-            std::uint64_t run_length = length;
-            for (std::int64_t x = 0; x < count; ++x) {
-                if (pa[x] == run_a && pb[x] == run_b) {
-                    ++run_length;
-                    continue;
-                }
-                if (run_length) flush(run_a, run_b, run_length);
-                run_a = pa[x], run_b = pb[x], run_length = 1;
-            }
-            last_a = run_a, last_b = run_b, length = run_length;
-        });
-        if (length) flush(last_a, last_b, length);
-        ranges[w] = r;
-    });
-    Range all;
-    for (const Range& r : ranges)
-        all.lo_a = std::min(all.lo_a, r.lo_a), all.hi_a = std::max(all.hi_a, r.hi_a),
-        all.lo_b = std::min(all.lo_b, r.lo_b), all.hi_b = std::max(all.hi_b, r.hi_b);
-
-    // label ids of the runs; label sizes and runs per truth id, per thread
-    detail::LabelIds<A> ids_a(all.lo_a, all.hi_a, static_cast<std::uint64_t>(n), a_signed);
-    detail::LabelIds<B> ids_b(all.lo_b, all.hi_b, static_cast<std::uint64_t>(n), b_signed);
-    const auto to_ids = [&](std::size_t w) {
-        std::vector<std::uint64_t>& v = runs[w];
-        const std::size_t count = v.size() / 3;
-        for (std::size_t k = 0; k < count; ++k) {
-            const std::uint64_t id_a = ids_a.id_of_key(v[3 * k]), id_b = ids_b.id_of_key(v[3 * k + 1]), length = v[3 * k + 2];
-            v[2 * k] = id_a | id_b << 32, v[2 * k + 1] = length;
-        }
-        v.resize(2 * count);
-    };
-    if (ids_a.direct() && ids_b.direct())
-        parallel_for(workers, workers, [&](std::size_t w, unsigned) { to_ids(w); });
-    else
-        for (unsigned w = 0; w < workers; ++w) to_ids(w);  // hashed ids are assigned by one thread
-    const std::size_t na = ids_a.capacity(), nb = ids_b.capacity();
-    auto& runs_of = ws.runs_of;
+    // label sizes, per block, summed into block 0's
     auto& size_a = ws.size_a;
     auto& size_b = ws.size_b;
-    if (runs_of.size() < workers) runs_of.resize(workers), size_a.resize(workers), size_b.resize(workers);
-    parallel_for(workers, workers, [&](std::size_t w, unsigned) {
-        runs_of[w].assign(na, 0), size_a[w].assign(na, 0), size_b[w].assign(nb, 0);
-        const std::vector<std::uint64_t>& v = runs[w];
-        for (std::size_t k = 0; k < v.size(); k += 2) {
-            const auto id_a = static_cast<std::uint32_t>(v[k]), id_b = static_cast<std::uint32_t>(v[k] >> 32);
-            ++runs_of[w][id_a];
-            size_a[w][id_a] += static_cast<std::int64_t>(v[k + 1]);
-            size_b[w][id_b] += static_cast<std::int64_t>(v[k + 1]);
-        }
+    if (size_a.size() < blocks) size_a.resize(blocks), size_b.resize(blocks);
+    parallel_for(blocks, lr.workers, [&](std::size_t k, unsigned) {
+        size_a[k].assign(na, 0), size_b[k].assign(nb, 0);
+        std::int64_t* sa = size_a[k].data();
+        std::int64_t* sb = size_b[k].data();
+        lr.for_each_run(ws, k, [&](std::uint32_t id_a, std::uint32_t id_b, std::uint64_t length) {
+            sa[id_a] += static_cast<std::int64_t>(length), sb[id_b] += static_cast<std::int64_t>(length);
+        });
     });
-    for (unsigned w = 1; w < workers; ++w) {
-        for (std::size_t i = 0; i < na; ++i) size_a[0][i] += size_a[w][i];
-        for (std::size_t j = 0; j < nb; ++j) size_b[0][j] += size_b[w][j];
+    for (std::size_t k = 1; k < blocks; ++k) {
+        for (std::size_t i = 0; i < na; ++i) size_a[0][i] += size_a[k][i];
+        for (std::size_t j = 0; j < nb; ++j) size_b[0][j] += size_b[k][j];
     }
     Contingency out;
     std::vector<std::uint32_t> rank_a, rank_b, order_a, order_b;
-    ids_a.ranks(size_a[0], rank_a, order_a, out.truth_values);
-    ids_b.ranks(size_b[0], rank_b, order_b, out.proposal_values);
+    lr.ids_a.ranks(size_a[0], rank_a, order_a, out.truth_values);
+    lr.ids_b.ranks(size_b[0], rank_b, order_b, out.proposal_values);
     out.truth_sizes.resize(order_a.size());
     out.proposal_sizes.resize(order_b.size());
     for (std::size_t r = 0; r < order_a.size(); ++r) out.truth_sizes[r] = size_a[0][order_a[r]];
     for (std::size_t r = 0; r < order_b.size(); ++r) out.proposal_sizes[r] = size_b[0][order_b[r]];
 
-    // Bucket the runs by truth label (in value order) as (proposal rank, length): thread w writes its
-    // runs of label r from start[r] + the runs of r of the threads before it (32-bit offsets).
-    std::size_t n_runs = 0;
-    for (const auto& v : runs) n_runs += v.size() / 2;
-    if (n_runs > 0xFFFFFFFFull) throw std::length_error("contingency_table: more than 2^32 label runs");
-    std::vector<std::size_t> start(order_a.size() + 1, 0);
-    for (std::size_t r = 0; r < order_a.size(); ++r) {
-        std::size_t total = 0;
-        for (unsigned w = 0; w < workers; ++w) {
-            const std::uint32_t k = runs_of[w][order_a[r]];
-            runs_of[w][order_a[r]] = static_cast<std::uint32_t>(start[r] + total);  // now: this thread's offset
-            total += k;
-        }
-        start[r + 1] = start[r] + total;
-    }
-    Buffer<std::uint64_t>& bucket = ws.bucket;
-    bucket.resize(n_runs);
-    parallel_for(workers, workers, [&](std::size_t w, unsigned) {
-        std::vector<std::uint32_t>& fill = runs_of[w];
-        const std::vector<std::uint64_t>& v = runs[w];
-        for (std::size_t k = 0; k < v.size(); k += 2)
-            bucket[fill[static_cast<std::uint32_t>(v[k])]++] = std::uint64_t(rank_b[v[k] >> 32]) << 32 | v[k + 1];
-    });
-
-    // Each truth label's columns, counted with a marker per proposal label. Thread p takes consecutive
-    // truth labels with about equal numbers of runs and writes their entries from the offset of their
-    // first run (a label has at most as many entries as runs); the parts are then moved together.
-    std::vector<std::size_t> first_row(workers + 1, order_a.size()), written(workers, 0);
-    first_row[0] = 0;
-    for (unsigned p = 1; p < workers; ++p)
-        first_row[p] = static_cast<std::size_t>(std::lower_bound(start.begin(), start.end() - 1, n_runs * p / workers) - start.begin());
+    // Rows in value order; worker p writes its rows' entries from the offset of their first run (a row
+    // has at most as many entries as runs); the parts are then moved together.
+    std::vector<std::size_t> start;
+    detail::group_runs(lr, rank_a, order_a.size(), rank_b, ws, start);
+    const std::vector<std::size_t> first = detail::partition_groups(start, lr.workers);
+    const std::size_t n_runs = start.back();
     out.rows.resize(n_runs), out.cols.resize(n_runs), out.counts.resize(n_runs);  // not zeroed: written below
-    if (ws.seen_in.size() < workers) ws.seen_in.resize(workers), ws.slot_of.resize(workers);
-    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
-        std::vector<std::uint32_t>& seen_in = ws.seen_in[p];
-        std::vector<std::uint32_t>& slot_of = ws.slot_of[p];
-        seen_in.assign(order_b.size(), ~0u), slot_of.resize(order_b.size());
-        std::vector<std::pair<std::uint32_t, std::int64_t>> row_entries;
-        std::size_t o = start[first_row[p]];
-        for (std::size_t r = first_row[p]; r < first_row[p + 1]; ++r) {
-            row_entries.clear();
-            for (std::size_t k = start[r]; k < start[r + 1]; ++k) {
-                const auto c = static_cast<std::uint32_t>(bucket[k] >> 32);
-                if (seen_in[c] != r) {
-                    seen_in[c] = static_cast<std::uint32_t>(r);
-                    slot_of[c] = static_cast<std::uint32_t>(row_entries.size());
-                    row_entries.emplace_back(c, 0);
-                }
-                row_entries[slot_of[c]].second += static_cast<std::int64_t>(bucket[k] & 0xFFFFFFFFull);
-            }
-            std::sort(row_entries.begin(), row_entries.end());
-            for (const auto& [c, count] : row_entries)
-                out.rows[o] = static_cast<std::int64_t>(r), out.cols[o] = c, out.counts[o] = count, ++o;
-        }
-        written[p] = o - start[first_row[p]];
+    std::vector<std::size_t> cursor(lr.workers);
+    for (unsigned p = 0; p < lr.workers; ++p) cursor[p] = start[first[p]];
+    detail::count_groups(start, first, order_b.size(), ws, [&](std::size_t p, std::size_t r, auto* entries, std::uint32_t m) {
+        std::sort(entries, entries + m);
+        std::size_t& o = cursor[p];
+        for (std::uint32_t k = 0; k < m; ++k)
+            out.rows[o] = static_cast<std::int64_t>(r), out.cols[o] = entries[k].first, out.counts[o] = entries[k].second, ++o;
     });
-    std::size_t nnz = written[0];
-    for (unsigned p = 1; p < workers; ++p) {
-        const std::size_t from = start[first_row[p]];
+    std::size_t nnz = cursor[0];
+    for (unsigned p = 1; p < lr.workers; ++p) {
+        const std::size_t from = start[first[p]], written = cursor[p] - from;
         for (auto* v : {&out.rows, &out.cols, &out.counts})
-            std::copy(v->begin() + static_cast<std::ptrdiff_t>(from), v->begin() + static_cast<std::ptrdiff_t>(from + written[p]),
+            std::copy(v->begin() + static_cast<std::ptrdiff_t>(from), v->begin() + static_cast<std::ptrdiff_t>(from + written),
                       v->begin() + static_cast<std::ptrdiff_t>(nnz));
-        nnz += written[p];
+        nnz += written;
     }
     out.rows.resize(nnz), out.cols.resize(nnz), out.counts.resize(nnz);
+    return out;
+}
+
+// Exact sum of non-negative 64-bit integers and of their products: a 128-bit accumulator in two words
+// (portable C++17, no __int128).
+struct UInt128 {
+    std::uint64_t lo = 0, hi = 0;
+    void add(std::uint64_t x) {
+        lo += x;
+        hi += lo < x;
+    }
+    void add(const UInt128& x) {
+        add(x.lo);
+        hi += x.hi;
+    }
+    void add_product(std::uint64_t x, std::uint64_t y) {
+        if ((x | y) >> 32 == 0) return add(x * y);
+        // x = xh 2^32 + xl, y likewise: x y = xh yh 2^64 + (xh yl + xl yh) 2^32 + xl yl
+        const std::uint64_t xh = x >> 32, xl = x & 0xFFFFFFFFull, yh = y >> 32, yl = y & 0xFFFFFFFFull;
+        const std::uint64_t m1 = xh * yl, m2 = xl * yh;
+        hi += xh * yh + (m1 >> 32) + (m2 >> 32);
+        add(m1 << 32);
+        add(m2 << 32);
+        add(xl * yl);
+    }
+};
+
+// Neumaier's compensated sum: the rounding error of each addition is carried along, so the result is
+// accurate to about one rounding whatever the number of terms.
+struct CompensatedSum {
+    double sum = 0.0, carry = 0.0;
+    void add(double x) {
+        const double t = sum + x;
+        carry += std::fabs(sum) >= std::fabs(x) ? (sum - t) + x : (x - t) + sum;
+        sum = t;
+    }
+    void add(const CompensatedSum& x) {
+        add(x.sum);
+        carry += x.carry;
+    }
+    double value() const { return sum + carry; }
+};
+
+// Sums of x^2 (exact) and x log2 x (compensated) over a multiset of non-negative counts. Small counts
+// (nearly all entries and labels) are only tallied, one increment each; the sums fold the tallies in
+// at the end, each distinct small value's term computed once.
+class CountSums {
+public:
+    static constexpr std::uint64_t kSmall = 4096;
+    CountSums() : tally_(kSmall, 0) {}
+    void add(std::uint64_t x) {
+        if (x < kSmall) {
+            ++tally_[x];
+            return;
+        }
+        squares_.add_product(x, x);
+        xlogx_.add(static_cast<double>(x) * std::log2(static_cast<double>(x)));
+    }
+    void add(const CountSums& other) {
+        for (std::uint64_t x = 0; x < kSmall; ++x) tally_[x] += other.tally_[x];
+        squares_.add(other.squares_);
+        xlogx_.add(other.xlogx_);
+    }
+    UInt128 sum_squares() const {
+        UInt128 s = squares_;
+        for (std::uint64_t x = 1; x < kSmall; ++x) s.add_product(tally_[x], x * x);
+        return s;
+    }
+    double sum_xlogx() const {
+        CompensatedSum s = xlogx_;
+        for (std::uint64_t x = 2; x < kSmall; ++x)
+            if (tally_[x]) s.add(static_cast<double>(tally_[x]) * (static_cast<double>(x) * std::log2(static_cast<double>(x))));
+        return s.value();
+    }
+
+private:
+    std::vector<std::uint64_t> tally_;
+    UInt128 squares_;
+    CompensatedSum xlogx_;
+};
+
+// The sums the pair-counting metrics need from a contingency table c_ij (truth label i, proposal label
+// j), over the truth labels not ignored: a_i = sum_j c_ij, b_j = sum_i c_ij (kept rows only).
+struct ContingencySummary {
+    std::int64_t total = 0;                                // N = sum c_ij
+    UInt128 sum_sq_counts, sum_sq_truth, sum_sq_proposal;  // sum c_ij^2, sum a_i^2, sum b_j^2
+    double xlogx_counts = 0.0, xlogx_truth = 0.0, xlogx_proposal = 0.0;  // sum x log2 x of the same
+    std::int64_t zero_total = 0;                           // b_0 of proposal label 0 (0 if absent)
+    UInt128 zero_sum_sq_counts;                            // sum_i c_i0^2
+};
+
+// Summary of the contingency table of a (truth) and b (proposal), without building the table: the runs
+// are bucketed by truth id (not by value: no sort) and each bucket's entries folded into the sums as
+// they are counted. ignore_bits: truth labels (bits of A) whose pixels are left out. Integer sums are
+// exact; x log2 x sums are compensated.
+template <class A, class B>
+ContingencySummary contingency_summary(const char* a, const char* b, const std::vector<std::int64_t>& shape,
+                                       const std::vector<std::int64_t>& strides_a,
+                                       const std::vector<std::int64_t>& strides_b, bool a_signed, bool b_signed,
+                                       const std::vector<std::uint64_t>& ignore_bits, unsigned threads,
+                                       ContingencyWorkspace* workspace = nullptr) {
+    ContingencyWorkspace local;
+    ContingencyWorkspace& ws = workspace ? *workspace : local;
+    detail::LabelRuns<A, B> lr = detail::label_runs<A, B>(a, b, shape, strides_a, strides_b, a_signed, b_signed, threads, ws);
+    const std::size_t na = lr.ids_a.capacity(), nb = lr.ids_b.capacity();
+    const unsigned workers = lr.workers;
+
+    std::vector<std::uint32_t>& group_of = ws.group_of;  // the truth id itself, ~0u for ignored labels
+    group_of.resize(na);
+    std::iota(group_of.begin(), group_of.end(), 0u);
+    for (const std::uint64_t bits : ignore_bits) {
+        const std::uint32_t id = lr.ids_a.find(detail::order_key(static_cast<A>(bits), a_signed));
+        if (id < na) group_of[id] = ~0u;
+    }
+    const std::uint32_t zero_col = lr.ids_b.find(detail::order_key(B(0), b_signed));
+    detail::group_runs(lr, group_of, na, {}, ws, ws.start);
+    const std::vector<std::size_t> first = detail::partition_groups(ws.start, workers);
+
+    struct Part {  // one worker's sums
+        CountSums counts, truth, proposal;
+        std::int64_t total = 0, zero_total = 0;
+        UInt128 zero_sq;
+    };
+    std::vector<Part> parts(workers);
+    auto& col_total = ws.size_b;  // per worker, per proposal id: b_j over the worker's rows
+    if (col_total.size() < workers) col_total.resize(workers);
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) { col_total[p].assign(nb, 0); });
+    detail::count_groups(ws.start, first, nb, ws, [&](std::size_t p, std::size_t, const auto* entries, std::uint32_t m) {
+        Part& s = parts[p];
+        std::int64_t* cols = col_total[p].data();
+        std::int64_t row = 0;
+        for (std::uint32_t k = 0; k < m; ++k) {
+            const auto [c, count] = entries[k];
+            s.counts.add(static_cast<std::uint64_t>(count));
+            cols[c] += count, row += count;
+            if (c == zero_col) s.zero_total += count, s.zero_sq.add_product(static_cast<std::uint64_t>(count), static_cast<std::uint64_t>(count));
+        }
+        s.total += row;
+        s.truth.add(static_cast<std::uint64_t>(row));
+    });
+    // b_j: the workers' column totals added up, by worker over consecutive ranges of columns
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
+        CountSums& proposal = parts[p].proposal;
+        for (std::size_t j = nb * p / workers; j < nb * (p + 1) / workers; ++j) {
+            std::int64_t total = 0;
+            for (unsigned q = 0; q < workers; ++q) total += col_total[q][j];
+            proposal.add(static_cast<std::uint64_t>(total));
+        }
+    });
+    Part& all = parts[0];
+    for (unsigned p = 1; p < workers; ++p) {
+        const Part& s = parts[p];
+        all.total += s.total, all.zero_total += s.zero_total, all.zero_sq.add(s.zero_sq);
+        all.counts.add(s.counts), all.truth.add(s.truth), all.proposal.add(s.proposal);
+    }
+    ContingencySummary out;
+    out.total = all.total, out.zero_total = all.zero_total, out.zero_sum_sq_counts = all.zero_sq;
+    out.sum_sq_counts = all.counts.sum_squares(), out.sum_sq_truth = all.truth.sum_squares();
+    out.sum_sq_proposal = all.proposal.sum_squares();
+    out.xlogx_counts = all.counts.sum_xlogx(), out.xlogx_truth = all.truth.sum_xlogx();
+    out.xlogx_proposal = all.proposal.sum_xlogx();
     return out;
 }
 
