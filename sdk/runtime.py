@@ -59,7 +59,12 @@ def _model_bytes(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
         return bytes(model), "<bytes>"
     path = Path(model)
     if not path.is_file():
-        raise ModelError(f"model file {path} does not exist (or is not a file); pass a path to an .onnx file")
+        from .models import EMBEDDED_MODELS
+
+        raise ModelError(
+            f"model file {path} does not exist (or is not a file); pass a path to an .onnx file or the name of "
+            f"an embedded model ({', '.join(EMBEDDED_MODELS)})"
+        )
     try:
         return path.read_bytes(), str(path)
     except OSError as exc:

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .inference import OutputSlot, Progress, label_dtype, sliding_window_predict
 from .model_metadata import ModelMetadata
-from .models import default_model_path
+from .models import resolve_model
 from .runtime import Runtime
 from .tiling import MERGE_MODES, plan_tiles, validate_choice
 
@@ -32,8 +32,10 @@ class Segmenter:
 
     Parameters
     ----------
-    model : path, bytes or None
-        An ``.onnx`` file carrying unet-sdk metadata; ``None`` uses the embedded ISBI 2012 model.
+    model : path, bytes, name or None
+        An ``.onnx`` file carrying unet-sdk metadata, or the name of an embedded model
+        (:data:`sdk.models.EMBEDDED_MODELS`: ``"isbi2012"``, ``"isbi2012-int8"``); ``None`` uses the
+        embedded ISBI 2012 model (fp32).
     device : {"auto", "cpu", "cuda"}
         ``"auto"`` uses CUDA if ONNX Runtime's CUDA provider really loads, else the CPU (see
         :attr:`device`); ``"cuda"`` raises :class:`~sdk.errors.RuntimeUnavailableError` if it cannot.
@@ -68,7 +70,7 @@ class Segmenter:
         threads: int | None = None,
         tta: bool = False,
     ) -> None:
-        self._runtime = Runtime(default_model_path() if model is None else model, device=device, threads=threads)
+        self._runtime = Runtime(resolve_model(model), device=device, threads=threads)
         meta = self.metadata
         self.blend = (
             validate_choice("blend", blend, MERGE_MODES)

@@ -11,7 +11,6 @@ tifffile = pytest.importorskip("tifffile")
 
 from onnx_fixtures import make_model  # noqa: E402
 
-import sdk.segmenter  # noqa: E402
 from sdk import Segmenter  # noqa: E402
 from sdk.cli.main import main  # noqa: E402
 from sdk.io import read_image  # noqa: E402
@@ -107,13 +106,15 @@ def test_info_reports_metadata_and_device(model_path, capsys):
     assert report["defaults"]["blend"] == "none"
     assert main(["info", str(model_path)]) == 0
     assert "device='auto' runs on" in capsys.readouterr().out
+    assert main(["info", "isbi2012-int8", "--json"]) == 0  # an embedded model by name
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"].endswith("isbi2012_unet_int8.onnx")
+    assert report["metadata"]["training"]["precision"].startswith("int8")
 
 
-def test_demo_writes_labels_and_overlay(tmp_path, model_path, monkeypatch, capsys):
-    # the embedded default model is exported separately; the demo's behaviour is tested with ours
-    monkeypatch.setattr(sdk.segmenter, "default_model_path", lambda: model_path)
+def test_demo_writes_labels_and_overlay(tmp_path, model_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out)]) == 0
+    assert main(["demo", "-o", str(out), "--model", str(model_path)]) == 0
     printed = capsys.readouterr().out
     assert str((out / "labels.tif").resolve()) in printed and str((out / "overlay.png").resolve()) in printed
     image = read_image(sample_image_path())

@@ -15,7 +15,6 @@ onnxruntime = pytest.importorskip("onnxruntime")
 
 from onnx_fixtures import make_model, pointwise_reference, zscore  # noqa: E402
 
-import sdk.models  # noqa: E402
 from sdk import Segmenter  # noqa: E402
 from sdk.errors import InvalidInputError, ModelError, RuntimeUnavailableError  # noqa: E402
 from sdk.model_metadata import Normalization  # noqa: E402
@@ -389,21 +388,40 @@ def test_sample_image_is_slice_0_of_the_isbi_test_volume():
 
 def test_default_model_segments_the_sample():
     from sdk.io import read_image
-    from sdk.models import DEFAULT_MODEL, sample_image_path
+    from sdk.models import sample_image_path
 
-    if not (Path(sdk.models.__file__).parent / DEFAULT_MODEL).is_file():
-        pytest.skip("the default model has not been exported into sdk/models yet")
     seg = Segmenter()
     image = read_image(sample_image_path())
     labels = seg.predict(image)
     assert labels.shape == image.shape
     names = [name.lower() for name in seg.metadata.class_names]
-    if not any("membrane" in name for name in names):
-        pytest.skip(f"cannot tell which class is membrane from {names}")
-    membrane = labels == next(i for i, name in enumerate(names) if "membrane" in name)
+    membrane = labels == names.index("membrane")
     # ISBI 2012 ground truth: 17-27 % membrane per slice, membranes dark (mean 85 vs 138 inside cells)
     assert 0.10 < membrane.mean() < 0.40
     assert image[membrane].mean() < image[~membrane].mean() - 20
+
+
+def test_embedded_models_by_name(tmp_path, monkeypatch, valid2d):
+    from sdk.io import read_image
+    from sdk.models import EMBEDDED_MODELS, embedded_model_path, sample_image_path
+
+    assert set(EMBEDDED_MODELS) == {"isbi2012", "isbi2012-int8"}
+    image = read_image(sample_image_path())
+    fp32 = Segmenter("isbi2012")
+    int8 = Segmenter("isbi2012-int8")
+    assert fp32.metadata == Segmenter().metadata
+    assert int8.metadata.training["precision"].startswith("int8")
+    assert fp32.metadata.class_names == int8.metadata.class_names
+    # the int8 twin labels the slice as the fp32 model does, up to pixels near p = 0.5
+    assert np.mean(fp32.predict(image) == int8.predict(image)) > 0.98
+    with pytest.raises(ModelError, match="isbi2012-int8"):  # an unknown name lists the embedded ones
+        Segmenter("isbi2013")
+    with pytest.raises(ModelError, match="no embedded model"):
+        embedded_model_path("isbi2013")
+    # a file of that name in the working directory wins over the embedded model
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "isbi2012").write_bytes(valid2d[0])
+    assert Segmenter("isbi2012").metadata == Segmenter(valid2d[0]).metadata
 
 
 def test_real_unet_valid_padding_tiles_exactly(tmp_path):

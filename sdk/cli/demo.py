@@ -1,4 +1,5 @@
-"""``unet-sdk demo``: the embedded ISBI 2012 model on the shipped sample slice.
+"""``unet-sdk demo``: the embedded ISBI 2012 model (``--model isbi2012-int8``: its int8 twin) on the shipped
+sample slice.
 
 Writes ``labels.tif`` (class index per pixel) and ``overlay.png`` (the slice with the model's
 foreground class tinted) into a directory (default ``./unet-sdk-demo``) and prints where.
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..errors import OutputExistsError
 from ..io import read_image, write_array
-from ..models import sample_image_path
+from ..models import DEFAULT_MODEL_NAME, EMBEDDED_MODELS, sample_image_path
 from ..runtime import DEVICES
 from ..segmenter import Segmenter
 
@@ -27,6 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-o", "--output", default="unet-sdk-demo", help="output directory (default: %(default)s)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    parser.add_argument(
+        "-m", "--model", default=DEFAULT_MODEL_NAME,
+        help=f"an embedded model ({', '.join(EMBEDDED_MODELS)}) or an .onnx file (default: %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an earlier demo's files")
     parser.set_defaults(func=run)
 
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.force:
         raise OutputExistsError(f"{', '.join(existing)} exist(s); pass --force to overwrite, or -o DIR")
     image = read_image(sample_image_path())
-    segmenter = Segmenter(device=args.device)
+    segmenter = Segmenter(args.model, device=args.device)
     start = time.perf_counter()
     labels = segmenter.predict(image)
     seconds = time.perf_counter() - start
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     meta = segmenter.metadata
     write_array(overlay_path, overlay(image, labels == meta.foreground_class), overwrite=args.force)
     classes = ", ".join(f"{i}={name}" for i, name in enumerate(meta.class_names))
-    print(f"segmented {sample_image_path().name} {image.shape} on {segmenter.device} in {seconds:.2f} s")
+    print(f"segmented {sample_image_path().name} {image.shape} with {args.model} on {segmenter.device} in {seconds:.2f} s")
     print(f"labels ({classes}): {labels_path.resolve()}")
     print(f"overlay ({meta.class_names[meta.foreground_class]} tinted): {overlay_path.resolve()}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import default_model_path
+from ..models import EMBEDDED_MODELS, resolve_model
 from ..runtime import available_providers
 from ..segmenter import Segmenter
 
@@ -13,13 +13,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info", help="show a model's metadata and the execution providers", description=__doc__
     )
-    parser.add_argument("model", nargs="?", help="an .onnx file (default: the embedded ISBI 2012 model)")
+    parser.add_argument(
+        "model", nargs="?",
+        help=f"an .onnx file or an embedded model ({', '.join(EMBEDDED_MODELS)}; default: the embedded ISBI 2012 model)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.model or str(default_model_path())
+    path = str(resolve_model(args.model))
     segmenter = Segmenter(path)  # device="auto": shows where inference would actually run
     meta = segmenter.metadata
     report = {

@@ -17,6 +17,7 @@ import numpy as np
 from .._progress import ProgressBar
 from ..errors import InvalidInputError, OutputExistsError
 from ..io import TIFF_SUFFIXES, atomic_output, read_image, write_array
+from ..models import EMBEDDED_MODELS
 from ..runtime import DEVICES
 from ..segmenter import Segmenter
 from ..tiling import MERGE_MODES
@@ -34,7 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF, PNG or NPY files")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or directory")
-    parser.add_argument("-m", "--model", help="an .onnx model (default: the embedded ISBI 2012 model)")
+    parser.add_argument(
+        "-m", "--model",
+        help=f"an .onnx model or an embedded one ({', '.join(EMBEDDED_MODELS)}; default: the embedded ISBI 2012 model)",
+    )
     parser.add_argument("--proba", action="store_true", help="write class probabilities (float32) instead of labels")
     parser.add_argument("--format", choices=sorted(FORMATS), help="output format (default: from OUT, else tif)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
