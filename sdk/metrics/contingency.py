@@ -123,14 +123,16 @@ class _PairSums(NamedTuple):
 
 def _ignore_bits(ignore_labels, dtype: np.dtype) -> np.ndarray:
     """Truth labels to leave out, as uint64 label bits of ``dtype`` (values it cannot hold match no pixel)."""
-    try:
-        values = np.asarray(tuple(ignore_labels) if np.iterable(ignore_labels) else (ignore_labels,))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"ignore_labels: expected a sequence of labels ({exc})") from exc
-    if values.size and values.dtype.kind not in "biuf":
-        raise InvalidInputError(f"ignore_labels: expected integer labels, got {values.dtype} values")
+    items = np.asarray(ignore_labels, dtype=object).ravel().tolist() if np.iterable(ignore_labels) else [ignore_labels]
     lo, hi = (0, 1) if dtype == np.bool_ else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
-    whole = [int(x) for x in values.ravel().tolist() if float(x).is_integer() and lo <= int(x) <= hi]
+    whole = []
+    for x in items:
+        if isinstance(x, (float, np.floating)) and not float(x).is_integer():
+            continue  # 0.5 is no label; NaN and Inf neither
+        if not isinstance(x, (int, np.integer, float, np.floating)):  # bool is an int
+            raise InvalidInputError(f"ignore_labels: expected integer labels, got {x!r}")
+        if lo <= int(x) <= hi:
+            whole.append(int(x))
     return _label_bits(np.array(whole, dtype=np.uint8 if dtype == np.bool_ else dtype))
 
 
