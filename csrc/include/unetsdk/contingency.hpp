@@ -296,7 +296,7 @@ struct ContingencyWorkspace {
     std::vector<Buffer<std::uint64_t>> runs;                       // per block
     std::vector<std::vector<std::uint32_t>> runs_of;               // per block, per group
     std::vector<std::vector<std::int64_t>> size_a, size_b;         // per block / worker, per id
-    std::vector<std::vector<std::uint32_t>> seen_in, slot_of;      // per worker, per column
+    std::vector<std::vector<std::int64_t>> column_total;           // per worker, per column
     std::vector<Buffer<std::pair<std::uint32_t, std::int64_t>>> entries;  // per worker: one group's
     std::vector<std::uint32_t> group_of;                           // per truth id
     std::vector<std::size_t> start;                                // per group: first run in the bucket
@@ -451,38 +451,37 @@ inline std::vector<std::size_t> partition_groups(const std::vector<std::size_t>&
 }
 
 // Calls on_group(p, g, entries, m) for each nonempty group g of worker p's range, entries[0, m) = its
-// (column, pixels) pairs in first-seen order, each column counted with a marker per column (no
-// hashing). The marker test is branch-free (selects, not jumps): whether a run's column is new to its
-// group is as unpredictable as the labels.
+// (column, pixels) pairs in first-seen order: each run adds its length to its column's total in a
+// per-worker array, and a column whose total was 0 joins the group's list (branch-free: whether a run's
+// column is new to its group is as unpredictable as the labels); the totals are read and cleared from
+// the list.
 template <class Fn>
 void count_groups(const std::vector<std::size_t>& start, const std::vector<std::size_t>& first, std::size_t n_cols,
                   ContingencyWorkspace& ws, Fn&& on_group) {
     const unsigned workers = static_cast<unsigned>(first.size() - 1);
-    if (ws.seen_in.size() < workers) ws.seen_in.resize(workers), ws.slot_of.resize(workers), ws.entries.resize(workers);
+    if (ws.column_total.size() < workers) ws.column_total.resize(workers), ws.entries.resize(workers);
     parallel_for(workers, workers, [&](std::size_t p, unsigned) {
-        ws.seen_in[p].assign(n_cols, ~0u), ws.slot_of[p].resize(n_cols);
+        ws.column_total[p].assign(n_cols, 0);
         std::size_t most_runs = 0;
         for (std::size_t g = first[p]; g < first[p + 1]; ++g) most_runs = std::max(most_runs, start[g + 1] - start[g]);
         ws.entries[p].resize(most_runs);  // a group has at most one entry per run
-        std::uint32_t* seen_in = ws.seen_in[p].data();
-        std::uint32_t* slot_of = ws.slot_of[p].data();
+        std::int64_t* total = ws.column_total[p].data();
         std::pair<std::uint32_t, std::int64_t>* e = ws.entries[p].data();
         const std::uint64_t* bucket = ws.bucket.data();
         for (std::size_t g = first[p]; g < first[p + 1]; ++g) {
             const std::size_t begin = start[g], end = start[g + 1];
             if (begin == end) continue;
-            const auto group = static_cast<std::uint32_t>(g);
             std::uint32_t m = 0;  // entries so far
             for (std::size_t k = begin; k < end; ++k) {
                 const auto c = static_cast<std::uint32_t>(bucket[k] >> 32);
-                const auto length = static_cast<std::int64_t>(bucket[k] & 0xFFFFFFFFull);
-                const bool fresh = seen_in[c] != group;
-                const std::uint32_t old_slot = slot_of[c];
-                const std::uint32_t slot = fresh ? m : old_slot;
-                seen_in[c] = group, slot_of[c] = slot;
-                const std::int64_t keep = -static_cast<std::int64_t>(!fresh);  // all ones if the entry exists
-                e[slot].first = c, e[slot].second = (e[slot].second & keep) + length;
-                m += fresh;
+                const std::int64_t before = total[c];
+                total[c] = before + static_cast<std::int64_t>(bucket[k] & 0xFFFFFFFFull);
+                e[m].first = c;
+                m += before == 0;
+            }
+            for (std::uint32_t k = 0; k < m; ++k) {
+                std::int64_t& t = total[e[k].first];
+                e[k].second = t, t = 0;
             }
             on_group(p, g, e, m);
         }
