@@ -29,6 +29,15 @@ inline int count_trailing_zeros(std::uint64_t v) {  // v != 0
 #endif
 }
 
+// Hint that *p will be read soon (no effect where the compiler has no such builtin).
+inline void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#elif defined(UNETSDK_SSE2)
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+#endif
+}
+
 // words[] = bits of (src[x] > k) for x < nx; bits past nx are 0.
 inline void pack_greater(const std::uint8_t* src, index_t nx, std::uint8_t k, std::uint64_t* words) {
     const index_t n_words = words_per_row(nx);

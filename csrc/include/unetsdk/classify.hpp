@@ -337,7 +337,13 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
     bool labelled = false;
     std::optional<detail::WarpedLabels> from_truth;
     if (truth_labels) from_truth.emplace(warped, truth_labels, truth_count, g, ws);
+    constexpr std::size_t kAhead = 8;  // survivors are in processing order, scattered over the image
     for (std::size_t i = 0; i < n; ++i) {
+        if (truth_labels && !volumetric && i + kAhead < n) {  // the truth labels its neighbours may need
+            const auto ahead = static_cast<index_t>(survivors[i + kAhead]);
+            for (const index_t row : {ahead - nx, ahead, ahead + nx})
+                if (row >= 0 && row < ny * nx) prefetch(truth_labels + row);
+        }
         const auto idx = static_cast<index_t>(survivors[i]);
         index_t z, y, x;
         std::uint32_t fg_mask = 0;
