@@ -35,6 +35,21 @@ def test_equals_scikit_image_on_random_masks(mask, mode, connectivity):
     np.testing.assert_array_equal(got, skimage_labels(mask, mode=mode, connectivity=connectivity))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(60, 200)),
+    density=st.sampled_from([0.3, 0.6, 0.9]),
+    seed=st.integers(0, 2**31 - 1),
+    mode=st.sampled_from(["2d", "3d"]),
+    connectivity=st.sampled_from(["face", "full"]),
+)
+def test_equals_scikit_image_on_rows_of_several_words(shape, density, seed, mode, connectivity):
+    # rows wider than 64 pixels: runs and touching stretches that cross the 64-bit words of a row
+    mask = np.random.default_rng(seed).random(shape) < density
+    got = label_components(mask, mode=mode, connectivity=connectivity)
+    np.testing.assert_array_equal(got, skimage_labels(mask, mode=mode, connectivity=connectivity))
+
+
 def test_real_nuclei_mask_and_isbi_slice(shared_data):
     tifffile = pytest.importorskip("tifffile")
     nuclei = tifffile.imread(shared_data / "dsb2018_nuclei_stardist_sample" / "mask2d.tif") > 0

@@ -38,6 +38,19 @@ inline void prefetch(const void* p) {
 #endif
 }
 
+// Set bits of v. Without a popcnt target (the default x86-64 build) the compiler's builtin is a library
+// call; the in-register bit count (Hacker's Delight 5-2) is a dozen instructions and no branch.
+inline int popcount(std::uint64_t v) {
+#if defined(__POPCNT__)
+    return __builtin_popcountll(v);
+#else
+    v -= (v >> 1) & 0x5555555555555555ull;
+    v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return static_cast<int>((v * 0x0101010101010101ull) >> 56);
+#endif
+}
+
 // words[] = bits of (src[x] > k) for x < nx; bits past nx are 0.
 inline void pack_greater(const std::uint8_t* src, index_t nx, std::uint8_t k, std::uint64_t* words) {
     const index_t n_words = words_per_row(nx);
