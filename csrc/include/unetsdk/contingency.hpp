@@ -675,7 +675,7 @@ ContingencySummary contingency_summary(const char* a, const char* b, const std::
     detail::group_runs(lr, group_of, na, {}, ws, ws.start);
     const std::vector<std::size_t> first = detail::partition_groups(ws.start, workers);
 
-    struct Part {  // one worker's sums
+    struct alignas(64) Part {  // one worker's sums, on cache lines of its own
         CountSums counts, truth, proposal;
         std::int64_t total = 0, zero_total = 0;
         UInt128 zero_sq;
