@@ -44,7 +44,7 @@ struct Voxel {
 
 struct ClassifyWorkspace {
     RunLabels runs;
-    std::vector<std::uint32_t> visit;  // generation << 8 | search (neighbour group) that visited a pixel
+    std::vector<std::uint32_t> visit;  // generation << 8 | search (neighbour group) that visited a window pixel
     std::uint32_t generation = 0;      // < 2^24
     std::vector<std::vector<Voxel>> queues;
     // component labels of pixels the warp added (see detail::WarpedLabels); 0 = not known yet.
@@ -166,7 +166,12 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
     const int n_groups = groups.count;
     if (n_groups < needed) return false;
 
-    const std::size_t size = static_cast<std::size_t>(g.size());
+    // visits are stamped in an array over the window only (a few KB in 2D: stays in cache)
+    const index_t wy = hi[1] - lo[1] + 1, wx = hi[2] - lo[2] + 1;
+    const auto local = [&](index_t qz, index_t qy, index_t qx) {
+        return static_cast<std::size_t>(((Volumetric ? (qz - lo[0]) * wy : 0) + qy - lo[1]) * wx + qx - lo[2]);
+    };
+    const std::size_t size = static_cast<std::size_t>((hi[0] - lo[0] + 1) * wy * wx);
     if (ws.visit.size() < size) {
         ws.visit.assign(size, 0);
         ws.generation = 0;
@@ -191,7 +196,7 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
         if (group < 0) continue;
         const Voxel v{static_cast<std::int32_t>(z + offs[k][0]), static_cast<std::int32_t>(y + offs[k][1]),
                       static_cast<std::int32_t>(x + offs[k][2])};
-        visit[static_cast<std::size_t>(v.z * plane + v.y * g.nx + v.x)] = gen << 8 | static_cast<std::uint32_t>(group);
+        visit[local(v.z, v.y, v.x)] = gen << 8 | static_cast<std::uint32_t>(group);
         ws.queues[group].push_back(v);
     }
     int finished = 0, active = n_groups;
@@ -216,9 +221,9 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
                 if (Volumetric && (qz < lo[0] || qz > hi[0])) continue;
                 const auto idx = static_cast<std::size_t>((Volumetric ? qz * plane : 0) + qy * g.nx + qx);
                 if (!warped[idx] || idx == centre) continue;
-                const std::uint32_t seen = visit[idx];
+                std::uint32_t& seen = visit[local(qz, qy, qx)];
                 if (seen >> 8 != gen) {
-                    visit[idx] = gen << 8 | static_cast<std::uint32_t>(q);
+                    seen = gen << 8 | static_cast<std::uint32_t>(q);
                     queue.push_back(Voxel{static_cast<std::int32_t>(qz), static_cast<std::int32_t>(qy),
                                           static_cast<std::int32_t>(qx)});
                     continue;
