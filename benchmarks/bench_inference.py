@@ -23,7 +23,8 @@ to the whole image are tiny for every method; with ``--trained MODEL`` (default:
 model when present) the differences are measured again on a trained network, on ISBI test slices, also for
 MONAI's gaussian blending at wider tiles and 50 % overlap (``WIDER_BLENDING``).
 
-Usage: ``nice python benchmarks/bench_inference.py [--quick]``; writes benchmarks/results/inference.json.
+Usage: ``nice python benchmarks/bench_inference.py [--quick]``; writes benchmarks/results/inference.json and,
+when matplotlib is importable, inference.png (rerun with ``--reuse`` on a finished JSON to redraw only).
 """
 from __future__ import annotations
 
@@ -270,7 +271,8 @@ def main() -> int:
     }
     if args.reuse:  # long runs on a shared machine: keep what an interrupted run already measured
         earlier = json.loads(Path(args.reuse).read_text())
-        report.update({k: earlier[k] for k in ("speed", "memory", "trained", "contention_start") if k in earlier})
+        report.update({k: earlier[k] for k in ("speed", "memory", "trained", "contention_start", "contention_end")
+                       if k in earlier})
         report["reused_from"] = args.reuse
     done = {row["side"]: row for row in report["speed"]}
     out = Path(args.out)
@@ -294,7 +296,8 @@ def main() -> int:
             report["memory"]["model"] = _shown(report["memory"]["model"])
             save()
     _print_table(report)
-    print(f"wrote {out}")
+    plotted = _plot(report, out.with_suffix(".png"))
+    print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if plotted else " (matplotlib not importable: no plot)"))
     return 0
 
 
@@ -388,6 +391,43 @@ def _print_table(report: dict) -> None:
         print(f"trained model {t['model']} at {t['side']}px: " + ", ".join(
             f"{k} |d| whole {v['max_diff_whole']:.1e}" for k, v in t.items() if isinstance(v, dict) and "max_diff_whole" in v))
     print(f"contention: start {report['contention_start']}, end {report['contention_end']}")
+
+
+PLOTTED = ("monai", "ort_loop", "sdk_same", "sdk_rec", "sdk_int8")
+
+
+def _plot(report: dict, path: Path) -> bool:
+    """Wall time and peak RSS of each configuration, one panel pair per image side, ratios to MONAI on the bars."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = sorted(report["speed"], key=lambda row: row["side"])
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.4 * len(rows) + 0.6), squeeze=False)
+    for (time_ax, rss_ax), row in zip(axes, rows):
+        names = [name for name in PLOTTED if name in row]
+        y = np.arange(len(names))
+        colors = ["tab:grey" if name in ("monai", "ort_loop") else "tab:blue" for name in names]
+        seconds = [row[name]["seconds"] for name in names]
+        time_ax.barh(y, seconds, color=colors)
+        for k, name in enumerate(names):
+            time_ax.text(seconds[k], k, f" {row[name].get('speedup_vs_monai', 1.0):.2f}x", va="center", fontsize=8)
+        time_ax.set_yticks(y, names)
+        time_ax.invert_yaxis()
+        time_ax.set_xlim(0, max(seconds) * 1.2)
+        time_ax.set_xlabel(f"{row['side']}² wall seconds (x MONAI on the bars; lower is better)")
+        rss_ax.barh(y, [row[name]["peak_rss_mb"] for name in names], color=colors)
+        rss_ax.set_yticks(y, [])
+        rss_ax.invert_yaxis()
+        rss_ax.set_xlabel(f"{row['side']}² peak RSS MB")
+    fig.suptitle(f"{report['model']}, {report['machine']['threads']} threads", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":
