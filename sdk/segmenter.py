@@ -44,7 +44,9 @@ class Segmenter:
         model's ``tile_size``, else 512 (2D) / 96 (3D).
     overlap : float in [0, 1)
         Fraction of a tile shared with its neighbour. Default: 0 for overlap-tile on a valid-padding
-        model (the margin is the halo, and the result is exact), else the model's ``tile_overlap``.
+        model (the margin is the halo, and the result is exact); for overlap-tile on a same-padding
+        model the model's halo in pixels (``tile_overlap`` x ``tile_size``) as a fraction of ``tile``;
+        for blending the model's ``tile_overlap``.
     blend : {"gaussian", "constant", "none"}
         How overlapping tiles merge: weighted blending, or ``"none"`` = overlap-tile with halo
         cropping. Default: ``"none"`` for valid-padding models, else the model's ``blend``.
@@ -79,7 +81,7 @@ class Segmenter:
         )
         self.tile = _tile_sizes(tile if tile is not None else (meta.tile_size or DEFAULT_TILE[meta.spatial_dims]), meta)
         if overlap is None:
-            overlap = 0.0 if self.blend == "none" and meta.padding == "valid" else meta.tile_overlap
+            overlap = self._default_overlap(meta)
         if not isinstance(overlap, (int, float, np.floating)) or not 0.0 <= float(overlap) < 1.0:
             raise InvalidInputError(f"overlap={overlap!r} must be a number in [0, 1)")
         self.overlap = float(overlap)
@@ -89,6 +91,25 @@ class Segmenter:
             raise InvalidInputError(f"batch_size={batch_size!r} must be a positive integer")
         self.batch_size = int(batch_size)
         self.tta = bool(tta)
+
+    def _default_overlap(self, meta: ModelMetadata) -> float:
+        if self.blend != "none":
+            return meta.tile_overlap  # blending: a fraction of the tile, as in MONAI
+        if meta.padding == "valid":
+            return 0.0  # the network's own margin is the halo
+        if not meta.tile_size:
+            return meta.tile_overlap
+        # overlap-tile on a same-padding model: the halo covers the receptive field, a number of pixels,
+        # so another tile size keeps the model's halo rather than its fraction (2048-px tiles at the
+        # 1024-px fraction would recompute twice the halo)
+        shared = meta.tile_overlap * min(meta.tile_size)
+        if shared < min(self.tile):
+            return shared / min(self.tile)
+        logger.warning(
+            "tile %s cannot hold the model's %g-px halo; overlap falls back to %g, and results near tile "
+            "borders will differ from whole-image inference", self.tile, shared, meta.tile_overlap,
+        )
+        return meta.tile_overlap
 
     # -- what was loaded -----------------------------------------------------------------------------
     @property

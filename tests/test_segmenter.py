@@ -83,6 +83,22 @@ def test_same_padding_overlap_tile_with_a_halo_beyond_the_receptive_field_is_exa
     assert np.abs(Segmenter(model, tile=16, overlap=0.0, blend="none").predict_proba(image) - reference).max() > 1e-2
 
 
+def test_default_overlap_keeps_the_models_halo_in_pixels_for_other_tile_sizes(caplog):
+    # metadata: 16-px tiles sharing half (8 px: a 4-px halo each side, the fixture's receptive field)
+    model, _ = make_model("same", seed=4, metadata=dict(tile_size=(16, 16), tile_overlap=0.5, blend="none"))
+    image = np.random.default_rng(3).normal(size=(70, 90))
+    reference = whole_image(model, zscore(image[None]), 0, 2)
+    assert Segmenter(model).overlap == 0.5
+    for tile, expected in ((32, 0.25), (48, 8 / 48), (64, 0.125)):
+        seg = Segmenter(model, tile=tile)
+        assert seg.overlap == pytest.approx(expected)
+        np.testing.assert_allclose(seg.predict_proba(image), reference, atol=2e-6)  # still exact
+    assert Segmenter(model, tile=32, blend="gaussian").overlap == 0.5  # blending keeps the fraction
+    with caplog.at_level("WARNING", logger="sdk.segmenter"):
+        assert Segmenter(model, tile=8).overlap == 0.5  # no room for the halo: the fraction, with a warning
+    assert "halo" in caplog.text
+
+
 def test_same_padding_blending_is_close_to_whole_image(same2d):
     model, _ = same2d
     image = np.random.default_rng(2).normal(size=(96, 96))
