@@ -1,5 +1,5 @@
 // Image rows as bitmasks (bit x of word x/64): binarising a row is a vector compare, and runs and set
-// pixels are found with count-trailing-zeros instead of a byte-by-byte scan.
+// pixels are found with count-trailing-zeros and word operations instead of a byte-by-byte scan.
 #pragma once
 
 #include <cstdint>
@@ -74,32 +74,6 @@ inline void pack_greater(const std::uint8_t* src, index_t nx, std::uint8_t k, st
         for (int b = 0; b < 64 && x < nx; ++b, ++x) w |= static_cast<std::uint64_t>(src[x] > k) << b;
         words[i] = w;
     }
-}
-
-// emit(x0, x1) for every run [x0, x1) of set bits.
-template <class Emit>
-void for_each_run_bits(const std::uint64_t* words, index_t nx, Emit&& emit) {
-    const index_t n_words = words_per_row(nx);
-    bool in_run = false;
-    index_t start = 0;
-    for (index_t i = 0; i < n_words; ++i) {
-        const std::uint64_t w = words[i];
-        int pos = 0;
-        while (pos < 64) {
-            std::uint64_t rest = in_run ? ~w : w;
-            rest >>= pos;
-            if (!rest) break;
-            pos += count_trailing_zeros(rest);
-            if (in_run) {
-                emit(start, i * 64 + pos);
-                in_run = false;
-            } else {
-                start = i * 64 + pos;
-                in_run = true;
-            }
-        }
-    }
-    if (in_run) emit(start, nx);
 }
 
 // In-place transpose of a 64 x 64 bit block: afterwards bit r of a[c] is what bit c of a[r] was

@@ -3,8 +3,9 @@
 // Foreground runs of each image line are united with the touching runs of the lines before it: the
 // previous line (2D) and the same line of the previous slice (3D) for face connectivity (4 / 6), plus
 // diagonal contacts and the previous slice's lines y-1 and y+1 for full connectivity (8 / 26). Work is
-// proportional to the number of runs, not of pixels, which keeps membrane images cheap. Labels are
-// 1..n in raster order of first appearance; 0 is background. 32-bit labels: no wrap-around.
+// proportional to the number of runs, not of pixels, which keeps membrane images cheap; runs and face
+// contacts are found with word operations on the lines as bits. Labels are 1..n in raster order of
+// first appearance; 0 is background. 32-bit labels: no wrap-around.
 #pragma once
 
 #include <cstddef>
