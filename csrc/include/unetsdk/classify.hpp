@@ -285,7 +285,8 @@ public:
         const index_t plane = g_.ny * g_.nx;
         for (std::size_t head = first; head < queue.size() && label == kPending; ++head) {
             const index_t p = queue[head];
-            const index_t z = p / plane, y = (p / g_.nx) % g_.ny, x = p % g_.nx;
+            const index_t row = p / g_.nx, x = p - row * g_.nx;  // one division in 2D (row = y)
+            const index_t z = g_.volumetric ? row / g_.ny : 0, y = g_.volumetric ? row - z * g_.ny : row;
             const index_t steps[6] = {y > 0 ? -g_.nx : 0, y + 1 < g_.ny ? g_.nx : 0, x > 0 ? -1 : 0, x + 1 < g_.nx ? 1 : 0,
                                       g_.volumetric && z > 0 ? -plane : 0, g_.volumetric && z + 1 < g_.nz ? plane : 0};
             for (const index_t step : steps) {
