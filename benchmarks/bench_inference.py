@@ -61,7 +61,7 @@ CONFIGS = {
     "sdk_int8": dict(engine="sdk", tile=2048, overlap=0.09375, blend="none", batch=1, int8=True),
     "whole": dict(engine="whole"),
 }
-PLOTTED = ("monai", "ort_loop", "sdk_same", "sdk_rec", "sdk_large", "sdk_int8")  # table and plot rows
+SPEED_ROWS = ("monai", "ort_loop", "sdk_same", "sdk_rec", "sdk_large", "sdk_int8")  # timed per size, tabled, plotted
 
 # MONAI's blending with wider tiles and more overlap (through sdk_same's arithmetic, equal to MONAI's to
 # ~2e-7): does any gaussian setting reach 1e-3 of the whole image on a trained network?
@@ -318,7 +318,7 @@ def _speed(side: int, volume: np.ndarray, models: dict, work: Path, whole_max: i
     image = work / f"isbi_mosaic_{side}.npy"
     np.save(image, _mosaic(side, volume))
     row: dict = {"side": side}
-    names = ["whole"] * (side <= whole_max) + ["monai", "ort_loop", "sdk_same", "sdk_rec", "sdk_large", "sdk_int8"]
+    names = ["whole"] * (side <= whole_max) + list(SPEED_ROWS)
     for name in names:
         cfg = CONFIGS[name]
         spec = {**cfg, "image": str(image), "save": str(work / f"{name}_{side}.npy"), "unet": models["unet"],
@@ -385,7 +385,7 @@ def _print_table(report: dict) -> None:
     print(f"{'side':>6} {'config':<9} {'time s':>8} {'x MONAI':>8} {'1st s':>8} {'x MONAI':>8} {'CPU s':>8} "
           f"{'x MONAI':>8} {'RSS MB':>8} {'|d| whole':>10} {'|d| MONAI':>10}")
     for row in report["speed"]:
-        for name in ("whole",) + PLOTTED:
+        for name in ("whole",) + SPEED_ROWS:
             if name not in row:
                 continue
             r = row[name]
@@ -418,7 +418,7 @@ def _plot(report: dict, path: Path) -> bool:
     rows = sorted(report["speed"], key=lambda row: row["side"])
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.4 * len(rows) + 0.6), squeeze=False)
     for (time_ax, rss_ax), row in zip(axes, rows):
-        names = [name for name in PLOTTED if name in row]
+        names = [name for name in SPEED_ROWS if name in row]
         y = np.arange(len(names))
         colors = ["tab:grey" if name in ("monai", "ort_loop") else "tab:blue" for name in names]
         seconds = [row[name]["seconds"] for name in names]

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InvalidInputError, ModelError, RuntimeUnavailableError
 from .model_metadata import ModelMetadata
+from .models import EMBEDDED_MODELS
 from .tiling import validate_choice
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ def _model_bytes(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
         return bytes(model), "<bytes>"
     path = Path(model)
     if not path.is_file():
-        from .models import EMBEDDED_MODELS
-
         raise ModelError(
             f"model file {path} does not exist (or is not a file); pass a path to an .onnx file or the name of "
             f"an embedded model ({', '.join(EMBEDDED_MODELS)})"
@@ -183,7 +182,8 @@ class Runtime:
         """
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         with self._shape_lock:
-            new_shape = batch.shape[1:] != self._last_shape
+            # None: the arena is already empty (fresh, or just released), nothing to hand back
+            new_shape = self._last_shape is not None and batch.shape[1:] != self._last_shape
             self._last_shape = batch.shape[1:]
         if new_shape:
             # before, not as this run ends (ORT's shrink option acts at the end of the run that carries
@@ -204,9 +204,9 @@ class Runtime:
 
     def release_memory(self) -> None:
         """Hand the arena's idle memory back to the system."""
+        self._shrink_arena()
         with self._shape_lock:
             self._last_shape = None  # whatever runs next starts from an empty arena
-        self._shrink_arena()
 
     def _shrink_arena(self) -> None:
         """ORT shrinks an arena only as a run ends: run the smallest input the network accepts with the
