@@ -166,12 +166,10 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
     const int n_groups = groups.count;
     if (n_groups < needed) return false;
 
-    // visits are stamped in an array over the window only (a few KB in 2D: stays in cache)
-    const index_t wy = hi[1] - lo[1] + 1, wx = hi[2] - lo[2] + 1;
-    const auto local = [&](index_t qz, index_t qy, index_t qx) {
-        return static_cast<std::size_t>(((Volumetric ? (qz - lo[0]) * wy : 0) + qy - lo[1]) * wx + qx - lo[2]);
-    };
-    const std::size_t size = static_cast<std::size_t>((hi[0] - lo[0] + 1) * wy * wx);
+    // visits are stamped in an array over the window only (a few KB in 2D: stays in cache); the
+    // searches queue window-local coordinates, so that a step checks the one bound it may cross
+    const index_t wz = hi[0] - lo[0] + 1, wy = hi[1] - lo[1] + 1, wx = hi[2] - lo[2] + 1;
+    const std::size_t size = static_cast<std::size_t>(wz * wy * wx);
     if (ws.visit.size() < size) {
         ws.visit.assign(size, 0);
         ws.generation = 0;
@@ -183,7 +181,8 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
     const std::uint32_t gen = ws.generation;
     std::uint32_t* visit = ws.visit.data();
     const index_t plane = g.ny * g.nx;
-    const auto centre = static_cast<std::size_t>(z * plane + y * g.nx + x);  // removed: blocks paths
+    const std::uint8_t* window = warped + lo[0] * plane + lo[1] * g.nx + lo[2];  // image at local (0, 0, 0)
+    const index_t centre = (z - lo[0]) * plane + (y - lo[1]) * g.nx + (x - lo[2]);  // removed: blocks paths
     constexpr int n_off = Volumetric ? 26 : 8;
     int offs[26][3];
     neighbour_offsets(Volumetric, offs);
@@ -194,16 +193,14 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
     for (int k = 0; k < n_off; ++k) {
         const int group = groups.group_of[k];
         if (group < 0) continue;
-        const Voxel v{static_cast<std::int32_t>(z + offs[k][0]), static_cast<std::int32_t>(y + offs[k][1]),
-                      static_cast<std::int32_t>(x + offs[k][2])};
-        visit[local(v.z, v.y, v.x)] = gen << 8 | static_cast<std::uint32_t>(group);
+        const Voxel v{static_cast<std::int32_t>(z - lo[0] + offs[k][0]), static_cast<std::int32_t>(y - lo[1] + offs[k][1]),
+                      static_cast<std::int32_t>(x - lo[2] + offs[k][2])};
+        visit[(v.z * wy + v.y) * wx + v.x] = gen << 8 | static_cast<std::uint32_t>(group);
         ws.queues[group].push_back(v);
     }
     int finished = 0, active = n_groups;
     bool alive[26];
     for (int q = 0; q < n_groups; ++q) alive[q] = true;
-    constexpr int n_steps = Volumetric ? 6 : 4;
-    constexpr int steps[6][3] = {{0, -1, 0}, {0, 1, 0}, {0, 0, -1}, {0, 0, 1}, {-1, 0, 0}, {1, 0, 0}};
     for (;;) {
         for (int q = 0; q < n_groups; ++q) {
             if (!alive[q]) continue;
@@ -215,27 +212,33 @@ bool removal_splits(const std::uint8_t* warped, const Grid& g, index_t z, index_
                 continue;
             }
             const Voxel v = queue[head[q]++];
-            for (int s = 0; s < n_steps; ++s) {
-                const index_t qz = v.z + steps[s][0], qy = v.y + steps[s][1], qx = v.x + steps[s][2];
-                if (qy < lo[1] || qy > hi[1] || qx < lo[2] || qx > hi[2]) continue;
-                if (Volumetric && (qz < lo[0] || qz > hi[0])) continue;
-                const auto idx = static_cast<std::size_t>((Volumetric ? qz * plane : 0) + qy * g.nx + qx);
-                if (!warped[idx] || idx == centre) continue;
-                std::uint32_t& seen = visit[local(qz, qy, qx)];
+            const index_t at = (Volumetric ? v.z * plane : 0) + v.y * g.nx + v.x;
+            const index_t at_local = (Volumetric ? v.z * wy * wx : 0) + v.y * wx + v.x;
+            // one face step: returns true when the searches can no longer reach > 2 labels
+            const auto step = [&](bool inside, index_t image_step, index_t local_step, Voxel to) {
+                if (!inside) return false;
+                const index_t idx = at + image_step;
+                if (!window[idx] || idx == centre) return false;
+                std::uint32_t& seen = visit[at_local + local_step];
                 if (seen >> 8 != gen) {
                     seen = gen << 8 | static_cast<std::uint32_t>(q);
-                    queue.push_back(Voxel{static_cast<std::int32_t>(qz), static_cast<std::int32_t>(qy),
-                                          static_cast<std::int32_t>(qx)});
-                    continue;
+                    queue.push_back(to);
+                    return false;
                 }
                 const int other = find_group(parent, static_cast<int>(seen & 0xFFu));
-                if (other == q) continue;
+                if (other == q) return false;
                 // the searches met: merge the other group's pending pixels into this one
                 auto& theirs = ws.queues[other];
                 queue.insert(queue.end(), theirs.begin() + static_cast<std::ptrdiff_t>(head[other]), theirs.end());
                 parent[other] = q, alive[other] = false, --active;
-                if (finished + active < needed) return false;
-            }
+                return finished + active < needed;
+            };
+            if (step(v.y > 0, -g.nx, -wx, {v.z, v.y - 1, v.x}) || step(v.y + 1 < wy, g.nx, wx, {v.z, v.y + 1, v.x}) ||
+                step(v.x > 0, -1, -1, {v.z, v.y, v.x - 1}) || step(v.x + 1 < wx, 1, 1, {v.z, v.y, v.x + 1}))
+                return false;
+            if (Volumetric && (step(v.z > 0, -plane, -wy * wx, {v.z - 1, v.y, v.x}) ||
+                               step(v.z + 1 < wz, plane, wy * wx, {v.z + 1, v.y, v.x})))
+                return false;
         }
     }
 }

@@ -134,32 +134,79 @@ inline void order_mismatches(WarpWorkspace& ws, int index_bits) {
     for (auto& k : ws.keys) k &= index_mask;
 }
 
-// ws.padded = the (ny, nx) truth slice inside a one-pixel ring of background.
+// ws.padded = the (ny, nx) truth slice inside a one-pixel ring of background (plus one byte: see
+// mark_neighbours).
 inline void pad_slice_2d(const std::uint8_t* truth, index_t ny, index_t nx, WarpWorkspace& ws) {
     const index_t w2 = nx + 2;
-    ws.padded.assign(static_cast<std::size_t>((ny + 2) * w2), 0);
+    ws.padded.assign(static_cast<std::size_t>((ny + 2) * w2 + 1), 0);
     for (index_t y = 0; y < ny; ++y)
         std::memcpy(ws.padded.data() + (y + 1) * w2 + 1, truth + y * nx, static_cast<std::size_t>(nx));
 }
 
-// Fiji's greedy passes over the padded volume pad: walks live (padded positions in processing order),
-// flipping every pixel that is_simple(pad + pos) says is simple in the current state, until a pass flips
-// nothing; live keeps the survivors in order. One loop for 2D and 3D: the test is inlined per caller.
-template <class IsSimple>
-inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, IsSimple&& is_simple) {
-    bool flipped = true;
+// Padded images hold the pixel's value in bit 0 and, during the greedy passes, kDirty: a neighbour
+// flipped since the pixel was last tested.
+constexpr std::uint8_t kDirty = 2;
+
+// ORs kDirty into the three bytes left of, at and right of each of the rows (offsets from c, each
+// the row's pixel above or below c, or c itself): one 4-byte read-modify-write per row, whose fourth
+// byte is left unchanged (hence one byte of slack after a padded image).
+template <std::size_t N>
+inline void mark_neighbours(std::uint8_t* c, const index_t (&rows)[N], std::uint32_t bits) {
+    for (const index_t row : rows) {
+        std::uint32_t v;
+        std::memcpy(&v, c + row - 1, sizeof v);
+        v |= bits;
+        std::memcpy(c + row - 1, &v, sizeof v);
+    }
+}
+
+// Fiji's greedy passes over the padded image pad: walks live (padded positions in processing order),
+// flipping every pixel that is_simple(pad + pos) (reading bit 0 of the neighbours) says is simple in
+// the current state, until a pass flips nothing; live keeps the survivors in order. A pixel is only
+// re-tested once a neighbour has flipped (its answer cannot change before), so after the first pass,
+// which tests every pixel, a pass mostly walks the list; flips mark their neighbours kDirty via rows
+// (see mark_neighbours). One loop for 2D and 3D: the test is inlined per caller.
+template <std::size_t N, class IsSimple>
+inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
+                          IsSimple&& is_simple) {
+    constexpr std::uint32_t kMark = kDirty * 0x010101u;
+    bool flipped = false;
+    std::size_t kept = 0;
+    for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
+        std::uint8_t* c = pad + pos;
+        const bool simple = is_simple(c);
+        mark_neighbours(c, rows, simple ? kMark : 0u);
+        *c = static_cast<std::uint8_t>((*c ^ static_cast<std::uint8_t>(simple)) & 1u);  // tested: not dirty
+        flipped |= simple;
+        live[kept] = pos;
+        kept += !simple;
+    }
+    live.resize(kept);
     while (flipped && !live.empty()) {
         flipped = false;
-        std::size_t kept = 0;
-        for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
-            const bool simple = is_simple(pad + pos);
-            pad[pos] ^= static_cast<std::uint8_t>(simple);
-            flipped |= simple;
+        kept = 0;
+        for (const std::size_t pos : live) {  // few pixels are dirty: branches predict well here
+            std::uint8_t* c = pad + pos;
+            bool simple = false;
+            if (*c & kDirty) {
+                *c &= 1u;
+                simple = is_simple(c);
+                if (simple) {
+                    mark_neighbours(c, rows, kMark);
+                    *c = static_cast<std::uint8_t>((*c ^ 1u) & 1u);
+                    flipped = true;
+                }
+            }
             live[kept] = pos;
             kept += !simple;
         }
         live.resize(kept);
     }
+}
+
+// Copies n pixels' values (bit 0) out of a padded image.
+inline void copy_values(const std::uint8_t* pad, std::size_t n, std::uint8_t* out) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = pad[i] & 1u;
 }
 
 // Fiji's greedy passes: ws.live holds the padded positions of the mismatches in processing order,
@@ -171,12 +218,13 @@ inline void relax_slice_2d(WarpWorkspace& ws, index_t ny, index_t nx, std::uint8
     const index_t w2 = nx + 2;
     std::uint8_t* pad = ws.padded.data();
     const auto& simple = topology::simple_table_2d();
+    const index_t rows[3] = {-w2, 0, w2};
     // captures by value: the flips are uint8 stores, which may alias anything captured by reference
-    greedy_passes(ws.live, pad, [w2, &simple](const std::uint8_t* c) {
-        return simple[c[-w2 - 1] | c[-w2] << 1 | c[-w2 + 1] << 2 | c[-1] << 3 | c[1] << 4 | c[w2 - 1] << 5 |
-                      c[w2] << 6 | c[w2 + 1] << 7];
+    greedy_passes(ws.live, pad, rows, [w2, &simple](const std::uint8_t* c) {
+        return simple[(c[-w2 - 1] & 1) | (c[-w2] & 1) << 1 | (c[-w2 + 1] & 1) << 2 | (c[-1] & 1) << 3 | (c[1] & 1) << 4 |
+                      (c[w2 - 1] & 1) << 5 | (c[w2] & 1) << 6 | (c[w2 + 1] & 1) << 7];
     });
-    for (index_t y = 0; y < ny; ++y) std::memcpy(warped + y * nx, pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
+    for (index_t y = 0; y < ny; ++y) copy_values(pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx), warped + y * nx);
     survivors.resize(ws.live.size());
     for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
         const auto pos = static_cast<std::uint32_t>(ws.live[i]);
@@ -252,7 +300,7 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
                     double threshold, WarpWorkspace& ws, std::uint8_t* warped, std::vector<std::uint64_t>& survivors) {
     const index_t nz = proposal.nz, ny = proposal.ny, nx = proposal.nx;
     const index_t w2 = nx + 2, plane = (ny + 2) * w2;
-    ws.padded.assign(static_cast<std::size_t>((nz + 2) * plane), 0);
+    ws.padded.assign(static_cast<std::size_t>((nz + 2) * plane + 1), 0);  // + 1: see mark_neighbours
     std::uint8_t* pad = ws.padded.data();
     ws.key_of.clear();
     ws.scan_of.clear();
@@ -285,14 +333,15 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
     const auto& adj = topology::adjacency_3d();
     index_t offsets[26];
     for (int k = 0; k < 26; ++k) offsets[k] = adj.offset[k][0] * plane + adj.offset[k][1] * w2 + adj.offset[k][2];
-    greedy_passes(ws.live, pad, [offsets](const std::uint8_t* c) {
+    const index_t rows[9] = {-plane - w2, -plane, -plane + w2, -w2, 0, w2, plane - w2, plane, plane + w2};
+    greedy_passes(ws.live, pad, rows, [offsets](const std::uint8_t* c) {
         std::uint32_t code = 0;
-        for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]]) << k;
+        for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]] & 1u) << k;
         return topology::is_simple_3d(code);
     });
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y)
-            std::memcpy(warped + (z * ny + y) * nx, pad + (z + 1) * plane + (y + 1) * w2 + 1, static_cast<std::size_t>(nx));
+            copy_values(pad + (z + 1) * plane + (y + 1) * w2 + 1, static_cast<std::size_t>(nx), warped + (z * ny + y) * nx);
     survivors.resize(ws.live.size());
     for (std::size_t i = 0; i < ws.live.size(); ++i) {
         const auto pos = static_cast<index_t>(ws.live[i]);
