@@ -5,9 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -18,6 +16,7 @@
 #include "unetsdk/isbi.hpp"
 #include "unetsdk/simple_point.hpp"
 #include "unetsdk/thread_pool.hpp"
+#include "unetsdk/value_summary.hpp"
 #include "unetsdk/views.hpp"
 #include "unetsdk/warping_error.hpp"
 
@@ -89,60 +88,21 @@ void check_same_shape(const py::array& a, const py::array& b) {
         if (a.shape(k) != b.shape(k)) throw std::invalid_argument("internal: arrays differ in shape");
 }
 
-// Min and max of the values of rows [row0, row1) (row = z * ny + y) and whether all are finite.
-struct Summary {
-    double lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
-    bool finite = true;
-};
-
-template <class T>
-Summary summarise_rows(const View3D<T>& v, index_t row0, index_t row1) {
-    T lo = std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max();
-    T hi = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
-    std::size_t nan = 0;
-    const index_t nx = v.nx;
-    const auto scan = [&](auto value_at) {  // NaN-ignoring min/max and a NaN count: vectorises
-        for (index_t x = 0; x < nx; ++x) {
-            const T value = value_at(x);
-            lo = value < lo ? value : lo;
-            hi = value > hi ? value : hi;
-            nan += value != value;
-        }
-    };
-    std::vector<T> copy(static_cast<std::size_t>(nx));
-    for (index_t row = row0; row < row1; ++row) {
-        const char* r = v.row(row / v.ny, row % v.ny);
-        if (v.sx == static_cast<index_t>(sizeof(T)) && reinterpret_cast<std::uintptr_t>(r) % alignof(T) == 0) {
-            const T* values = reinterpret_cast<const T*>(r);
-            scan([values](index_t x) { return values[x]; });
-        } else {
-            for (index_t x = 0; x < nx; ++x) copy[static_cast<std::size_t>(x)] = v.at_row(r, x);
-            const T* values = copy.data();
-            scan([values](index_t x) { return values[x]; });
-        }
-    }
-    Summary out;
-    out.lo = static_cast<double>(lo), out.hi = static_cast<double>(hi);
-    out.finite = nan == 0 && std::isfinite(out.lo) && std::isfinite(out.hi);
-    return out;
-}
-
 py::tuple py_proposal_summary(const py::array& p, unsigned threads) {
-    bool finite = true;
-    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    ValueSummary total;
     dispatch_proposal(p, [&](auto tag) {
         using T = decltype(tag);
         const View3D<T> v = view3d<T>(p);
         py::gil_scoped_release release;
         const index_t rows = v.nz * v.ny;
         const unsigned workers = static_cast<unsigned>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, v.size() >> 18)));
-        std::vector<Summary> parts(workers);
+        std::vector<ValueSummary> parts(workers);
         parallel_for(workers, workers, [&](std::size_t w, unsigned) {
             parts[w] = summarise_rows(v, rows * static_cast<index_t>(w) / workers, rows * static_cast<index_t>(w + 1) / workers);
         });
-        for (const auto& part : parts) finite = finite && part.finite, lo = std::min(lo, part.lo), hi = std::max(hi, part.hi);
+        for (const auto& part : parts) total += part;
     });
-    return py::make_tuple(finite, lo, hi);
+    return py::make_tuple(total.finite, total.lo, total.hi);
 }
 
 py::dict py_warping_error(const py::array& truth, const py::array& proposal, const py::object& mask, double threshold,
@@ -197,11 +157,12 @@ py::dict py_isbi_sweep(const py::array& truth, const py::array& proposal, const 
     const std::vector<std::uint8_t> fg = foreground(truth, threads);
     std::vector<SweepRow> rows;
     std::int64_t slices_with_foreground = 0;
+    ValueSummary summary;
     dispatch_proposal(proposal, [&](auto tag) {
         using P = decltype(tag);
         const View3D<P> v = view3d<P>(proposal);
         py::gil_scoped_release release;
-        isbi_sweep(fg.data(), v, thresholds, n_warp, radius, threads, rows, slices_with_foreground);
+        isbi_sweep(fg.data(), v, thresholds, n_warp, radius, threads, rows, slices_with_foreground, summary);
     });
     const auto column = [&](std::int64_t SweepRow::*field) {
         py::array_t<std::int64_t> col(static_cast<py::ssize_t>(rows.size()));
@@ -218,6 +179,7 @@ py::dict py_isbi_sweep(const py::array& truth, const py::array& proposal, const 
     out["rand_fp"] = column(&SweepRow::rand_fp);
     out["rand_fn"] = column(&SweepRow::rand_fn);
     out["rand_slices"] = slices_with_foreground;
+    out["proposal_summary"] = py::make_tuple(summary.finite, summary.lo, summary.hi);
     return out;
 }
 

@@ -29,6 +29,7 @@ class _Sweep(TypedDict):
     rand_fp: npt.NDArray[np.int64]
     rand_fn: npt.NDArray[np.int64]
     rand_slices: int
+    proposal_summary: tuple[bool, float, float]  # as proposal_summary(); not probabilities: the rows are empty
 
 def proposal_summary(proposal: npt.NDArray, threads: int) -> tuple[bool, float, float]:
     """(all finite, min, max) of a 3-d float32/float64/bool array; min/max over the non-NaN values."""
@@ -52,7 +53,10 @@ def isbi_sweep(
     radius: int,
     threads: int,
 ) -> _Sweep:
-    """Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack; the first n_warp thresholds are warped."""
+    """Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack; the first n_warp thresholds are warped.
+
+    The proposal's values are summarised on the way; if they are not finite or not in [0, 1] the sweep
+    stops before scoring and the per-threshold arrays are empty."""
 
 def contingency_table(
     truth: npt.NDArray, proposal: npt.NDArray, threads: int

@@ -91,6 +91,17 @@ def test_proposal_outside_unit_interval(metric, value):
         metric(T, p)
 
 
+@pytest.mark.parametrize("bad, message", [(np.nan, "contains NaN or Inf"), (-0.5, r"values outside \[0, 1\] \(min -0.5, max 1\)")])
+def test_isbi2012_finds_a_bad_value_in_any_slice_of_any_layout(bad, message):
+    # isbi2012 validates the values inside the C++ sweep (per slice, with the thresholds): the bad value
+    # sits in the last slice of a Fortran-ordered, strided stack
+    t = np.ones((3, 9, 8), np.uint8)
+    p = np.asfortranarray(np.linspace(0.0, 1.0, 3 * 9 * 8).reshape(3, 9, 8))[:, ::-1]
+    p[2, 7, 5] = bad
+    with raises(f"proposal: {message}"):
+        isbi2012(t[:, ::-1], p)
+
+
 @pytest.mark.parametrize("metric", IMAGE_METRICS)
 def test_integer_proposal_is_rejected_with_the_fix(metric):
     with raises(r"proposal: integer dtype uint8 is ambiguous.*probabilities of foreground in \[0, 1\]"):

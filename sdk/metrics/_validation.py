@@ -85,9 +85,10 @@ def check_truth(x, name: str = "truth", *, threads: int = 1) -> np.ndarray:
     return a
 
 
-def check_proposal(x, name: str = "proposal", *, threads: int = 1) -> np.ndarray:
+def check_proposal(x, name: str = "proposal", *, threads: int = 1, scan_values: bool = True) -> np.ndarray:
     """A probability map of foreground in [0, 1] (float32/float64, or bool as 0/1), finite (scanned
-    with ``threads`` threads)."""
+    with ``threads`` threads). ``scan_values=False`` checks only type and size, for callers whose C++
+    core reads the values anyway and reports their summary (see :func:`check_proposal_summary`)."""
     a = as_array(x, name)
     if a.dtype.kind in "iu":
         raise InvalidInputError(
@@ -98,15 +99,20 @@ def check_proposal(x, name: str = "proposal", *, threads: int = 1) -> np.ndarray
         raise InvalidInputError(f"{name}: unsupported dtype {a.dtype}; use float32, float64 or bool")
     check_nonempty(a, name)
     a = _native(a)
-    if a.dtype.kind == "f":
-        finite, lo, hi = _summary(a, threads)
-        if not finite:
-            raise InvalidInputError(f"{name}: contains NaN or Inf; probabilities must be finite")
-        if lo < 0.0 or hi > 1.0:
-            raise InvalidInputError(
-                f"{name}: values outside [0, 1] (min {lo:g}, max {hi:g}); pass probabilities of foreground"
-            )
+    if scan_values and a.dtype.kind == "f":
+        check_proposal_summary(_summary(a, threads), name)
     return a
+
+
+def check_proposal_summary(summary: tuple, name: str = "proposal") -> None:
+    """Raises unless ``summary`` = (all finite, min, max) describes probabilities in [0, 1]."""
+    finite, lo, hi = summary
+    if not finite:
+        raise InvalidInputError(f"{name}: contains NaN or Inf; probabilities must be finite")
+    if lo < 0.0 or hi > 1.0:
+        raise InvalidInputError(
+            f"{name}: values outside [0, 1] (min {lo:g}, max {hi:g}); pass probabilities of foreground"
+        )
 
 
 def check_labels(x, name: str) -> np.ndarray:

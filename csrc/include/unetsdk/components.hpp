@@ -173,11 +173,12 @@ void label_runs_by_line(index_t nz, index_t ny, index_t nx, bool volumetric, Row
                 if (full && y + 1 < ny) unite_line(l - ny + 1);
             }
         }
-    // Roots are the earliest run of their component, so one raster pass numbers components in order.
+    // Every parent is an earlier run of the component (roots are their component's earliest run), so
+    // one raster pass numbers components in order and gives each run its parent's final label.
     std::uint32_t count = 0;
     for (std::size_t i = 0; i < out.runs.size(); ++i) {
-        const std::uint32_t root = detail::find_root(parent, static_cast<std::uint32_t>(i));
-        out.runs[i].label = (root == i) ? ++count : out.runs[root].label;
+        const std::uint32_t up = parent[i];
+        out.runs[i].label = (up == i) ? ++count : out.runs[up].label;
     }
     out.count = count;
 }

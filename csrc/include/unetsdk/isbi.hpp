@@ -21,6 +21,7 @@
 #include "components.hpp"
 #include "sweep_order.hpp"
 #include "thread_pool.hpp"
+#include "value_summary.hpp"
 #include "views.hpp"
 #include "warping_error.hpp"
 
@@ -128,33 +129,45 @@ struct SweepWorkspace {
 
 // level = number of thresholds t_k (ascending) with p > t_k, so that p > t_k  <=>  level > k: the
 // proposal is read in floating point once per slice, every binarisation after that is a byte compare.
+// The same read adds the slice's values to summary.
 template <class P>
 void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<double>& thresholds,
-                      std::uint8_t* levels) {
+                      std::uint8_t* levels, ValueSummary& summary) {
     std::vector<Above<P>> above;
     for (const double t : thresholds) above.emplace_back(t);
     const index_t nx = proposal.nx;  // locals throughout: the byte stores below may alias anything else
     std::vector<P> row(static_cast<std::size_t>(nx));
     P* values = row.data();
+    constexpr index_t kBlock = 64;  // levels counted in 32-bit lanes (as wide as the compares), then narrowed
+    std::int32_t count[kBlock];
     for (index_t y = 0; y < proposal.ny; ++y) {
         const char* prow = proposal.row(z, y);
         for (index_t x = 0; x < nx; ++x) values[x] = proposal.at_row(prow, x);
+        summarise_values(values, nx, summary);
         std::uint8_t* out = levels + y * nx;
-        std::fill(out, out + nx, std::uint8_t(0));
-        for (const auto& a : above) {  // threshold-major: the inner loop vectorises
-            const Above<P> cut = a;
-            for (index_t x = 0; x < nx; ++x) out[x] = static_cast<std::uint8_t>(out[x] + (cut(values[x]) ? 1 : 0));
+        for (index_t x0 = 0; x0 < nx; x0 += kBlock) {
+            const index_t n = std::min(kBlock, nx - x0);
+            const P* v = values + x0;
+            std::fill(count, count + kBlock, 0);
+            for (const auto& a : above) {  // threshold-major: the inner loop vectorises
+                const Above<P> cut = a;
+                for (index_t i = 0; i < n; ++i) count[i] += cut(v[i]) ? 1 : 0;
+            }
+            for (index_t i = 0; i < n; ++i) out[x0 + i] = static_cast<std::uint8_t>(count[i]);
         }
     }
 }
 
 // Runs the sweep. truth: contiguous binary (Z, H, W). thresholds: all thresholds of the pixel/Rand
 // sweep; the first n_warp of them also get the warping split/merger count. rows receives one row per
-// threshold; slices_with_foreground the number of slices contributing to the Rand statistics.
+// threshold; slices_with_foreground the number of slices contributing to the Rand statistics; summary
+// the range of the proposal's values, read with the thresholds. A proposal that is not a probability
+// map (summary.probabilities() false: NaN, Inf or values outside [0, 1]) stops the sweep there, with
+// rows left empty, so that callers validate the input without a pass of their own.
 template <class P>
 void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std::vector<double>& thresholds,
                 std::size_t n_warp, int radius, unsigned threads, std::vector<SweepRow>& rows,
-                std::int64_t& slices_with_foreground) {
+                std::int64_t& slices_with_foreground, ValueSummary& summary) {
     const index_t nz = proposal.nz, ny = proposal.ny, nx = proposal.nx, plane = ny * nx;
     const unsigned workers = resolve_threads(threads);
     if (!std::is_sorted(thresholds.begin(), thresholds.end()) || thresholds.size() > 255)
@@ -164,6 +177,7 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     std::vector<std::uint8_t> levels(static_cast<std::size_t>(nz * plane));
     std::vector<SweepCandidates> candidates(n_warp > 0 ? static_cast<std::size_t>(nz) : 0);
     std::vector<SweepWorkspace> ws(workers);
+    std::vector<ValueSummary> slice_summary(static_cast<std::size_t>(nz));
     // Two independent tasks per slice (truth labels; levels and warp candidates), so that even one
     // slice keeps two workers busy.
     parallel_for(2 * static_cast<std::size_t>(nz), workers, [&](std::size_t task, unsigned w) {
@@ -174,12 +188,16 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
             return;
         }
-        threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane);
+        threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane, slice_summary[z]);
         if (n_warp > 0)
             sweep_candidates(truth + zi * plane, proposal, zi, levels.data() + zi * plane, n_warp, ws[w].candidate_scratch,
                              candidates[z]);
     });
+    summary = ValueSummary{};
+    for (const auto& part : slice_summary) summary += part;
+    rows.clear();
     slices_with_foreground = 0;
+    if (!summary.probabilities()) return;
     for (const auto& r : truth_runs) slices_with_foreground += r.runs.empty() ? 0 : 1;
 
     const std::size_t n_th = thresholds.size();
