@@ -208,6 +208,20 @@ static void test_parallel_for() {
         thrown = true;
     }
     CHECK(thrown);
+    // grouped: every (group, item) exactly once, with fewer, as many and more workers than groups
+    for (const unsigned threads : {1u, 2u, 3u, 8u}) {
+        for (const std::size_t groups : {std::size_t(1), std::size_t(2), std::size_t(7)}) {
+            std::vector<std::atomic<int>> calls(groups * 5);
+            std::atomic<bool> bad_worker{false};
+            parallel_for_groups(groups, 5, threads, [&](std::size_t g, std::size_t i, unsigned w) {
+                ++calls[g * 5 + i];
+                if (w >= threads) bad_worker = true;
+            });
+            bool once = true;
+            for (const auto& c : calls) once = once && c == 1;
+            CHECK(once && !bad_worker);
+        }
+    }
 }
 
 int main() {

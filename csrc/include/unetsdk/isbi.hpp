@@ -9,8 +9,9 @@
 //    (Fiji's n^2-scaled probabilities, in exact integers); slices without truth foreground are left
 //    out (Fiji turns them into NaN and reports Rand error 1);
 //  - for the first n_warp thresholds: split and merger pixels after warping (radius as given).
-// Components are 4-connected in 2D. Thresholds and slices are independent tasks for the pool; the
-// warp's mismatch order at every threshold comes from one sort per slice (sweep_order.hpp).
+// Components are 4-connected in 2D. Each (slice, threshold) is an independent task, run a slice per
+// worker (parallel_for_groups); the warp's mismatch order at every threshold comes from one sort per
+// slice (sweep_order.hpp).
 #pragma once
 
 #include <algorithm>
@@ -202,14 +203,14 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
 
     const std::size_t n_th = thresholds.size();
     std::vector<SweepRow> per_task(n_th * static_cast<std::size_t>(nz));
-    // Task = (slice, threshold), slice-major: consecutive tasks share the slice's truth, labels and
-    // levels in cache.
-    parallel_for(per_task.size(), workers, [&](std::size_t task, unsigned w) {
-        const std::size_t t = task % n_th;
-        const auto z = static_cast<index_t>(task / n_th);
+    // A worker scores a slice's thresholds one after the other, with the slice's truth, labels, levels
+    // and candidates in its caches (7 % faster on 2 cores than workers sharing slices), helped by the
+    // others on the last slices.
+    parallel_for_groups(static_cast<std::size_t>(nz), n_th, workers, [&](std::size_t slice, std::size_t t, unsigned w) {
+        const auto z = static_cast<index_t>(slice);
         const double th = thresholds[t];
         SweepWorkspace& s = ws[w];
-        SweepRow& row = per_task[task];
+        SweepRow& row = per_task[slice * n_th + t];
         const std::uint8_t* slice_levels = levels.data() + z * plane;
         const auto level = static_cast<std::uint8_t>(t);
         const auto target_row = [&](index_t y, std::uint64_t* words) {

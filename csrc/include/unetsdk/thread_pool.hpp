@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -44,6 +45,26 @@ void parallel_for(std::size_t count, unsigned threads, Fn&& fn) {
     run(0);
     for (auto& th : pool) th.join();
     if (error) std::rethrow_exception(error);
+}
+
+// Calls fn(group, item, worker) for every item < items of every group < groups. A worker takes a whole
+// group and runs its items in order, so that the group's data stay in that core's caches; once no group
+// is left, it helps with the groups still running, item by item, so that the last groups do not leave
+// workers idle. Exceptions as in parallel_for.
+template <class Fn>
+void parallel_for_groups(std::size_t groups, std::size_t items, unsigned threads, Fn&& fn) {
+    if (groups == 0 || items == 0) return;
+    std::unique_ptr<std::atomic<std::size_t>[]> next_item(new std::atomic<std::size_t>[groups]);
+    for (std::size_t g = 0; g < groups; ++g) next_item[g].store(0);
+    std::atomic<std::size_t> next_group{0};
+    const auto drain = [&](std::size_t g, unsigned worker) {
+        for (std::size_t i; (i = next_item[g].fetch_add(1)) < items;) fn(g, i, worker);
+    };
+    const auto workers = static_cast<unsigned>(std::max<std::size_t>(1, std::min<std::size_t>(threads ? threads : 1, groups * items)));
+    parallel_for(workers, workers, [&](std::size_t, unsigned worker) {
+        for (std::size_t g; (g = next_group.fetch_add(1)) < groups;) drain(g, worker);
+        for (std::size_t g = 0; g < groups; ++g) drain(g, worker);
+    });
 }
 
 // Number of workers to use for `requested` threads (0 = all hardware threads).
