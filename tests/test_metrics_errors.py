@@ -102,6 +102,16 @@ def test_isbi2012_finds_a_bad_value_in_any_slice_of_any_layout(bad, message):
         isbi2012(t[:, ::-1], p)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_isbi2012_reports_the_whole_range_of_bad_values(threads):
+    # the sweep stops at the first slice with a bad value; the message still gives the stack's range
+    t = np.ones((6, 8, 8), np.uint8)
+    p = np.full((6, 8, 8), 0.5)
+    p[0, 1, 1], p[5, 2, 2] = -0.25, 1.75
+    with raises(r"proposal: values outside \[0, 1\] \(min -0.25, max 1.75\)"):
+        isbi2012(t, p, threads=threads)
+
+
 @pytest.mark.parametrize("metric", IMAGE_METRICS)
 def test_integer_proposal_is_rejected_with_the_fix(metric):
     with raises(r"proposal: integer dtype uint8 is ambiguous.*probabilities of foreground in \[0, 1\]"):

@@ -15,6 +15,10 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <stdexcept>
 #include <cstdint>
 #include <vector>
@@ -159,12 +163,55 @@ void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
     }
 }
 
+// What every threshold of one slice reads, computed once per slice: the truth's components (runs
+// and painted labels, for O(1) lookups), the proposal's threshold levels and the warp's mismatch
+// candidates.
+struct SliceInputs {
+    RunLabels truth_runs;
+    std::vector<std::uint32_t> truth_labels;
+    std::vector<std::uint8_t> levels;
+    SweepCandidates candidates;
+};
+
+// SliceInputs to reuse: a slice's are taken when its first task starts and given back when its last
+// ends, so a sweep holds about one per worker, whatever the number of slices, and its buffers stay
+// allocated (and in cache) from one slice to the next.
+class SliceInputsPool {
+public:
+    SliceInputs* acquire() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (free_.empty()) {
+            owned_.push_back(std::make_unique<SliceInputs>());
+            return owned_.back().get();
+        }
+        SliceInputs* inputs = free_.back();
+        free_.pop_back();
+        return inputs;
+    }
+    void release(SliceInputs* inputs) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        free_.push_back(inputs);
+    }
+
+private:
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<SliceInputs>> owned_;
+    std::vector<SliceInputs*> free_;
+};
+
 // Runs the sweep. truth: contiguous binary (Z, H, W). thresholds: all thresholds of the pixel/Rand
 // sweep; the first n_warp of them also get the warping split/merger count. rows receives one row per
 // threshold; slices_with_foreground the number of slices contributing to the Rand statistics; summary
 // the range of the proposal's values, read with the thresholds. A proposal that is not a probability
-// map (summary.probabilities() false: NaN, Inf or values outside [0, 1]) stops the sweep there, with
-// rows left empty, so that callers validate the input without a pass of their own.
+// map (summary.probabilities() false: NaN, Inf or values outside [0, 1]) stops the sweep, with rows
+// left empty, so that callers validate the input without a pass of their own.
+//
+// A slice's tasks are its two preparations (levels and candidates; truth components) and then its
+// thresholds. A worker runs a whole slice's tasks in order, with the slice's inputs in its caches
+// (on 2 cores 7 % faster than sharing slices between workers, and 4 % on one, against preparing all
+// slices first); idle workers join the last slices (parallel_for_groups), so that one slice keeps
+// all workers busy too: one prepares the truth while the other reads the proposal, then both score
+// thresholds.
 template <class P>
 void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std::vector<double>& thresholds,
                 std::size_t n_warp, int radius, unsigned threads, std::vector<SweepRow>& rows,
@@ -173,65 +220,92 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     const unsigned workers = resolve_threads(threads);
     if (!std::is_sorted(thresholds.begin(), thresholds.end()) || thresholds.size() > 255)
         throw std::invalid_argument("isbi_sweep: thresholds must be ascending (at most 255)");
-    std::vector<RunLabels> truth_runs(static_cast<std::size_t>(nz));
-    std::vector<std::uint32_t> truth_labels(static_cast<std::size_t>(nz * plane));  // painted: O(1) lookups
-    std::vector<std::uint8_t> levels(static_cast<std::size_t>(nz * plane));
-    std::vector<SweepCandidates> candidates(n_warp > 0 ? static_cast<std::size_t>(nz) : 0);
+    const std::size_t n_th = thresholds.size(), n_slices = static_cast<std::size_t>(nz);
+    constexpr std::size_t kPreparations = 2;
+    struct SliceState {
+        std::once_flag acquired;
+        SliceInputs* inputs = nullptr;
+        std::atomic<int> prepared{0};
+        std::atomic<std::size_t> finished{0};
+    };
+    const std::unique_ptr<SliceState[]> state(new SliceState[n_slices]);
+    SliceInputsPool pool;
     std::vector<SweepWorkspace> ws(workers);
-    std::vector<ValueSummary> slice_summary(static_cast<std::size_t>(nz));
-    // Two independent tasks per slice (truth labels; levels and warp candidates), so that even one
-    // slice keeps two workers busy.
-    parallel_for(2 * static_cast<std::size_t>(nz), workers, [&](std::size_t task, unsigned w) {
-        const std::size_t z = task / 2;
-        const auto zi = static_cast<index_t>(z);
-        if (task % 2 == 0) {
-            label_runs(truth + zi * plane, 1, ny, nx, false, truth_runs[z]);
-            paint_labels(truth_runs[z], truth_labels.data() + zi * plane);
+    std::vector<ValueSummary> slice_summary(n_slices);
+    std::vector<char> summarised(n_slices, 0), has_foreground(n_slices, 0);
+    std::vector<SweepRow> per_task(n_th * n_slices);
+    std::atomic<bool> stop{false};  // a proposal value is not a probability, or a task failed
+
+    const auto prepare_levels = [&](std::size_t slice, SliceInputs& in, SweepWorkspace& s) {
+        const auto z = static_cast<index_t>(slice);
+        in.levels.resize(static_cast<std::size_t>(plane));
+        threshold_levels(proposal, z, thresholds, in.levels.data(), slice_summary[slice]);
+        summarised[slice] = 1;
+        if (!slice_summary[slice].probabilities()) {
+            stop = true;
             return;
         }
-        threshold_levels(proposal, zi, thresholds, levels.data() + zi * plane, slice_summary[z]);
-        if (n_warp > 0)
-            sweep_candidates(truth + zi * plane, proposal, zi, levels.data() + zi * plane, n_warp, ws[w].candidate_scratch,
-                             candidates[z]);
-    });
-    summary = ValueSummary{};
-    for (const auto& part : slice_summary) summary += part;
-    rows.clear();
-    slices_with_foreground = 0;
-    if (!summary.probabilities()) return;
-    for (const auto& r : truth_runs) slices_with_foreground += r.runs.empty() ? 0 : 1;
-
-    const std::size_t n_th = thresholds.size();
-    std::vector<SweepRow> per_task(n_th * static_cast<std::size_t>(nz));
-    // A worker scores a slice's thresholds one after the other, with the slice's truth, labels, levels
-    // and candidates in its caches (7 % faster on 2 cores than workers sharing slices), helped by the
-    // others on the last slices.
-    parallel_for_groups(static_cast<std::size_t>(nz), n_th, workers, [&](std::size_t slice, std::size_t t, unsigned w) {
+        if (n_warp > 0) sweep_candidates(truth + z * plane, proposal, z, in.levels.data(), n_warp, s.candidate_scratch, in.candidates);
+    };
+    const auto prepare_truth = [&](std::size_t slice, SliceInputs& in) {
+        label_runs(truth + static_cast<index_t>(slice) * plane, 1, ny, nx, false, in.truth_runs);
+        in.truth_labels.resize(static_cast<std::size_t>(plane));
+        paint_labels(in.truth_runs, in.truth_labels.data());
+        has_foreground[slice] = !in.truth_runs.runs.empty();
+    };
+    const auto score = [&](std::size_t slice, std::size_t t, const SliceInputs& in, SweepWorkspace& s) {
         const auto z = static_cast<index_t>(slice);
-        const double th = thresholds[t];
-        SweepWorkspace& s = ws[w];
         SweepRow& row = per_task[slice * n_th + t];
-        const std::uint8_t* slice_levels = levels.data() + z * plane;
+        const std::uint8_t* slice_levels = in.levels.data();
         const auto level = static_cast<std::uint8_t>(t);
         const auto target_row = [&](index_t y, std::uint64_t* words) {
             pack_greater(slice_levels + y * nx, nx, level, words);
         };
         label_runs_by_line(1, ny, nx, false, target_row, s.proposal_runs);
-        pixel_and_rand_counts(truth_runs[static_cast<std::size_t>(z)], s.proposal_runs, s.rand, row);
-        if (t < n_warp) {
-            s.warped.resize(static_cast<std::size_t>(plane));
-            const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
-                pad_slice_2d(truth + z * plane, ny, nx, warp_ws);
-                sweep_mismatch_order(candidates[static_cast<std::size_t>(z)], proposal, z, th, s.order, warp_ws.live);
-                relax_slice_2d(warp_ws, ny, nx, warped, survivors);
-            };
-            const WarpingCounts c = warp_and_classify_slice(warp, ny, nx, radius, s.warping, s.warped.data(), nullptr,
-                                                            false, truth_labels.data() + z * plane,
-                                                            truth_runs[static_cast<std::size_t>(z)].count);
-            row.splits = c.by_type[kSplit];
-            row.mergers = c.by_type[kMerger];
+        pixel_and_rand_counts(in.truth_runs, s.proposal_runs, s.rand, row);
+        if (t >= n_warp) return;
+        s.warped.resize(static_cast<std::size_t>(plane));
+        const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
+            pad_slice_2d(truth + z * plane, ny, nx, warp_ws);
+            sweep_mismatch_order(in.candidates, proposal, z, thresholds[t], s.order, warp_ws.live);
+            relax_slice_2d(warp_ws, ny, nx, warped, survivors);
+        };
+        const WarpingCounts c = warp_and_classify_slice(warp, ny, nx, radius, s.warping, s.warped.data(), nullptr, false,
+                                                        in.truth_labels.data(), in.truth_runs.count);
+        row.splits = c.by_type[kSplit];
+        row.mergers = c.by_type[kMerger];
+    };
+    parallel_for_groups(n_slices, kPreparations + n_th, workers, [&](std::size_t slice, std::size_t task, unsigned w) {
+        SliceState& st = state[slice];
+        try {
+            std::call_once(st.acquired, [&] { st.inputs = pool.acquire(); });
+            SliceInputs& in = *st.inputs;
+            if (task == 0) {
+                if (!stop) prepare_levels(slice, in, ws[w]);
+                ++st.prepared;
+            } else if (task == 1) {
+                if (!stop) prepare_truth(slice, in);
+                ++st.prepared;
+            } else {
+                // a helper may get here while the slice is still being prepared (by running workers)
+                while (st.prepared.load() < static_cast<int>(kPreparations) && !stop) std::this_thread::yield();
+                if (!stop) score(slice, task - kPreparations, in, ws[w]);
+            }
+        } catch (...) {
+            stop = true;  // releases the workers waiting for this slice; parallel_for rethrows
+            throw;
         }
+        if (++st.finished == kPreparations + n_th) pool.release(st.inputs);
     });
+    // the values of slices the stop left unread, so that the summary describes the whole proposal
+    for (std::size_t slice = 0; slice < n_slices; ++slice)
+        if (!summarised[slice]) slice_summary[slice] = summarise_rows(proposal, static_cast<index_t>(slice) * ny, static_cast<index_t>(slice + 1) * ny);
+    summary = ValueSummary{};
+    for (const auto& part : slice_summary) summary += part;
+    rows.clear();
+    slices_with_foreground = 0;
+    if (!summary.probabilities()) return;
+    for (const char f : has_foreground) slices_with_foreground += f;
     rows.assign(n_th, SweepRow{});
     for (std::size_t task = 0; task < per_task.size(); ++task) rows[task % n_th] += per_task[task];
 }
