@@ -88,21 +88,53 @@ void check_same_shape(const py::array& a, const py::array& b) {
         if (a.shape(k) != b.shape(k)) throw std::invalid_argument("internal: arrays differ in shape");
 }
 
+// Splits rows of a 3-d array into one part per worker (at most one per 256 K values).
+template <class T, class Fn>
+void for_row_parts(const View3D<T>& v, unsigned threads, Fn&& fn) {
+    const index_t rows = v.nz * v.ny;
+    const unsigned workers = static_cast<unsigned>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, v.size() >> 18)));
+    parallel_for(workers, workers, [&](std::size_t w, unsigned) {
+        fn(w, rows * static_cast<index_t>(w) / workers, rows * static_cast<index_t>(w + 1) / workers);
+    });
+}
+
+template <class T>
+ValueSummary summarise(const View3D<T>& v, unsigned threads) {
+    std::vector<ValueSummary> parts(resolve_threads(threads));
+    for_row_parts(v, threads, [&](std::size_t w, index_t row0, index_t row1) { parts[w] = summarise_rows(v, row0, row1); });
+    ValueSummary total;
+    for (const auto& part : parts) total += part;
+    return total;
+}
+
+py::tuple summary_tuple(const ValueSummary& s) { return py::make_tuple(s.finite, s.lo, s.hi); }
+
 py::tuple py_proposal_summary(const py::array& p, unsigned threads) {
     ValueSummary total;
     dispatch_proposal(p, [&](auto tag) {
         using T = decltype(tag);
         const View3D<T> v = view3d<T>(p);
         py::gil_scoped_release release;
-        const index_t rows = v.nz * v.ny;
-        const unsigned workers = static_cast<unsigned>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, v.size() >> 18)));
-        std::vector<ValueSummary> parts(workers);
-        parallel_for(workers, workers, [&](std::size_t w, unsigned) {
-            parts[w] = summarise_rows(v, rows * static_cast<index_t>(w) / workers, rows * static_cast<index_t>(w + 1) / workers);
-        });
-        for (const auto& part : parts) total += part;
+        total = summarise(v, threads);
     });
-    return py::make_tuple(total.finite, total.lo, total.hi);
+    return summary_tuple(total);
+}
+
+// None if all values are probabilities (the fast check), else their summary (which says why not).
+py::object py_probability_violation(const py::array& p, unsigned threads) {
+    bool all = true;
+    ValueSummary total;
+    dispatch_proposal(p, [&](auto tag) {
+        using T = decltype(tag);
+        const View3D<T> v = view3d<T>(p);
+        py::gil_scoped_release release;
+        std::vector<char> parts(resolve_threads(threads), 1);
+        for_row_parts(v, threads, [&](std::size_t w, index_t row0, index_t row1) { parts[w] = rows_are_probabilities(v, row0, row1); });
+        for (const char part : parts) all = all && part;
+        if (!all) total = summarise(v, threads);
+    });
+    if (all) return py::none();
+    return summary_tuple(total);
 }
 
 py::dict py_warping_error(const py::array& truth, const py::array& proposal, const py::object& mask, double threshold,
@@ -157,12 +189,12 @@ py::dict py_isbi_sweep(const py::array& truth, const py::array& proposal, const 
     const std::vector<std::uint8_t> fg = foreground(truth, threads);
     std::vector<SweepRow> rows;
     std::int64_t slices_with_foreground = 0;
-    ValueSummary summary;
+    bool probabilities = true;
     dispatch_proposal(proposal, [&](auto tag) {
         using P = decltype(tag);
         const View3D<P> v = view3d<P>(proposal);
         py::gil_scoped_release release;
-        isbi_sweep(fg.data(), v, thresholds, n_warp, radius, threads, rows, slices_with_foreground, summary);
+        probabilities = isbi_sweep(fg.data(), v, thresholds, n_warp, radius, threads, rows, slices_with_foreground);
     });
     const auto column = [&](std::int64_t SweepRow::*field) {
         py::array_t<std::int64_t> col(static_cast<py::ssize_t>(rows.size()));
@@ -179,7 +211,7 @@ py::dict py_isbi_sweep(const py::array& truth, const py::array& proposal, const 
     out["rand_fp"] = column(&SweepRow::rand_fp);
     out["rand_fn"] = column(&SweepRow::rand_fn);
     out["rand_slices"] = slices_with_foreground;
-    out["proposal_summary"] = py::make_tuple(summary.finite, summary.lo, summary.hi);
+    out["probabilities"] = probabilities;
     return out;
 }
 
@@ -295,6 +327,8 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "unet-sdk C++ metrics core (header-only library in csrc/include/unetsdk). Internal: use sdk.metrics.";
     m.def("proposal_summary", &py_proposal_summary, py::arg("proposal"), py::arg("threads"),
           "(all_finite, min, max) of a 3-d float32/float64/bool array (min/max of the non-NaN values).");
+    m.def("probability_violation", &py_probability_violation, py::arg("proposal"), py::arg("threads"),
+          "None if all values of a 3-d float32/float64/bool array lie in [0, 1], else (all_finite, min, max).");
     m.def("warping_error", &py_warping_error, py::arg("truth"), py::arg("proposal"), py::arg("mask"),
           py::arg("threshold"), py::arg("radius"), py::arg("volumetric"), py::arg("threads"),
           "Warp and classify a (Z, H, W) stack (2D per slice) or volume (3D).");

@@ -29,10 +29,14 @@ class _Sweep(TypedDict):
     rand_fp: npt.NDArray[np.int64]
     rand_fn: npt.NDArray[np.int64]
     rand_slices: int
-    proposal_summary: tuple[bool, float, float]  # as proposal_summary(); not probabilities: the rows are empty
+    probabilities: bool  # False: a value is NaN, infinite or outside [0, 1]; the sweep stopped, arrays empty
 
 def proposal_summary(proposal: npt.NDArray, threads: int) -> tuple[bool, float, float]:
     """(all finite, min, max) of a 3-d float32/float64/bool array; min/max over the non-NaN values."""
+
+def probability_violation(proposal: npt.NDArray, threads: int) -> Optional[tuple[bool, float, float]]:
+    """None if every value of a 3-d float32/float64/bool array lies in [0, 1] (one fast pass), else
+    (all finite, min, max) as proposal_summary, which says what is wrong."""
 
 def warping_error(
     truth: npt.NDArray,
@@ -55,8 +59,8 @@ def isbi_sweep(
 ) -> _Sweep:
     """Per-threshold ISBI 2012 accumulators of a (Z, H, W) stack; the first n_warp thresholds are warped.
 
-    The proposal's values are summarised on the way; if they are not finite or not in [0, 1] the sweep
-    stops before scoring and the per-threshold arrays are empty."""
+    The proposal's values are checked on the way; if one is not a probability (NaN, infinite or outside
+    [0, 1]) the sweep stops, ``probabilities`` is False and the per-threshold arrays are empty."""
 
 def contingency_table(
     truth: npt.NDArray, proposal: npt.NDArray, threads: int

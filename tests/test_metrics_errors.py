@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
+from sdk import _core
 from sdk.errors import InvalidInputError
 from sdk.metrics import (
     adapted_rand_error,
@@ -192,3 +196,28 @@ def test_table_argument_is_checked():
 def test_everything_ignored():
     with raises("no truth pixels left"):
         adapted_rand_error(np.zeros((4, 4), np.int32), L[:4, :4])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=arrays(
+        st.sampled_from([np.float32, np.float64]),
+        st.tuples(st.integers(1, 3), st.integers(1, 7), st.integers(1, 70)),
+        elements=st.sampled_from([0.0, 0.25, 1.0, -0.0, -1e-7, 1.0000001, 2.0, np.nan, np.inf, -np.inf]),
+    ),
+    order=st.sampled_from(["C", "F"]),
+    threads=st.integers(1, 3),
+)
+def test_probability_check_agrees_with_numpy(values, order, threads):
+    # the fast C++ check (None: all values in [0, 1]) and the summary it returns otherwise, against numpy,
+    # on C- and Fortran-ordered stacks
+    a = np.asarray(values, order=order)
+    violation = _core.probability_violation(a, threads)
+    inside = bool(np.all((a >= 0) & (a <= 1)))
+    assert (violation is None) == inside
+    if violation is not None:
+        finite = bool(np.all(np.isfinite(a)))
+        real = a[~np.isnan(a)]
+        assert violation[0] == finite
+        if real.size:
+            assert (violation[1], violation[2]) == (float(real.min()), float(real.max()))

@@ -34,15 +34,17 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
+def _as_3d(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3:
+        return a
+    if a.ndim == 0:
+        return a.reshape(1, 1, 1)
+    return a.reshape(1, -1, a.shape[-1])  # a view for 1D/2D; for ndim > 3 numpy copies only if the axes cannot be merged
+
+
 def _summary(a: np.ndarray, threads: int) -> tuple:
     """(all finite, min, max) of a float/bool array, computed in C++ in one pass without temporaries."""
-    if a.ndim == 3:
-        view = a
-    elif a.ndim == 0:
-        view = a.reshape(1, 1, 1)
-    else:  # a view for 1D/2D; for ndim > 3 numpy copies only if the axes cannot be merged
-        view = a.reshape(1, -1, a.shape[-1])
-    return _core.proposal_summary(view, threads)
+    return _core.proposal_summary(_as_3d(a), threads)
 
 
 def as_array(x, name: str) -> np.ndarray:
@@ -88,7 +90,7 @@ def check_truth(x, name: str = "truth", *, threads: int = 1) -> np.ndarray:
 def check_proposal(x, name: str = "proposal", *, threads: int = 1, scan_values: bool = True) -> np.ndarray:
     """A probability map of foreground in [0, 1] (float32/float64, or bool as 0/1), finite (scanned
     with ``threads`` threads). ``scan_values=False`` checks only type and size, for callers whose C++
-    core reads the values anyway and reports their summary (see :func:`check_proposal_summary`)."""
+    core checks the values as it reads them (``isbi2012``)."""
     a = as_array(x, name)
     if a.dtype.kind in "iu":
         raise InvalidInputError(
@@ -100,12 +102,14 @@ def check_proposal(x, name: str = "proposal", *, threads: int = 1, scan_values: 
     check_nonempty(a, name)
     a = _native(a)
     if scan_values and a.dtype.kind == "f":
-        check_proposal_summary(_summary(a, threads), name)
+        violation = _core.probability_violation(_as_3d(a), threads)  # None: all in [0, 1]
+        if violation is not None:
+            _raise_for_proposal_values(violation, name)
     return a
 
 
-def check_proposal_summary(summary: tuple, name: str = "proposal") -> None:
-    """Raises unless ``summary`` = (all finite, min, max) describes probabilities in [0, 1]."""
+def _raise_for_proposal_values(summary: tuple, name: str) -> None:
+    """Raises the error that ``summary`` = (all finite, min, max) of a proposal outside [0, 1] calls for."""
     finite, lo, hi = summary
     if not finite:
         raise InvalidInputError(f"{name}: contains NaN or Inf; probabilities must be finite")
@@ -113,6 +117,7 @@ def check_proposal_summary(summary: tuple, name: str = "proposal") -> None:
         raise InvalidInputError(
             f"{name}: values outside [0, 1] (min {lo:g}, max {hi:g}); pass probabilities of foreground"
         )
+    raise AssertionError(f"internal: {name} was rejected, but its values {summary} are probabilities")
 
 
 def check_labels(x, name: str) -> np.ndarray:

@@ -134,10 +134,10 @@ struct SweepWorkspace {
 
 // level = number of thresholds t_k (ascending) with p > t_k, so that p > t_k  <=>  level > k: the
 // proposal is read in floating point once per slice, every binarisation after that is a byte compare.
-// The same read adds the slice's values to summary.
+// Returns whether all the slice's values are probabilities (all_probabilities), checked on the way.
 template <class P>
-void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<double>& thresholds,
-                      std::uint8_t* levels, ValueSummary& summary) {
+bool threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<double>& thresholds,
+                      std::uint8_t* levels) {
     std::vector<Above<P>> above;
     for (const double t : thresholds) above.emplace_back(t);
     const index_t nx = proposal.nx;  // locals throughout: the byte stores below may alias anything else
@@ -145,10 +145,11 @@ void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
     P* values = row.data();
     constexpr index_t kBlock = 64;  // levels counted in 32-bit lanes (as wide as the compares), then narrowed
     std::int32_t count[kBlock];
+    bool probabilities = true;
     for (index_t y = 0; y < proposal.ny; ++y) {
         const char* prow = proposal.row(z, y);
         for (index_t x = 0; x < nx; ++x) values[x] = proposal.at_row(prow, x);
-        summarise_values(values, nx, summary);
+        probabilities = probabilities && all_probabilities(values, nx);
         std::uint8_t* out = levels + y * nx;
         for (index_t x0 = 0; x0 < nx; x0 += kBlock) {
             const index_t n = std::min(kBlock, nx - x0);
@@ -161,6 +162,7 @@ void threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
             for (index_t i = 0; i < n; ++i) out[x0 + i] = static_cast<std::uint8_t>(count[i]);
         }
     }
+    return probabilities;
 }
 
 // What every threshold of one slice reads, computed once per slice: the truth's components (runs
@@ -201,10 +203,10 @@ private:
 
 // Runs the sweep. truth: contiguous binary (Z, H, W). thresholds: all thresholds of the pixel/Rand
 // sweep; the first n_warp of them also get the warping split/merger count. rows receives one row per
-// threshold; slices_with_foreground the number of slices contributing to the Rand statistics; summary
-// the range of the proposal's values, read with the thresholds. A proposal that is not a probability
-// map (summary.probabilities() false: NaN, Inf or values outside [0, 1]) stops the sweep, with rows
-// left empty, so that callers validate the input without a pass of their own.
+// threshold; slices_with_foreground the number of slices contributing to the Rand statistics. Returns
+// false, with rows left empty, if the proposal is not a probability map (a value NaN, infinite or
+// outside [0, 1]): the values are checked as they are read for the thresholds, and the sweep stops,
+// so that callers validate the input without a pass of their own (summarise_rows can explain why).
 //
 // A slice's tasks are its two preparations (levels and candidates; truth components) and then its
 // thresholds. A worker runs a whole slice's tasks in order, with the slice's inputs in its caches
@@ -213,9 +215,9 @@ private:
 // all workers busy too: one prepares the truth while the other reads the proposal, then both score
 // thresholds.
 template <class P>
-void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std::vector<double>& thresholds,
+bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std::vector<double>& thresholds,
                 std::size_t n_warp, int radius, unsigned threads, std::vector<SweepRow>& rows,
-                std::int64_t& slices_with_foreground, ValueSummary& summary) {
+                std::int64_t& slices_with_foreground) {
     const index_t nz = proposal.nz, ny = proposal.ny, nx = proposal.nx, plane = ny * nx;
     const unsigned workers = resolve_threads(threads);
     if (!std::is_sorted(thresholds.begin(), thresholds.end()) || thresholds.size() > 255)
@@ -231,18 +233,15 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
     const std::unique_ptr<SliceState[]> state(new SliceState[n_slices]);
     SliceInputsPool pool;
     std::vector<SweepWorkspace> ws(workers);
-    std::vector<ValueSummary> slice_summary(n_slices);
-    std::vector<char> summarised(n_slices, 0), has_foreground(n_slices, 0);
+    std::vector<char> has_foreground(n_slices, 0);
     std::vector<SweepRow> per_task(n_th * n_slices);
-    std::atomic<bool> stop{false};  // a proposal value is not a probability, or a task failed
+    std::atomic<bool> stop{false}, probabilities{true};  // stop: a value is not a probability, or a task failed
 
     const auto prepare_levels = [&](std::size_t slice, SliceInputs& in, SweepWorkspace& s) {
         const auto z = static_cast<index_t>(slice);
         in.levels.resize(static_cast<std::size_t>(plane));
-        threshold_levels(proposal, z, thresholds, in.levels.data(), slice_summary[slice]);
-        summarised[slice] = 1;
-        if (!slice_summary[slice].probabilities()) {
-            stop = true;
+        if (!threshold_levels(proposal, z, thresholds, in.levels.data())) {
+            probabilities = false, stop = true;
             return;
         }
         if (n_warp > 0) sweep_candidates(truth + z * plane, proposal, z, in.levels.data(), n_warp, s.candidate_scratch, in.candidates);
@@ -297,17 +296,13 @@ void isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         }
         if (++st.finished == kPreparations + n_th) pool.release(st.inputs);
     });
-    // the values of slices the stop left unread, so that the summary describes the whole proposal
-    for (std::size_t slice = 0; slice < n_slices; ++slice)
-        if (!summarised[slice]) slice_summary[slice] = summarise_rows(proposal, static_cast<index_t>(slice) * ny, static_cast<index_t>(slice + 1) * ny);
-    summary = ValueSummary{};
-    for (const auto& part : slice_summary) summary += part;
     rows.clear();
     slices_with_foreground = 0;
-    if (!summary.probabilities()) return;
+    if (!probabilities) return false;
     for (const char f : has_foreground) slices_with_foreground += f;
     rows.assign(n_th, SweepRow{});
     for (std::size_t task = 0; task < per_task.size(); ++task) rows[task % n_th] += per_task[task];
+    return true;
 }
 
 }  // namespace unetsdk
