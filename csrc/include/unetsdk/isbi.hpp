@@ -173,7 +173,29 @@ struct SliceInputs {
     std::vector<std::uint32_t> truth_labels;
     std::vector<std::uint8_t> levels;
     SweepCandidates candidates;
+    std::vector<std::size_t> threshold_order;  // costliest first (scoring_order)
 };
+
+// The order in which to score a slice's thresholds: the most mismatches first (warped thresholds
+// cost about in proportion), so that workers sharing a slice finish it together rather than one of
+// them waiting for the other's last, largest warp.
+inline void scoring_order(const SweepCandidates& c, const std::vector<double>& thresholds, std::size_t n_warp,
+                          std::vector<std::size_t>& order) {
+    std::vector<std::size_t> mismatches(thresholds.size(), 0);
+    for (std::size_t t = 0; t < n_warp; ++t) {  // each side's mismatches at t are a prefix of its sorted list
+        const auto p = [](std::uint64_t item, bool above) {
+            const auto bits = static_cast<std::uint32_t>(item >> 32);
+            return static_cast<double>(float_from_ordered_bits(above ? ~bits : bits));
+        };
+        const double th = thresholds[t];
+        mismatches[t] = static_cast<std::size_t>(
+            std::partition_point(c.above.begin(), c.above.end(), [&](std::uint64_t i) { return p(i, true) > th; }) - c.above.begin() +
+            std::partition_point(c.below.begin(), c.below.end(), [&](std::uint64_t i) { return p(i, false) <= th; }) - c.below.begin());
+    }
+    order.resize(thresholds.size());
+    for (std::size_t t = 0; t < order.size(); ++t) order[t] = t;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return mismatches[a] > mismatches[b]; });
+}
 
 // SliceInputs to reuse: a slice's are taken when its first task starts and given back when its last
 // ends, so a sweep holds about one per worker, whatever the number of slices, and its buffers stay
@@ -245,6 +267,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             return;
         }
         if (n_warp > 0) sweep_candidates(truth + z * plane, proposal, z, in.levels.data(), n_warp, s.candidate_scratch, in.candidates);
+        scoring_order(in.candidates, thresholds, n_warp, in.threshold_order);
     };
     const auto prepare_truth = [&](std::size_t slice, SliceInputs& in) {
         label_runs(truth + static_cast<index_t>(slice) * plane, 1, ny, nx, false, in.truth_runs);
@@ -288,7 +311,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             } else {
                 // a helper may get here while the slice is still being prepared (by running workers)
                 while (st.prepared.load() < static_cast<int>(kPreparations) && !stop) std::this_thread::yield();
-                if (!stop) score(slice, task - kPreparations, in, ws[w]);
+                if (!stop) score(slice, in.threshold_order[task - kPreparations], in, ws[w]);
             }
         } catch (...) {
             stop = true;  // releases the workers waiting for this slice; parallel_for rethrows
