@@ -16,11 +16,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <stdexcept>
-#include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "components.hpp"
@@ -232,10 +232,10 @@ private:
 //
 // A slice's tasks are its two preparations (levels and candidates; truth components) and then its
 // thresholds. A worker runs a whole slice's tasks in order, with the slice's inputs in its caches
-// (on 2 cores 7 % faster than sharing slices between workers, and 4 % on one, against preparing all
-// slices first); idle workers join the last slices (parallel_for_groups), so that one slice keeps
-// all workers busy too: one prepares the truth while the other reads the proposal, then both score
-// thresholds.
+// (7 % faster on 2 cores, 4 % on one, than preparing all slices first and then sharing each slice's
+// thresholds among workers); idle workers join the last slices (parallel_for_groups), so that one
+// slice keeps all workers busy too: one prepares the truth while the other reads the proposal, then
+// both score thresholds.
 template <class P>
 bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std::vector<double>& thresholds,
                 std::size_t n_warp, int radius, unsigned threads, std::vector<SweepRow>& rows,
