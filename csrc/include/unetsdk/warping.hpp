@@ -147,9 +147,17 @@ inline void pad_slice_2d(const std::uint8_t* truth, index_t ny, index_t nx, Warp
 // flipped since the pixel was last tested.
 constexpr std::uint8_t kDirty = 2;
 
-// ORs kDirty into the three bytes left of, at and right of each of the rows (offsets from c, each
-// the row's pixel above or below c, or c itself): one 4-byte read-modify-write per row, whose fourth
-// byte is left unchanged (hence one byte of slack after a padded image).
+// kDirty in the first three bytes of a 4-byte word, 0 in the fourth, in either byte order.
+inline std::uint32_t dirty_mark() {
+    const std::uint8_t bytes[4] = {kDirty, kDirty, kDirty, 0};
+    std::uint32_t mark;
+    std::memcpy(&mark, bytes, sizeof mark);
+    return mark;
+}
+
+// ORs bits (dirty_mark() or 0) into the three bytes left of, at and right of each of the rows (offsets
+// from c, each the row's pixel above or below c, or c itself): one 4-byte read-modify-write per row,
+// whose fourth byte is left unchanged (hence one byte of slack after a padded image).
 template <std::size_t N>
 inline void mark_neighbours(std::uint8_t* c, const index_t (&rows)[N], std::uint32_t bits) {
     for (const index_t row : rows) {
@@ -169,13 +177,13 @@ inline void mark_neighbours(std::uint8_t* c, const index_t (&rows)[N], std::uint
 template <std::size_t N, class IsSimple>
 inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
                           IsSimple&& is_simple) {
-    constexpr std::uint32_t kMark = kDirty * 0x010101u;
+    const std::uint32_t mark = dirty_mark();
     bool flipped = false;
     std::size_t kept = 0;
     for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
         std::uint8_t* c = pad + pos;
         const bool simple = is_simple(c);
-        mark_neighbours(c, rows, simple ? kMark : 0u);
+        mark_neighbours(c, rows, simple ? mark : 0u);
         *c = static_cast<std::uint8_t>((*c ^ static_cast<std::uint8_t>(simple)) & 1u);  // tested: not dirty
         flipped |= simple;
         live[kept] = pos;
@@ -192,7 +200,7 @@ inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, con
                 *c &= 1u;
                 simple = is_simple(c);
                 if (simple) {
-                    mark_neighbours(c, rows, kMark);
+                    mark_neighbours(c, rows, mark);
                     *c = static_cast<std::uint8_t>((*c ^ 1u) & 1u);
                     flipped = true;
                 }
