@@ -1,8 +1,9 @@
 """The ISBI sweep's per-threshold warping counts against the pure-numpy reference on maps built to stress
 the mismatch order that the sweep derives from one sort per slice (csrc/include/unetsdk/sweep_order.hpp).
 
-Values sit exactly on the sweep's thresholds, one float32 step either side of them, a few 1e-12 either
-side (float64 maps: same float32, different side of the threshold), at 8-bit levels, and at tiny values
+Values sit exactly on the sweep's thresholds, one float32 step either side of them, 1e-12 and 3e-12 either
+side (float64 maps: same float32, different side of the threshold, and on one side different keys in
+scan order or not), at 8-bit levels, and at tiny values
 whose keys |p - th| differ in float64 but tie in float32 (ties Fiji breaks by column-major scan order).
 The reference (tests/reference_warping.py) warps every threshold on its own with a stable sort of freshly
 computed keys, as Fiji does.
@@ -24,7 +25,7 @@ def _pool() -> np.ndarray:
     for th in ref.FSCORE_THRESHOLDS:
         f = np.float32(th)
         values += [th, float(f), float(np.nextafter(f, np.float32(-1))), float(np.nextafter(f, np.float32(2))),
-                   th - 1e-12, th + 1e-12]
+                   th - 1e-12, th + 1e-12, th - 3e-12, th + 3e-12]
     values += [k / 255 for k in range(0, 256, 17)] + [k * 1e-9 for k in range(1, 6)]
     return np.clip(np.array(values), 0.0, 1.0)
 

@@ -38,9 +38,11 @@ inline float float_from_ordered_bits(std::uint32_t ordered) {
 }
 
 // One slice's mismatch candidates, each (sort value << 32 | scan position), scan position = x << y_bits | y.
+// The sort value is p's float32; float64 proposals also keep each candidate's exact p, in the same order.
 struct SweepCandidates {
     std::vector<std::uint64_t> above;  // truth background, p > lowest threshold; p descending
     std::vector<std::uint64_t> below;  // truth foreground, p <= highest threshold; p ascending
+    std::vector<double> above_p, below_p;  // float64 proposals only
 };
 
 inline int scan_y_bits(index_t ny) { return bit_width(static_cast<std::uint64_t>(ny - 1)); }
@@ -94,10 +96,20 @@ void sweep_candidates(const std::uint8_t* truth, const View3D<P>& proposal, inde
     }
     sort_keys(out.above, s.sort, 32, 32);  // stable: ties stay in scan order
     sort_keys(out.below, s.sort, 32, 32);
+    if constexpr (std::is_same_v<P, double>) {  // read once here, not at every threshold
+        const std::uint64_t y_mask = (std::uint64_t(1) << y_bits) - 1;
+        const auto exact = [&](const std::vector<std::uint64_t>& items, std::vector<double>& p) {
+            p.resize(items.size());
+            for (std::size_t k = 0; k < items.size(); ++k)
+                p[k] = proposal(z, static_cast<index_t>(items[k] & y_mask), static_cast<index_t>((items[k] & 0xFFFFFFFFu) >> y_bits));
+        };
+        exact(out.above, out.above_p);
+        exact(out.below, out.below_p);
+    }
 }
 
 struct SweepOrderScratch {
-    std::vector<std::uint64_t> above, below, scratch;  // (~key << 32 | scan): ascending = Fiji's order
+    std::vector<std::uint64_t> above, below, group;  // (~key << 32 | scan): ascending = Fiji's order
 };
 
 // Fiji's processing order of slice z's mismatches at threshold th as padded positions (row width
@@ -109,25 +121,16 @@ void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, i
     const int y_bits = scan_y_bits(ny);
     const std::uint64_t y_mask = (std::uint64_t(1) << y_bits) - 1;
     const std::uint32_t th_order = ordered_float_bits(th);
-    // One side: the candidates that mismatch at t (a prefix, up to the candidates sharing th's float32)
-    // as (~key << 32 | scan). With float32 (or 0/1) values the prefix is in key order, and only runs
-    // of equal key that span several p need re-sorting into scan order; float64 values that share a
-    // float32 are in scan order instead of p order, so that side is sorted whole.
-    const auto side = [&](const std::vector<std::uint64_t>& items, bool above, std::vector<std::uint64_t>& out) {
+    // One side: the candidates that mismatch at th (a prefix, up to the candidates sharing th's
+    // float32) as (~key << 32 | scan). The key is monotone in p, so the prefix is in key order but for
+    // runs of equal key that span several p, which are re-sorted into scan order. float64 values that
+    // share a float32 come in scan order rather than p order: each such group is sorted first.
+    const auto side = [&](const std::vector<std::uint64_t>& items, const std::vector<double>& exact_p, bool above,
+                          std::vector<std::uint64_t>& out) {
         out.clear();
         std::size_t block = 0;  // start of the current run of equal keys
         bool block_sorted = true;
-        for (const std::uint64_t item : items) {
-            const std::uint32_t order = above ? ~static_cast<std::uint32_t>(item >> 32) : static_cast<std::uint32_t>(item >> 32);
-            if (above ? order < th_order : order > th_order) break;  // p beyond th on the other side
-            const auto scan = static_cast<std::uint32_t>(item);
-            double p;
-            if constexpr (std::is_same_v<P, double>)
-                p = proposal(z, static_cast<index_t>(scan & y_mask), static_cast<index_t>(scan >> y_bits));
-            else
-                p = static_cast<double>(float_from_ordered_bits(order));
-            if ((p > th) != above) continue;  // p and th share a float32 but not the side
-            const std::uint64_t value = static_cast<std::uint64_t>(~key_bits(p, th)) << 32 | scan;
+        const auto append = [&](std::uint64_t value) {
             if (!out.empty() && (out.back() >> 32) != (value >> 32)) {
                 if (!block_sorted) std::sort(out.begin() + static_cast<std::ptrdiff_t>(block), out.end());
                 block = out.size(), block_sorted = true;
@@ -135,14 +138,30 @@ void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, i
                 block_sorted = false;
             }
             out.push_back(value);
+        };
+        const auto value_of = [&](double p, std::uint64_t item) {
+            return static_cast<std::uint64_t>(~key_bits(p, th)) << 32 | (item & 0xFFFFFFFFu);
+        };
+        for (std::size_t k = 0; k < items.size();) {
+            const auto item_order = static_cast<std::uint32_t>(items[k] >> 32);
+            const std::uint32_t order = above ? ~item_order : item_order;
+            if (above ? order < th_order : order > th_order) break;  // p beyond th on the other side
+            if constexpr (std::is_same_v<P, double>) {
+                s.group.clear();
+                for (; k < items.size() && static_cast<std::uint32_t>(items[k] >> 32) == item_order; ++k)
+                    if ((exact_p[k] > th) == above) s.group.push_back(value_of(exact_p[k], items[k]));  // else: p and th share a float32
+                if (!std::is_sorted(s.group.begin(), s.group.end())) std::sort(s.group.begin(), s.group.end());
+                for (const std::uint64_t value : s.group) append(value);
+            } else {
+                const auto p = static_cast<double>(float_from_ordered_bits(order));
+                if ((p > th) == above) append(value_of(p, items[k]));  // else: p and th share a float32
+                ++k;
+            }
         }
-        if constexpr (std::is_same_v<P, double>)
-            sort_keys(out, s.scratch, 64);
-        else if (!block_sorted)
-            std::sort(out.begin() + static_cast<std::ptrdiff_t>(block), out.end());
+        if (!block_sorted) std::sort(out.begin() + static_cast<std::ptrdiff_t>(block), out.end());
     };
-    side(c.above, true, s.above);
-    side(c.below, false, s.below);
+    side(c.above, c.above_p, true, s.above);
+    side(c.below, c.below_p, false, s.below);
     live.resize(s.above.size() + s.below.size());
     const std::uint64_t* a = s.above.data();
     const std::uint64_t* a_end = a + s.above.size();
