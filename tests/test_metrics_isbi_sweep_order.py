@@ -73,3 +73,20 @@ def test_float64_values_sharing_a_float32_with_the_threshold_fall_on_their_own_s
     proposal[1:11, 6] = rng.choice([0.5 - 1e-12, 0.5 + 1e-12, 0.5], size=10)
     assert_same_warping_rows(truth, proposal.astype(np.float64))
     assert_same_warping_rows(truth, proposal.astype(np.float32))
+
+
+def test_scratch_reused_across_calls_of_other_sizes_changes_nothing():
+    # the C++ core keeps sweep workspaces between calls (scratch_cache.hpp): a call after calls on
+    # images of other sizes and thread counts must score as on a fresh workspace (the reference)
+    rng = np.random.default_rng(7)
+    shapes = [(2, 40, 56), (1, 13, 9), (3, 24, 31), (1, 40, 56)]
+    pairs = []
+    for shape in shapes:
+        truth = (rng.random(shape) < 0.7).astype(np.uint8)
+        proposal = np.where(truth > 0, rng.choice(POOL[POOL > 0.3], size=shape), rng.choice(POOL[POOL < 0.7], size=shape))
+        pairs.append((truth, proposal))
+    first = [isbi2012(t, p, threads=threads).table for (t, p), threads in zip(pairs, [2, 1, 3, 1])]
+    again = [isbi2012(t, p, threads=threads).table for (t, p), threads in zip(reversed(pairs), [1, 2, 1, 3])]
+    assert first == list(reversed(again))
+    for truth, proposal in pairs:
+        assert_same_warping_rows(truth, proposal)

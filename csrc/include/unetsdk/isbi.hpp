@@ -25,6 +25,7 @@
 
 #include "components.hpp"
 #include "sweep_order.hpp"
+#include "scratch_cache.hpp"
 #include "thread_pool.hpp"
 #include "value_summary.hpp"
 #include "views.hpp"
@@ -199,13 +200,14 @@ inline void scoring_order(const SweepCandidates& c, const std::vector<double>& t
 
 // SliceInputs to reuse: a slice's are taken when its first task starts and given back when its last
 // ends, so a sweep holds about one per worker, whatever the number of slices, and its buffers stay
-// allocated (and in cache) from one slice to the next.
+// allocated (and in cache) from one slice to the next (and, through ScratchCache, to the next call).
 class SliceInputsPool {
 public:
+    explicit SliceInputsPool(index_t plane) : plane_(plane) {}
     SliceInputs* acquire() {
         std::lock_guard<std::mutex> lock(mutex_);
         if (free_.empty()) {
-            owned_.push_back(std::make_unique<SliceInputs>());
+            owned_.emplace_back(plane_);
             return owned_.back().get();
         }
         SliceInputs* inputs = free_.back();
@@ -218,8 +220,9 @@ public:
     }
 
 private:
+    index_t plane_;
     std::mutex mutex_;
-    std::vector<std::unique_ptr<SliceInputs>> owned_;
+    std::vector<Scratch<SliceInputs>> owned_;
     std::vector<SliceInputs*> free_;
 };
 
@@ -253,8 +256,9 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         std::atomic<std::size_t> finished{0};
     };
     const std::unique_ptr<SliceState[]> state(new SliceState[n_slices]);
-    SliceInputsPool pool;
-    std::vector<SweepWorkspace> ws(workers);
+    SliceInputsPool pool(plane);
+    std::vector<Scratch<SweepWorkspace>> ws;
+    for (unsigned w = 0; w < workers; ++w) ws.emplace_back(plane);
     std::vector<char> has_foreground(n_slices, 0);
     std::vector<SweepRow> per_task(n_th * n_slices);
     std::atomic<bool> stop{false}, probabilities{true};  // stop: a value is not a probability, or a task failed
@@ -289,7 +293,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         s.warped.resize(static_cast<std::size_t>(plane));
         const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
             pad_slice_2d(truth + z * plane, ny, nx, warp_ws);
-            sweep_mismatch_order(in.candidates, proposal, z, thresholds[t], s.order, warp_ws.live);
+            sweep_mismatch_order(in.candidates, proposal, thresholds[t], s.order, warp_ws.live);
             relax_slice_2d(warp_ws, ny, nx, warped, survivors);
         };
         const WarpingCounts c = warp_and_classify_slice(warp, ny, nx, radius, s.warping, s.warped.data(), nullptr, false,
@@ -303,7 +307,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             std::call_once(st.acquired, [&] { st.inputs = pool.acquire(); });
             SliceInputs& in = *st.inputs;
             if (task == 0) {
-                if (!stop) prepare_levels(slice, in, ws[w]);
+                if (!stop) prepare_levels(slice, in, *ws[w]);
                 ++st.prepared;
             } else if (task == 1) {
                 if (!stop) prepare_truth(slice, in);
@@ -311,7 +315,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             } else {
                 // a helper may get here while the slice is still being prepared (by running workers)
                 while (st.prepared.load() < static_cast<int>(kPreparations) && !stop) std::this_thread::yield();
-                if (!stop) score(slice, in.threshold_order[task - kPreparations], in, ws[w]);
+                if (!stop) score(slice, in.threshold_order[task - kPreparations], in, *ws[w]);
             }
         } catch (...) {
             stop = true;  // releases the workers waiting for this slice; parallel_for rethrows

@@ -112,10 +112,10 @@ struct SweepOrderScratch {
     std::vector<std::uint64_t> above, below, group;  // (~key << 32 | scan): ascending = Fiji's order
 };
 
-// Fiji's processing order of slice z's mismatches at threshold th as padded positions (row width
-// nx + 2) in live.
+// Fiji's processing order at threshold th of the mismatches of the slice whose candidates are c, as
+// padded positions (row width nx + 2) in live.
 template <class P>
-void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, index_t z, double th,
+void sweep_mismatch_order(const SweepCandidates& c, const View3D<P>& proposal, double th,
                           SweepOrderScratch& s, std::vector<std::size_t>& live) {
     const index_t ny = proposal.ny, nx = proposal.nx, w2 = nx + 2;
     const int y_bits = scan_y_bits(ny);

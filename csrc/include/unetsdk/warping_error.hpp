@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "classify.hpp"
+#include "scratch_cache.hpp"
 #include "thread_pool.hpp"
 #include "views.hpp"
 #include "warping.hpp"
@@ -108,17 +109,19 @@ WarpingCounts warping_error_2d(const std::uint8_t* truth, const View3D<P>& propo
                                double threshold, int radius, unsigned threads, std::uint8_t* warped,
                                std::uint8_t* classification) {
     const index_t plane = proposal.ny * proposal.nx;
-    const unsigned workers = resolve_threads(threads);
-    std::vector<WarpingWorkspace> ws(workers);
+    const auto workers = static_cast<unsigned>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, proposal.nz)));
+    std::vector<Scratch<WarpingWorkspace>> ws;  // kept between calls for small slices
+    for (unsigned w = 0; w < workers; ++w) ws.emplace_back(plane);
     std::vector<WarpingCounts> per_slice(static_cast<std::size_t>(proposal.nz));
     parallel_for(static_cast<std::size_t>(proposal.nz), workers, [&](std::size_t z, unsigned w) {
         const auto zi = static_cast<index_t>(z);
-        const ThresholdedRows<P> target_row(proposal, zi, threshold, ws[w].target_bytes);
+        WarpingWorkspace& worker_ws = *ws[w];
+        const ThresholdedRows<P> target_row(proposal, zi, threshold, worker_ws.target_bytes);
         const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped_slice, std::vector<std::uint32_t>& survivors) {
             warp_slice_2d_with(truth + zi * plane, proposal, zi, mask ? mask + zi * plane : nullptr, threshold,
                                target_row, warp_ws, warped_slice, survivors);
         };
-        per_slice[z] = warp_and_classify_slice(warp, proposal.ny, proposal.nx, radius, ws[w], warped + zi * plane,
+        per_slice[z] = warp_and_classify_slice(warp, proposal.ny, proposal.nx, radius, worker_ws, warped + zi * plane,
                                                classification ? classification + zi * plane : nullptr, true);
     });
     WarpingCounts total;
