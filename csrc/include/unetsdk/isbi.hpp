@@ -47,7 +47,7 @@ struct SweepRow {
 };
 
 struct RandScratch {
-    std::vector<std::int64_t> a, b;
+    std::vector<std::int64_t> sizes, b;
     struct Segment { std::uint32_t truth, proposal; std::int64_t length; };
     std::vector<Segment> segments, by_truth;
     std::vector<std::size_t> start;
@@ -55,42 +55,53 @@ struct RandScratch {
     std::vector<std::int64_t> count;
 };
 
+// What the Rand statistics need of a truth slice at every threshold: its foreground pixels
+// n = sum_i a_i and sum_i a_i^2 over its components.
+struct TruthSums {
+    std::int64_t pixels = 0, sum_sq_sizes = 0;
+};
+
+inline TruthSums truth_sums(const RunLabels& truth, RandScratch& s) {
+    s.sizes.assign(truth.count + 1, 0);
+    for (const Run& r : truth.runs) s.sizes[r.label] += r.x1 - r.x0;
+    TruthSums out;
+    for (std::size_t i = 1; i < s.sizes.size(); ++i) out.pixels += s.sizes[i], out.sum_sq_sizes += s.sizes[i] * s.sizes[i];
+    return out;
+}
+
 // Pixel and foreground-restricted Rand statistics of one slice from the run labellings of its truth
-// and of its thresholded proposal (both one slice). Writes into row (pixel_* always, rand_* only if
-// the truth has foreground). The pair counts c_ij come from the overlaps of truth and proposal runs,
-// grouped by truth component, so that each group's proposal components are summed with a stamp array.
-inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& proposal, RandScratch& s, SweepRow& row) {
-    s.a.assign(truth.count + 1, 0);
+// (with its truth_sums) and of its thresholded proposal (both one slice). Writes into row (pixel_*
+// always, rand_* only if the truth has foreground). The pair counts c_ij come from the overlaps of
+// truth and proposal runs, grouped by truth component, so that each group's proposal components are
+// summed with a stamp array.
+inline void pixel_and_rand_counts(const RunLabels& truth, const TruthSums& sums, const RunLabels& proposal, RandScratch& s,
+                                  SweepRow& row) {
     s.b.assign(proposal.count + 1, 0);
     s.segments.clear();
-    std::int64_t n = 0, c0 = 0, overlap_total = 0, proposal_total = 0;
+    const std::int64_t n = sums.pixels;
+    std::int64_t overlap_total = 0, proposal_total = 0;
     for (index_t l = 0; l < truth.ny * truth.nz; ++l) {
         const Run* p = proposal.begin_line(l);
         const Run* p_end = proposal.end_line(l);
         for (const Run* q = p; q != p_end; ++q) proposal_total += q->x1 - q->x0;
         for (const Run* t = truth.begin_line(l); t != truth.end_line(l); ++t) {
-            const std::int64_t len = t->x1 - t->x0;
-            n += len;
-            s.a[t->label] += len;
             while (p != p_end && p->x1 <= t->x0) ++p;
-            std::int64_t covered = 0;
             for (const Run* q = p; q != p_end && q->x0 < t->x1; ++q) {
                 const std::int64_t ov = std::min(t->x1, q->x1) - std::max(t->x0, q->x0);
-                covered += ov;
+                overlap_total += ov;
                 s.b[q->label] += ov;
                 if (!s.segments.empty() && s.segments.back().truth == t->label && s.segments.back().proposal == q->label)
                     s.segments.back().length += ov;
                 else
                     s.segments.push_back({t->label, q->label, ov});
             }
-            overlap_total += covered;
-            c0 += len - covered;
         }
     }
     row.pixel_tp += overlap_total;
     row.pixel_fn += n - overlap_total;
     row.pixel_fp += proposal_total - overlap_total;
     if (n == 0) return;
+    const std::int64_t c0 = n - overlap_total;  // truth pixels in the proposal's background
     // group the overlap segments by truth component (counting sort)
     s.start.assign(truth.count + 2, 0);
     for (const auto& seg : s.segments) ++s.start[seg.truth + 1];
@@ -115,13 +126,12 @@ inline void pixel_and_rand_counts(const RunLabels& truth, const RunLabels& propo
             if (s.stamp[j] == i) sum_c2 += s.count[j] * s.count[j], s.stamp[j] = 0;
         }
     }
-    std::int64_t sum_a2 = 0, sum_b2 = 0;
-    for (std::size_t i = 1; i < s.a.size(); ++i) sum_a2 += s.a[i] * s.a[i];
+    std::int64_t sum_b2 = 0;
     for (std::size_t j = 1; j < s.b.size(); ++j) sum_b2 += s.b[j] * s.b[j];
     const std::int64_t tp = sum_c2 + c0;
     row.rand_tp += tp;
     row.rand_fp += sum_b2 - sum_c2;
-    row.rand_fn += sum_a2 - tp;
+    row.rand_fn += sums.sum_sq_sizes - tp;
 }
 
 struct SweepWorkspace {
@@ -175,6 +185,7 @@ struct SliceInputs {
     std::vector<std::uint8_t> levels;
     SweepCandidates candidates;
     std::vector<std::size_t> threshold_order;  // costliest first (scoring_order)
+    TruthSums truth_sums;
 };
 
 // The order in which to score a slice's thresholds: the most mismatches first (warped thresholds
@@ -273,8 +284,9 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
         if (n_warp > 0) sweep_candidates(truth + z * plane, proposal, z, in.levels.data(), n_warp, s.candidate_scratch, in.candidates);
         scoring_order(in.candidates, thresholds, n_warp, in.threshold_order);
     };
-    const auto prepare_truth = [&](std::size_t slice, SliceInputs& in) {
+    const auto prepare_truth = [&](std::size_t slice, SliceInputs& in, SweepWorkspace& s) {
         label_runs(truth + static_cast<index_t>(slice) * plane, 1, ny, nx, false, in.truth_runs);
+        in.truth_sums = truth_sums(in.truth_runs, s.rand);
         in.truth_labels.resize(static_cast<std::size_t>(plane));
         paint_labels(in.truth_runs, in.truth_labels.data());
         has_foreground[slice] = !in.truth_runs.runs.empty();
@@ -288,7 +300,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
             pack_greater(slice_levels + y * nx, nx, level, words);
         };
         label_runs_by_line(1, ny, nx, false, target_row, s.proposal_runs);
-        pixel_and_rand_counts(in.truth_runs, s.proposal_runs, s.rand, row);
+        pixel_and_rand_counts(in.truth_runs, in.truth_sums, s.proposal_runs, s.rand, row);
         if (t >= n_warp) return;
         s.warped.resize(static_cast<std::size_t>(plane));
         const auto warp = [&](WarpWorkspace& warp_ws, std::uint8_t* warped, std::vector<std::uint32_t>& survivors) {
@@ -310,7 +322,7 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
                 if (!stop) prepare_levels(slice, in, *ws[w]);
                 ++st.prepared;
             } else if (task == 1) {
-                if (!stop) prepare_truth(slice, in);
+                if (!stop) prepare_truth(slice, in, *ws[w]);
                 ++st.prepared;
             } else {
                 // a helper may get here while the slice is still being prepared (by running workers)
