@@ -1,5 +1,5 @@
-// Validating a probability map: whether all values lie in [0, 1] (NaN does not), and to explain a
-// failure, the range of the values and whether they are finite. Each is one vectorisable pass.
+// Validating a probability map: whether all values lie in [0, 1] (NaN does not), in one vectorised
+// pass, and, only to explain a failure, the range of the values and whether they are finite.
 #pragma once
 
 #include <algorithm>
