@@ -151,17 +151,12 @@ bool threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
                       std::uint8_t* levels) {
     std::vector<Above<P>> above;
     for (const double t : thresholds) above.emplace_back(t);
-    const index_t nx = proposal.nx;  // locals throughout: the byte stores below may alias anything else
-    std::vector<P> row(static_cast<std::size_t>(nx));
-    P* values = row.data();
     constexpr index_t kBlock = 64;  // levels counted in 32-bit lanes (as wide as the compares), then narrowed
     std::int32_t count[kBlock];
     bool probabilities = true;
-    for (index_t y = 0; y < proposal.ny; ++y) {
-        const char* prow = proposal.row(z, y);
-        for (index_t x = 0; x < nx; ++x) values[x] = proposal.at_row(prow, x);
+    std::uint8_t* out = levels;
+    for_each_row(proposal, z * proposal.ny, (z + 1) * proposal.ny, [&](const P* values, index_t nx) {
         probabilities = probabilities && all_probabilities(values, nx);
-        std::uint8_t* out = levels + y * nx;
         for (index_t x0 = 0; x0 < nx; x0 += kBlock) {
             const index_t n = std::min(kBlock, nx - x0);
             const P* v = values + x0;
@@ -172,7 +167,8 @@ bool threshold_levels(const View3D<P>& proposal, index_t z, const std::vector<do
             }
             for (index_t i = 0; i < n; ++i) out[x0 + i] = static_cast<std::uint8_t>(count[i]);
         }
-    }
+        out += nx;
+    });
     return probabilities;
 }
 
