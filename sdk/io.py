@@ -30,7 +30,7 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _require(module: str, extra: str):
+def require_package(module: str, extra: str):
     try:
         return __import__(module)
     except ImportError as exc:
@@ -60,10 +60,10 @@ def read_image(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray
         raise InvalidInputError(f"{path}: no such file or directory")
     try:
         if suffix in TIFF_SUFFIXES:
-            tifffile = _require("tifffile", "cpu")
+            tifffile = require_package("tifffile", "cpu")
             return np.asarray(tifffile.imread(path))
         if suffix in PIL_SUFFIXES:
-            _require("PIL", "cpu")
+            require_package("PIL", "cpu")
             from PIL import Image
 
             with Image.open(path) as img:
@@ -82,7 +82,7 @@ def read_image(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray
                 if key not in names:
                     raise InvalidInputError(f"{path}: no array {key!r}; it holds {names}")
                 return data[key]
-        zarr = _require("zarr", "zarr")
+        zarr = require_package("zarr", "zarr")
         node = zarr.open(str(path), mode="r")
         if key is not None:
             node = node[key]
@@ -146,11 +146,11 @@ def write_array(
         raise InvalidInputError(f"{path}: PNG holds 2D or RGB(A) images, got shape {array.shape}")
     with atomic_output(path, overwrite=overwrite) as tmp:
         if suffix in TIFF_SUFFIXES:
-            tifffile = _require("tifffile", "cpu")
+            tifffile = require_package("tifffile", "cpu")
             # minisblack: a (Z, H, 3) stack is a stack, not an RGB image
             tifffile.imwrite(tmp, array, photometric="minisblack")
         elif suffix == ".png":
-            _require("PIL", "cpu")
+            require_package("PIL", "cpu")
             from PIL import Image
 
             Image.fromarray(array).save(tmp, format="PNG")
@@ -158,7 +158,7 @@ def write_array(
             with open(tmp, "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
         else:
-            zarr = _require("zarr", "zarr")
+            zarr = require_package("zarr", "zarr")
             store = zarr.open(str(tmp), mode="w", shape=array.shape, dtype=array.dtype, chunks=chunks)
             store[...] = array
     logger.debug("wrote %s %s %s", path, array.shape, array.dtype)
