@@ -1,0 +1,143 @@
+"""The napari Segment widget, driven as a user would (headless: pytest-xvfb's virtual display).
+
+Results are checked against ``Segmenter`` and scikit-image called directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+measure = pytest.importorskip("skimage.measure")
+
+from onnx_fixtures import make_model  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+
+from sdk import Segmenter  # noqa: E402
+from sdk.napari import _segment  # noqa: E402
+from sdk.napari._segment import SegmentWidget  # noqa: E402
+from sdk.tiling import plan_tiles  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "valid.onnx"
+    path.write_bytes(make_model("valid", seed=7)[0])
+    return path
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return w
+
+
+def choose(widget, *, model, tile=0, outputs=("labels",), zarr=""):
+    widget.model.setCurrentText(str(model))
+    widget.tile.setValue(tile)
+    for name, box in widget.outputs.items():
+        box.setChecked(name in outputs)
+    widget.zarr_path.setText(str(zarr))
+
+
+def run_and_wait(qtbot, widget):
+    assert widget.run_button.isEnabled(), widget.run_button.toolTip()
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+
+
+def test_run_is_disabled_with_the_reason_until_the_input_fits(widget, model_path, tmp_path):
+    viewer = widget.viewer
+    choose(widget, model=model_path)
+    assert not widget.run_button.isEnabled()
+    assert "image layer" in widget.run_button.toolTip()
+
+    viewer.add_image(np.zeros((3, 20, 24), np.float32), name="stack")
+    assert widget.image.layer() is viewer.layers["stack"] and widget.run_button.isEnabled()
+    widget.image.set_layer(viewer.add_image(np.zeros((2, 3, 5, 20, 24), np.float32), name="5d"))
+    assert not widget.run_button.isEnabled()
+    assert "does not fit the model" in widget.run_button.toolTip()
+
+    widget.image.set_layer(viewer.layers["stack"])
+    choose(widget, model=tmp_path / "missing.onnx")
+    assert not widget.run_button.isEnabled() and "no such file" in widget.run_button.toolTip()
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    choose(widget, model=broken)
+    assert not widget.run_button.isEnabled() and "does not load" in widget.run_button.toolTip()
+
+    choose(widget, model=model_path, outputs=())
+    assert not widget.run_button.isEnabled() and "at least one output" in widget.run_button.toolTip()
+    choose(widget, model=model_path, outputs=("instances",), zarr=tmp_path / "out.zarr")
+    assert not widget.run_button.isEnabled() and "instances need the labels in memory" in widget.run_button.toolTip()
+    choose(widget, model=model_path, outputs=("labels",))
+    assert widget.run_button.isEnabled()
+
+
+def test_outputs_equal_the_segmenter_called_directly(qtbot, widget, model_path):
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(46, 60)).astype(np.float32)
+    widget.viewer.add_image(image, name="cells", scale=(2.0, 0.5))
+    choose(widget, model=model_path, tile=16, outputs=("labels", "probabilities", "instances"))
+    run_and_wait(qtbot, widget)
+
+    reference = Segmenter(model_path, tile=16)
+    tiles = []
+    expected_proba = reference.predict_proba(image, progress=lambda done, total: tiles.append((done, total)))
+    expected_labels = reference.predict(image)
+    layers = widget.viewer.layers
+    np.testing.assert_array_equal(layers["cells labels"].data, expected_labels)
+    np.testing.assert_array_equal(layers["cells P(class1)"].data, expected_proba[1])
+    assert tuple(layers["cells labels"].scale) == (2.0, 0.5)
+    # instances: 4-connected components of the foreground class, as scikit-image labels them
+    np.testing.assert_array_equal(
+        layers["cells instances"].data, measure.label(expected_labels == 1, connectivity=1)
+    )
+    assert widget.last_tiles == tiles[-1] and tiles[-1][0] == tiles[-1][1] > 1
+    assert "tiles" in widget.status.text()
+
+
+def test_cancel_stops_between_tiles(qtbot, widget, tmp_path):
+    path = tmp_path / "pointwise.onnx"
+    path.write_bytes(make_model("pointwise", seed=3)[0])
+    widget.viewer.add_image(np.random.default_rng(2).normal(size=(1024, 1024)).astype(np.float32), name="big")
+    choose(widget, model=path, tile=8, outputs=("labels",))  # tens of thousands of 8x8 tiles
+    before = len(widget.viewer.layers)
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.last_tiles[0] > 0, timeout=60_000)
+    qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    done, total = widget.last_tiles
+    seg = Segmenter(path, tile=8)
+    assert total == len(plan_tiles((1024, 1024), seg.metadata, tile=seg.tile, overlap=seg.overlap, merge=seg.blend))
+    assert 0 < done < total
+    assert "cancelled" in widget.status.text()
+    assert len(widget.viewer.layers) == before  # nothing added
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_outputs_larger_than_memory_go_to_zarr_and_are_shown_lazily(qtbot, widget, model_path, tmp_path, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    stack = np.random.default_rng(3).normal(size=(3, 32, 40)).astype(np.float32)
+    widget.viewer.add_image(stack, name="stack")
+    monkeypatch.setattr(_segment, "free_memory", lambda: 1000)  # the outputs now exceed half the free memory
+    choose(widget, model=model_path, outputs=("labels", "probabilities"))
+    assert not widget.run_button.isEnabled() and "zarr output folder" in widget.run_button.toolTip()
+    target = tmp_path / "pred.zarr"
+    choose(widget, model=model_path, outputs=("labels", "probabilities"), zarr=target)
+    run_and_wait(qtbot, widget)
+
+    reference = Segmenter(model_path)
+    labels_layer = widget.viewer.layers["stack labels"]
+    proba_layer = widget.viewer.layers["stack P(class1)"]
+    assert type(labels_layer.data).__module__.startswith("dask")  # lazy: read as napari shows it
+    np.testing.assert_array_equal(np.asarray(labels_layer.data), reference.predict(stack))
+    np.testing.assert_array_equal(np.asarray(proba_layer.data), reference.predict_proba(stack)[1])
+    stored = zarr.open_group(str(target), mode="r")
+    np.testing.assert_array_equal(stored["labels"][...], reference.predict(stack))
+    assert not widget.run_button.isEnabled() and "exists" in widget.run_button.toolTip()
