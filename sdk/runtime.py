@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .bioimageio import ZooModel
 from .errors import InvalidInputError, ModelError, RuntimeUnavailableError
 from .model_metadata import ModelMetadata
 from .models import EMBEDDED_MODELS
@@ -55,7 +56,9 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _model_bytes(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
+def _model_bytes(model: str | os.PathLike | bytes | ZooModel) -> tuple[bytes, str]:
+    if isinstance(model, ZooModel):  # a BioImage Model Zoo package, read by sdk.bioimageio
+        return model.onnx, model.source
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "<bytes>"
     path = Path(model)
@@ -131,7 +134,11 @@ class Runtime:
             session = self._open(ort, data, [CPU], _ORT_QUIET)
         self.session = session
         self.device = "cuda" if CUDA in session.get_providers() else "cpu"
-        self.metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        # a zoo package's metadata comes from its rdf (sdk.bioimageio), a model file's from its props
+        self.metadata = (
+            model.metadata if isinstance(model, ZooModel)
+            else ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        )
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(

@@ -46,9 +46,15 @@ def default_model_path() -> Path:
 
 def resolve_model(model: str | os.PathLike | bytes | None) -> str | os.PathLike | bytes:
     """What a ``model`` argument names: ``None`` is the default model, the name of an embedded model its
-    file (a file of that name in the working directory wins), anything else is returned as given."""
+    file (a file of that name in the working directory wins), a BioImage Model Zoo package (rdf.yaml, its
+    folder or a .zip) a :class:`sdk.bioimageio.ZooModel`, anything else is returned as given."""
     if model is None:
         return default_model_path()
+    if isinstance(model, (str, os.PathLike)):
+        from ..bioimageio import is_package, load_package
+
+        if is_package(model):  # a BioImage Model Zoo package: rdf.yaml, its folder, or a .zip
+            return load_package(model)
     if isinstance(model, str) and model in EMBEDDED_MODELS and not Path(model).exists():
         return embedded_model_path(model)
     return model

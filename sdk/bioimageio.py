@@ -1,0 +1,643 @@
+"""BioImage Model Zoo packages (bioimage.io, model format 0.5.x) read into what :class:`sdk.Segmenter` runs.
+
+A package is an ``rdf.yaml`` (or ``bioimageio.yaml``) plus the files it names, as a folder or a zip.
+:func:`load_package` returns a :class:`ZooModel`: the ONNX weights (checked against their ``sha256``)
+and a :class:`~sdk.model_metadata.ModelMetadata` read from the rdf, so a zoo model gets the same tiling,
+devices and memory bounds as our own. Only numpy and a YAML parser (PyYAML's ``safe_load``, which builds
+plain lists and dicts, never objects) are used; ``bioimageio.spec`` is not needed.
+
+How the rdf maps onto our metadata:
+
+* axes ``batch, channel, space...`` in this order (2 or 3 space axes), on the input and on the output;
+* an input space size ``{min, step}`` is our size rule (``min_input_size``, ``input_size_multiple``);
+* an output space size ``{tensor_id: input, axis_id: same axis, offset: -2m}`` is a network that crops
+  ``m`` pixels per side ("valid" padding, exact overlap-tile); an output ``halo`` on a same-size output
+  makes overlap-tile with that halo the default merge, otherwise tiles are blended (gaussian);
+* preprocessing runs step by step with the zoo's own formulas (:class:`ZooPreprocessing`, e.g.
+  ``(x - mean) / (std + eps)``), statistics over the whole image as bioimageio.core computes them for a
+  sample; postprocessing ``sigmoid`` / ``softmax`` (over channels) becomes the output activation.
+
+Anything else (fixed input sizes, other axis orders, index/time axes, a batch fixed to 1, several inputs
+or outputs, dataset statistics of another tensor, custom operations, ...) is a :class:`ModelError`
+naming the feature: never a silent approximation.
+
+Packages written by ``unet-export bioimageio`` carry our own ONNX file, metadata included. When the
+rdf says what our exporter writes for that metadata (:func:`preprocessing_for` etc.), the file's own
+metadata is used, so the package predicts bit-identically to the ``.onnx`` it was made from.
+
+TorchScript weights (no ONNX entry) are converted to ONNX once with torch (the ``train`` extra) and cached
+under ``$UNET_SDK_CACHE`` (default ``~/.cache/unet-sdk``) by the weights' sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ModelError, RuntimeUnavailableError
+from .model_metadata import ModelMetadata, Normalization
+
+logger = logging.getLogger(__name__)
+
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+SUPPORTED_FORMAT = "0.5"
+MAX_RDF_BYTES = 2**20  # an rdf is a few kB; refuse to parse anything that is not one
+FIXED_ZMUV_EPS = 1e-6  # bioimageio.core divides fixed_zero_mean_unit_variance by std + 1e-6
+DEFAULT_TILE = {2: 512, 3: 96}  # the Segmenter's defaults, used to express a halo as an overlap fraction
+
+
+# -- our metadata -> zoo processing (shared with export/bioimageio.py) ----------------------------
+def preprocessing_for(normalization: Normalization, space_axes: Sequence[str]) -> list[dict[str, Any]]:
+    """The zoo preprocessing steps that compute ``normalization`` (per image and channel).
+
+    ``per_image_zscore`` -> ``zero_mean_unit_variance``, ``per_image_minmax`` -> ``scale_range`` 0-100 %,
+    ``percentile`` -> ``scale_range`` (+ ``clip``), ``fixed`` -> ``fixed_zero_mean_unit_variance``.
+    The zoo adds ``eps`` to the spread where we take ``max(spread, eps)``: the two agree to a relative
+    ``eps / spread`` (1e-6 / std), far inside the package's reproducibility tolerance. An ``eps`` the
+    zoo does not accept (> 0.1) is a :class:`ModelError`.
+    """
+    axes = list(space_axes)
+    eps = float(normalization.eps)
+    if normalization.mode != "fixed" and not 0 < eps <= 0.1:
+        raise ModelError(
+            f"normalization eps={eps:g} has no BioImage Model Zoo equivalent (the zoo accepts 0 < eps <= 0.1)"
+        )
+    mode = normalization.mode
+    if mode == "per_image_zscore":
+        steps = [{"id": "zero_mean_unit_variance", "kwargs": {"axes": axes, "eps": eps}}]
+    elif mode in ("per_image_minmax", "percentile"):
+        low, high = (0.0, 100.0) if mode == "per_image_minmax" else (float(normalization.low), float(normalization.high))
+        if high <= 1:
+            raise ModelError(
+                f"normalization 'percentile' with high={high:g} has no BioImage Model Zoo equivalent "
+                "(scale_range needs max_percentile > 1)"
+            )
+        steps = [{
+            "id": "scale_range",
+            "kwargs": {"axes": axes, "min_percentile": low, "max_percentile": high, "eps": eps},
+        }]
+    elif mode == "fixed":
+        steps = [{"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": float(normalization.mean), "std": float(normalization.std)}}]
+    else:
+        raise ModelError(f"normalization mode {mode!r} has no BioImage Model Zoo equivalent")
+    if normalization.clip_low is not None or normalization.clip_high is not None:
+        clip = {k: float(v) for k, v in (("min", normalization.clip_low), ("max", normalization.clip_high)) if v is not None}
+        steps.append({"id": "clip", "kwargs": clip})
+    return steps
+
+
+def postprocessing_for(activation: str) -> list[dict[str, Any]]:
+    """The zoo postprocessing of our ``output_activation`` (the network's output is taken as is for "none")."""
+    return {
+        "none": [],
+        "sigmoid": [{"id": "sigmoid"}],
+        "softmax": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
+    }[activation]
+
+
+# -- zoo preprocessing, applied with the zoo's formulas ------------------------------------------
+@dataclass(frozen=True)
+class ZooStep:
+    """One preprocessing step of an rdf: its ``id`` and ``kwargs``, resolved to our (C, *spatial) layout.
+
+    ``reduce`` holds the image axes a statistic is taken over (channel 0, space 1..), ``along_channel``
+    says whether per-channel constants are given.
+    """
+
+    id: str
+    kwargs: Mapping[str, Any]
+    reduce: tuple[int, ...] = ()
+
+    def needs_statistics(self) -> bool:
+        return self.id in ("zero_mean_unit_variance", "scale_range") or (
+            self.id == "clip" and ("min_percentile" in self.kwargs or "max_percentile" in self.kwargs)
+        )
+
+    def statistics(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        if self.id == "zero_mean_unit_variance":
+            return (
+                x.mean(axis=self.reduce, keepdims=True, dtype=np.float64).astype(np.float32),
+                x.std(axis=self.reduce, keepdims=True, dtype=np.float64).astype(np.float32),
+            )
+        # scale_range, or clip at percentiles
+        q = [self.kwargs.get("min_percentile", 0.0), self.kwargs.get("max_percentile", 100.0)]
+        lo, hi = np.percentile(x, q, axis=self.reduce, keepdims=True)  # "linear", as bioimageio.core
+        return lo.astype(np.float32), hi.astype(np.float32)
+
+    def apply(self, x: np.ndarray, stats: tuple[np.ndarray, ...] | None) -> np.ndarray:
+        k = self.kwargs
+        if self.id == "ensure_dtype":
+            return x.astype(k["dtype"], copy=False)
+        if self.id == "zero_mean_unit_variance":
+            mean, std = stats
+            return (x - mean) / (std + np.float32(k.get("eps", 1e-6)))
+        if self.id == "scale_range":
+            lo, hi = stats
+            return (x - lo) / (hi - lo + np.float32(k.get("eps", 1e-6)))
+        if self.id == "fixed_zero_mean_unit_variance":
+            mean, std = _per_channel(k["mean"], x.ndim), _per_channel(k["std"], x.ndim)
+            return (x - mean) / (std + np.float32(FIXED_ZMUV_EPS))
+        if self.id == "scale_linear":
+            return x * _per_channel(k.get("gain", 1.0), x.ndim) + _per_channel(k.get("offset", 0.0), x.ndim)
+        if self.id == "clip":
+            lo = stats[0] if stats is not None and "min_percentile" in k else k.get("min")
+            hi = stats[1] if stats is not None and "max_percentile" in k else k.get("max")
+            return np.clip(x, lo, hi)
+        if self.id == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-x))
+        raise AssertionError(self.id)  # _preprocessing_steps admits only the ids above
+
+
+def _per_channel(value: Any, ndim: int) -> np.ndarray:
+    """A scalar, or per-channel values shaped to broadcast over (C, *spatial)."""
+    array = np.asarray(value, dtype=np.float32)
+    return array.reshape((-1,) + (1,) * (ndim - 1)) if array.ndim else array
+
+
+@dataclass(frozen=True)
+class ZooPreprocessing(Normalization):
+    """A zoo input's preprocessing as a :class:`Normalization`: the steps in order, with statistics of
+    the whole image (computed once, as :func:`sdk.inference.sliding_window_predict` does for ours), so
+    every tile sees the values the whole image would."""
+
+    mode: str = "bioimageio"
+    steps: tuple[ZooStep, ...] = ()
+
+    def __post_init__(self) -> None:  # the steps were checked by _preprocessing_steps
+        pass
+
+    def statistics(self, image: np.ndarray) -> tuple:
+        last = max((i for i, s in enumerate(self.steps) if s.needs_statistics()), default=-1)
+        x, stats = image, []
+        for i, step in enumerate(self.steps[: last + 1]):
+            stats.append(step.statistics(x) if step.needs_statistics() else None)
+            if i < last:  # a later step's statistics are taken on this step's output
+                x = step.apply(x, stats[-1])
+        return tuple(stats) + (None,) * (len(self.steps) - len(stats))
+
+    def apply(self, image: np.ndarray, statistics: tuple | None = None) -> np.ndarray:
+        stats = self.statistics(image) if statistics is None else statistics
+        x = image
+        for step, stat in zip(self.steps, stats):
+            x = step.apply(x, stat)
+        return np.asarray(x, dtype=np.float32)
+
+
+# -- the package ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZooModel:
+    """A zoo package ready for :class:`sdk.runtime.Runtime`: ONNX bytes and the metadata to run them."""
+
+    onnx: bytes = field(repr=False)
+    metadata: ModelMetadata
+    source: str
+    name: str
+    rdf: Mapping[str, Any] = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.source
+
+
+def is_package(path: str | os.PathLike) -> bool:
+    """True if ``path`` looks like a zoo package: an rdf file, a ``.zip``, or a folder holding an rdf."""
+    p = Path(path)
+    if p.is_dir():
+        return any((p / name).is_file() for name in RDF_NAMES)
+    return p.name in RDF_NAMES or p.name.endswith(".bioimageio.yaml") or p.suffix.lower() == ".zip"
+
+
+class _PackageFiles:
+    """Reads files named relative to the rdf, from a folder or a zip; refuses URLs and escapes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        if path.suffix.lower() == ".zip":
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise ModelError(f"{path}: not a readable zip file ({exc})") from exc
+            names = set(self._zip.namelist())
+            found = [n for n in RDF_NAMES if n in names] or sorted(n for n in names if n.endswith(".bioimageio.yaml") and "/" not in n)
+            if not found:
+                raise ModelError(f"{path}: no rdf.yaml or bioimageio.yaml at the top of the zip")
+            self.rdf_name = found[0]
+            self.root = None
+        else:
+            if path.is_dir():
+                found = [path / n for n in RDF_NAMES if (path / n).is_file()]
+                if not found:
+                    raise ModelError(f"{path}: the folder holds no rdf.yaml or bioimageio.yaml")
+                path = found[0]
+            self.rdf_name = path.name
+            self.root = path.parent
+
+    def read(self, name: str, what: str) -> bytes:
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"{self.path}: {what} names no file ({name!r})")
+        if "://" in name:
+            raise ModelError(
+                f"{self.path}: {what} is a URL ({name}); unet-sdk reads local packages only: download the "
+                "package (e.g. the zip from bioimage.io) and pass that"
+            )
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ModelError(f"{self.path}: {what} {name!r} points outside the package")
+        try:
+            if self._zip is not None:
+                return self._zip.read(str(relative))
+            return (self.root / relative).read_bytes()
+        except (KeyError, OSError) as exc:
+            raise ModelError(f"{self.path}: {what} {name!r} is missing from the package") from exc
+
+
+def _yaml_loader(yaml: Any) -> type:
+    """PyYAML's safe loader (plain data only) reading floats as YAML 1.2 does: rdf files are YAML 1.2,
+    where ``1e-06`` is a number (YAML 1.1, PyYAML's default, reads it as a string)."""
+
+    class Yaml12SafeLoader(yaml.SafeLoader):
+        pass
+
+    Yaml12SafeLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+    )
+    return Yaml12SafeLoader
+
+
+def read_rdf(path: str | os.PathLike) -> tuple[dict[str, Any], _PackageFiles]:
+    """The rdf of a package (rdf file, folder or zip) as plain data, and a reader of its files."""
+    try:
+        import yaml
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            "reading BioImage Model Zoo packages needs PyYAML: pip install 'unet-sdk[cpu]' (or pyyaml)"
+        ) from exc
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file or folder")
+    files = _PackageFiles(path)
+    text = files.read(files.rdf_name, "the rdf")
+    if len(text) > MAX_RDF_BYTES:
+        raise ModelError(f"{path}: {files.rdf_name} is {len(text)} bytes, too large for a model description")
+    try:
+        rdf = yaml.load(text, Loader=_yaml_loader(yaml))
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: {files.rdf_name} is not valid YAML ({exc})") from exc
+    if not isinstance(rdf, dict):
+        raise ModelError(f"{path}: {files.rdf_name} is not a YAML mapping")
+    if rdf.get("type") != "model":
+        raise ModelError(f"{path}: the rdf describes a {rdf.get('type')!r}, not a model")
+    version = str(rdf.get("format_version", ""))
+    if version.split(".")[:2] != SUPPORTED_FORMAT.split("."):
+        raise ModelError(
+            f"{path}: model format_version {version or '(none)'} is not supported (unet-sdk reads "
+            f"{SUPPORTED_FORMAT}.x); convert it with bioimageio.spec: `bioimageio update-format {path}`"
+        )
+    return rdf, files
+
+
+def load_package(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> ZooModel:
+    """Read a zoo package into a :class:`ZooModel`; :class:`ModelError` naming what is malformed or
+    unsupported."""
+    rdf, files = read_rdf(path)
+    where = str(path)
+    metadata = metadata_from_rdf(rdf, where=where)
+    onnx_bytes = _onnx_weights(rdf, files, where, cache_dir)
+    own = _own_metadata(onnx_bytes, where)
+    if own is not None:
+        if _same_model(own, metadata, rdf):
+            metadata = own
+        else:
+            logger.warning(
+                "%s: the ONNX file's own unet-sdk metadata disagrees with the rdf; following the rdf", where
+            )
+    name = str(rdf.get("name", Path(where).stem))
+    logger.info("read BioImage Model Zoo package %s (%r)", where, name)
+    return ZooModel(onnx=onnx_bytes, metadata=metadata, source=where, name=name, rdf=rdf)
+
+
+def _only(items: Any, what: str, where: str) -> dict[str, Any]:
+    if not isinstance(items, list) or not items:
+        raise ModelError(f"{where}: the rdf has no {what}")
+    if len(items) != 1:
+        raise ModelError(f"{where}: the model has {len(items)} {what}; unet-sdk runs models with exactly one")
+    if not isinstance(items[0], dict):
+        raise ModelError(f"{where}: {what}[0] is not a mapping")
+    return items[0]
+
+
+AXIS_TYPES = ("batch", "channel", "space", "index", "time")
+
+
+def _axes(tensor: dict[str, Any], role: str, where: str) -> tuple[dict, dict, list[dict]]:
+    """The batch, channel and space axes of a tensor, which must come in this order."""
+    axes = tensor.get("axes")
+    if not isinstance(axes, list) or not all(isinstance(a, dict) for a in axes):
+        raise ModelError(f"{where}: {role} tensor has no list of axes")
+    kinds = [a.get("type") for a in axes]
+    unknown = [k for k in kinds if k not in AXIS_TYPES]
+    if unknown:
+        raise ModelError(f"{where}: {role} axis type {unknown[0]!r} is unknown (axis types: {', '.join(AXIS_TYPES)})")
+    for kind in ("index", "time"):
+        if kind in kinds:
+            raise ModelError(f"{where}: {role} has a {kind!r} axis; unet-sdk runs batch, channel, space axes only")
+    spatial = len(kinds) - 2
+    if kinds[:2] != ["batch", "channel"] or kinds[2:] != ["space"] * spatial or spatial not in (2, 3):
+        raise ModelError(
+            f"{where}: {role} axes are ({', '.join(kinds)}); unet-sdk runs (batch, channel, 2 or 3 space) "
+            "axes in this order"
+        )
+    if axes[0].get("size") is not None:
+        raise ModelError(f"{where}: {role} batch size is fixed to {axes[0]['size']}; unet-sdk batches tiles freely")
+    names = axes[1].get("channel_names")
+    if not isinstance(names, list) or not names:
+        raise ModelError(f"{where}: {role} channel axis has no channel_names")
+    return axes[0], axes[1], axes[2:]
+
+
+def metadata_from_rdf(rdf: Mapping[str, Any], *, where: str = "rdf") -> ModelMetadata:
+    """Our :class:`ModelMetadata` for the model an rdf (format 0.5) describes."""
+    inp = _only(rdf.get("inputs"), "inputs", where)
+    out = _only(rdf.get("outputs"), "outputs", where)
+    _, in_channel, in_space = _axes(inp, "input", where)
+    _, out_channel, out_space = _axes(out, "output", where)
+    input_id = inp.get("id", "input")
+    space_ids = [a.get("id") for a in in_space]
+    if [a.get("id") for a in out_space] != space_ids:
+        raise ModelError(f"{where}: output space axes {[a.get('id') for a in out_space]} differ from the input's {space_ids}")
+    rules = {_size_rule(a, where) for a in in_space}
+    if len(rules) != 1:
+        raise ModelError(f"{where}: the input's space axes have different size rules {sorted(rules)}; unet-sdk needs one")
+    (minimum, step), = rules
+    crops, halos = set(), set()
+    for axis in out_space:
+        crops.add(_output_crop(axis, input_id, in_space, where))
+        halo = axis.get("halo", 0)
+        if not isinstance(halo, int) or halo < 0:
+            raise ModelError(f"{where}: output axis {axis.get('id')!r} halo {halo!r} is not a non-negative integer")
+        halos.add(halo)
+    if len(crops) != 1 or len(halos) != 1:
+        raise ModelError(f"{where}: output axes crop or halo differ between axes ({sorted(crops)}, {sorted(halos)})")
+    (margin,), (halo,) = crops, halos
+    if margin and halo:
+        raise ModelError(f"{where}: an output halo on top of the network's own crop (offset {-2 * margin}) is unsupported")
+    spatial_dims = len(space_ids)
+    size_fields = dict(min_input_size=minimum, input_size_multiple=step, input_size_offset=minimum % step)
+    tiling: dict[str, Any] = {"blend": "gaussian"}
+    if margin:
+        tiling = {"blend": "none", "tile_overlap": 0.0}
+    elif halo:
+        # a tile several halos wide, so that the overlap stays a modest share of the work
+        tile = max(DEFAULT_TILE[spatial_dims], 8 * halo, minimum)
+        tile += (minimum - tile) % step
+        tiling = {"blend": "none", "tile_size": (tile,) * spatial_dims, "tile_overlap": 2 * halo / tile}
+    class_names = tuple(str(n) for n in out_channel["channel_names"])
+    metadata = ModelMetadata(
+        spatial_dims=spatial_dims,
+        in_channels=len(in_channel["channel_names"]),
+        class_names=class_names,
+        padding="valid" if margin else "same",
+        output_margin=margin,
+        output_activation=_activation(out.get("postprocessing") or [], where),
+        foreground_class=1 if len(class_names) > 1 else 0,
+        training={"bioimageio": {k: rdf[k] for k in ("name", "id", "version", "license") if k in rdf}},
+        **size_fields,
+        **tiling,
+    )
+    # ModelMetadata validates the normalizations an ONNX file can store (our modes); a zoo chain is never
+    # stored, only held in memory, and _preprocessing_steps has validated it: attach it after the check
+    object.__setattr__(metadata, "normalization", ZooPreprocessing(steps=_preprocessing_steps(inp, in_channel, in_space, where)))
+    return metadata
+
+
+def _size_rule(axis: dict[str, Any], where: str) -> tuple[int, int]:
+    size = axis.get("size")
+    if isinstance(size, dict) and set(size) <= {"min", "step"} and {"min", "step"} <= set(size):
+        minimum, step = size["min"], size["step"]
+        if isinstance(minimum, int) and isinstance(step, int) and minimum > 0 and step > 0:
+            return minimum, step
+    if isinstance(size, int):
+        raise ModelError(
+            f"{where}: input axis {axis.get('id')!r} has the fixed size {size}; unet-sdk tiles with a size rule "
+            "{min, step} (a fixed-size input is unsupported)"
+        )
+    if isinstance(size, dict) and "axis_id" in size:
+        raise ModelError(f"{where}: input axis {axis.get('id')!r} size refers to another axis; unsupported")
+    raise ModelError(f"{where}: input axis {axis.get('id')!r} size {size!r} is not {{min, step}}")
+
+
+def _output_crop(axis: dict[str, Any], input_id: str, in_space: list[dict], where: str) -> int:
+    size = axis.get("size")
+    if not (isinstance(size, dict) and size.get("tensor_id") == input_id and size.get("axis_id") == axis.get("id")):
+        raise ModelError(
+            f"{where}: output axis {axis.get('id')!r} size {size!r} is not tied to the same input axis; unet-sdk "
+            "runs networks whose output follows the input size"
+        )
+    source = next(a for a in in_space if a.get("id") == axis.get("id"))
+    if axis.get("scale", 1.0) != source.get("scale", 1.0):
+        raise ModelError(f"{where}: output axis {axis.get('id')!r} is resampled (scale differs from the input's); unsupported")
+    offset = size.get("offset", 0)
+    if not isinstance(offset, int) or offset > 0 or offset % 2:
+        raise ModelError(f"{where}: output axis {axis.get('id')!r} offset {offset!r}: unet-sdk needs an even crop <= 0")
+    return -offset // 2
+
+
+def _activation(postprocessing: list, where: str) -> str:
+    activation = "none"
+    for step in postprocessing:
+        op = step.get("id") if isinstance(step, dict) else None
+        kwargs = step.get("kwargs") or {} if isinstance(step, dict) else {}
+        if op == "ensure_dtype" and kwargs.get("dtype") in ("float32", "float64"):
+            continue
+        if op in ("sigmoid", "softmax") and activation == "none":
+            if op == "softmax" and kwargs.get("axis", "channel") != "channel":
+                raise ModelError(f"{where}: softmax over axis {kwargs.get('axis')!r} is unsupported (channel only)")
+            activation = op
+            continue
+        raise ModelError(
+            f"{where}: postprocessing {op!r}{' ' + str(kwargs) if kwargs else ''} is unsupported (unet-sdk applies "
+            "sigmoid or softmax over channels and returns probabilities or class labels itself)"
+        )
+    return activation
+
+
+PREPROCESSING_IDS = (
+    "ensure_dtype", "zero_mean_unit_variance", "scale_range", "fixed_zero_mean_unit_variance", "scale_linear",
+    "clip", "sigmoid",
+)
+
+
+def _preprocessing_steps(inp: dict, channel: dict, space: list[dict], where: str) -> tuple[ZooStep, ...]:
+    ids = {channel.get("id", "channel"): 0} | {a.get("id"): i + 1 for i, a in enumerate(space)}
+    all_axes = tuple(range(len(space) + 1))
+    steps = []
+    raw = inp.get("preprocessing") or []
+    if not isinstance(raw, list):
+        raise ModelError(f"{where}: input preprocessing is not a list")
+    for entry in raw:
+        op = entry.get("id") if isinstance(entry, dict) else None
+        kwargs = dict(entry.get("kwargs") or {}) if isinstance(entry, dict) else {}
+        if op not in PREPROCESSING_IDS:
+            raise ModelError(
+                f"{where}: preprocessing {op!r} is unsupported by unet-sdk (supported: {', '.join(PREPROCESSING_IDS)})"
+            )
+        if kwargs.get("reference_tensor") not in (None, inp.get("id", "input")):
+            raise ModelError(f"{where}: {op} with statistics of another tensor ({kwargs['reference_tensor']!r}) is unsupported")
+        if "axis" in kwargs and kwargs["axis"] != channel.get("id", "channel"):
+            raise ModelError(f"{where}: {op} along axis {kwargs['axis']!r} is unsupported (per channel only)")
+        if op == "ensure_dtype" and kwargs.get("dtype") not in (
+            "float32", "float64", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+        ):
+            raise ModelError(f"{where}: ensure_dtype to {kwargs.get('dtype')!r} is unsupported")
+        _check_numbers(op, kwargs, len(channel["channel_names"]), where)
+        reduce: tuple[int, ...] = ()
+        step = ZooStep(op, kwargs)
+        if step.needs_statistics():
+            named = kwargs.get("axes")
+            if named is None:
+                reduce = all_axes  # "all axes jointly" of the one sample
+            else:
+                unknown = [a for a in named if a not in ids and a != "batch"]
+                if unknown:
+                    raise ModelError(f"{where}: {op} axes {unknown} are not axes of the input")
+                reduce = tuple(sorted(ids[a] for a in named if a != "batch"))
+                if not set(range(1, len(space) + 1)) <= set(reduce):
+                    raise ModelError(
+                        f"{where}: {op} over axes {list(named)} (not all space axes) is unsupported: unet-sdk "
+                        "takes statistics of whole images"
+                    )
+        steps.append(ZooStep(op, kwargs, reduce))
+    return tuple(steps)
+
+
+NUMERIC_KWARGS = ("eps", "mean", "std", "gain", "offset", "min", "max", "min_percentile", "max_percentile")
+
+
+def _check_numbers(op: str, kwargs: Mapping[str, Any], channels: int, where: str) -> None:
+    """Every numeric kwarg is a finite number, or (along the channel axis) one per channel."""
+    for name in NUMERIC_KWARGS:
+        if name not in kwargs:
+            continue
+        value = kwargs[name]
+        values = value if isinstance(value, list) and "axis" in kwargs else [value]
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)
+        if not ok or (isinstance(value, list) and len(values) != channels):
+            raise ModelError(f"{where}: {op} {name}={value!r} is not a finite number (or one per channel)")
+    if op in ("zero_mean_unit_variance", "scale_range") and not 0 < kwargs.get("eps", 1e-6) <= 0.1:
+        raise ModelError(f"{where}: {op} eps={kwargs['eps']!r} is outside the zoo's (0, 0.1]")
+
+
+def _same_model(own: ModelMetadata, read: ModelMetadata, rdf: Mapping[str, Any]) -> bool:
+    """Whether the rdf says exactly what our exporter writes for ``own`` (then ``own`` is used)."""
+    keys = ("spatial_dims", "in_channels", "class_names", "padding", "output_margin", "input_size_multiple", "output_activation")
+    if any(getattr(own, k) != getattr(read, k) for k in keys) or not own.is_valid_input_size(read.min_input_size):
+        return False  # (the rdf's minimum may be larger: the zoo wants room for the halo)
+    inp = rdf["inputs"][0]
+    space = [a["id"] for a in inp["axes"][2:]]
+    declared = [s for s in inp.get("preprocessing") or [] if not (s.get("id") == "ensure_dtype" and (s.get("kwargs") or {}).get("dtype") == "float32")]
+    try:
+        expected = preprocessing_for(own.normalization, space)
+    except ModelError:
+        return False
+    return _plain(declared) == _plain(expected)
+
+
+def _plain(value: Any) -> Any:
+    """Nested data with numbers as floats, for comparing rdf values with ours."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# -- weights -------------------------------------------------------------------------------------
+def _checked(data: bytes, entry: dict[str, Any], what: str, where: str) -> bytes:
+    expected = entry.get("sha256")
+    if expected is None:
+        logger.warning("%s: %s weights have no sha256 in the rdf; they are not verified", where, what)
+        return data
+    actual = hashlib.sha256(data).hexdigest()
+    if str(expected).lower() != actual:
+        raise ModelError(f"{where}: {what} weights {entry.get('source')!r} have sha256 {actual}, the rdf says {expected}")
+    return data
+
+
+def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cache_dir: Any) -> bytes:
+    weights = rdf.get("weights")
+    if not isinstance(weights, dict) or not weights:
+        raise ModelError(f"{where}: the rdf lists no weights")
+    onnx_entry = weights.get("onnx")
+    if isinstance(onnx_entry, dict):
+        if onnx_entry.get("external_data"):
+            raise ModelError(f"{where}: ONNX weights with external data are unsupported; pack them into one file")
+        return _checked(files.read(onnx_entry.get("source"), "the onnx weights"), onnx_entry, "onnx", where)
+    torchscript = weights.get("torchscript")
+    if isinstance(torchscript, dict):
+        data = _checked(files.read(torchscript.get("source"), "the torchscript weights"), torchscript, "torchscript", where)
+        return _converted_torchscript(data, rdf, where, cache_dir)
+    raise ModelError(
+        f"{where}: no weights unet-sdk can run: it runs onnx (and torchscript, converted), the package has "
+        f"{', '.join(sorted(weights))}"
+    )
+
+
+def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where converted weights are kept: ``cache_dir``, else ``$UNET_SDK_CACHE``, else ~/.cache/unet-sdk."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("UNET_SDK_CACHE", Path.home() / ".cache" / "unet-sdk"))
+
+
+def _converted_torchscript(data: bytes, rdf: Mapping[str, Any], where: str, cache_dir: Any) -> bytes:
+    """ONNX from TorchScript weights, converted once and cached by the weights' digest."""
+    target = cache_directory(cache_dir) / "bioimageio" / f"{hashlib.sha256(data).hexdigest()}.onnx"
+    if target.is_file():
+        return target.read_bytes()
+    try:
+        import torch
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            f"{where}: the package has TorchScript weights only; converting them to ONNX needs torch: "
+            "pip install 'unet-sdk[train]' (once: the result is cached)"
+        ) from exc
+    from .io import atomic_output
+
+    inp = rdf["inputs"][0]
+    metadata = metadata_from_rdf(rdf, where=where)
+    side = metadata.valid_input_size_at_least(max(metadata.min_input_size, 4 * metadata.input_size_multiple))
+    example = torch.zeros((1, metadata.in_channels) + (side,) * metadata.spatial_dims)
+    module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    names = ["batch", "channel"] + [a["id"] for a in inp["axes"][2:]]
+    dynamic = {0: "batch"} | {i: n for i, n in enumerate(names) if i >= 2}
+    buffer = io.BytesIO()
+    logger.info("%s: converting TorchScript weights to ONNX (once; cached in %s)", where, target.parent)
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (example,), buffer, dynamo=False, input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": dynamic, "output": dynamic}, opset_version=17,
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target, overwrite=True) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+# -- the ONNX file's own metadata ---------------------------------------------------------------
+def _own_metadata(data: bytes, where: str) -> ModelMetadata | None:
+    from .model_file import read_model_file
+
+    props = read_model_file(data, where).props
+    if not any(k.startswith("unet_sdk.") for k in props):
+        return None
+    return ModelMetadata.from_props(props)
