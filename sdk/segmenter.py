@@ -7,12 +7,14 @@ prediction, :mod:`sdk.tiling` the tile geometry; this module checks the user's a
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import InvalidInputError
+from .image_statistics import min_max
 from .inference import OutputSlot, Progress, label_dtype, sliding_window_predict
 from .model_metadata import ModelMetadata
 from .models import resolve_model
@@ -21,8 +23,11 @@ from .tiling import MERGE_MODES, plan_tiles, validate_choice
 
 logger = logging.getLogger(__name__)
 
-AXES_2D = ("YX", "CYX", "YXC", "NYX", "NCYX")
-AXES_3D = ("ZYX", "CZYX")
+AXES_2D = ("YX", "CYX", "YXC", "NYX", "NCYX", "NYXC")
+AXES_3D = ("ZYX", "CZYX", "ZYXC")
+COLOUR_CHANNELS = (3, 4)  # RGB, RGBA: a trailing axis of this length on a 1-channel model is colour
+# luminance of RGB as scikit-image's rgb2gray (ITU-R BT.709 primaries); an alpha channel is ignored
+LUMINANCE = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 DEFAULT_TILE = {2: 512, 3: 96}
 DEFAULT_BATCH = {"cpu": 1, "cuda": 8}  # CPU GEMMs are already large per tile; GPUs want batches
 
@@ -36,12 +41,15 @@ class Segmenter:
         An ``.onnx`` file carrying unet-sdk metadata, or the name of an embedded model
         (:data:`sdk.models.EMBEDDED_MODELS`: ``"isbi2012"``, ``"isbi2012-int8"``); ``None`` uses the
         embedded ISBI 2012 model (fp32).
-    device : {"auto", "cpu", "cuda"}
+    device : {"auto", "cpu", "cuda", "cuda:N"}
         ``"auto"`` uses CUDA if ONNX Runtime's CUDA provider really loads, else the CPU (see
-        :attr:`device`); ``"cuda"`` raises :class:`~sdk.errors.RuntimeUnavailableError` if it cannot.
+        :attr:`device`); ``"cuda"`` (GPU 0) or ``"cuda:N"`` (GPU N) raises
+        :class:`~sdk.errors.RuntimeUnavailableError` if it cannot.
     tile : int or sequence of int
         Network input side(s) of a tile, rounded up to a size the network accepts. Default: the
-        model's ``tile_size``, else 512 (2D) / 96 (3D).
+        model's ``tile_size``, else 512 (2D) / 96 (3D). For overlap-tile on a same-padding model a
+        tile too small to hold the model's halo is grown to the smallest one that does (logged), so
+        the result never depends on the tile.
     overlap : float in [0, 1)
         Fraction of a tile shared with its neighbour. Default: 0 for overlap-tile on a valid-padding
         model (the margin is the halo, and the result is exact); for overlap-tile on a same-padding
@@ -53,7 +61,8 @@ class Segmenter:
     batch_size : int
         Tiles per network call (default 1 on the CPU, 8 on CUDA).
     threads : int
-        ONNX Runtime intra-op threads (default: all cores this process may use).
+        ONNX Runtime intra-op threads (default: all cores this process may use; requests beyond
+        :data:`sdk.runtime.MAX_THREADS_PER_CORE` per core are capped there, with a warning).
     tta : bool
         Average the probabilities over all flips of the spatial axes.
 
@@ -72,7 +81,8 @@ class Segmenter:
         threads: int | None = None,
         tta: bool = False,
     ) -> None:
-        self._runtime = Runtime(resolve_model(model), device=device, threads=threads)
+        self._model_source = resolve_model(model)  # sdk.explain appends its explanation graph to these bytes
+        self._runtime = Runtime(self._model_source, device=device, threads=threads)
         meta = self.metadata
         self.blend = (
             validate_choice("blend", blend, MERGE_MODES)
@@ -103,13 +113,16 @@ class Segmenter:
         # so another tile size keeps the model's halo rather than its fraction (2048-px tiles at the
         # 1024-px fraction would recompute twice the halo)
         shared = meta.tile_overlap * min(meta.tile_size)
-        if shared < min(self.tile):
-            return shared / min(self.tile)
-        logger.warning(
-            "tile %s cannot hold the model's %g-px halo; overlap falls back to %g, and results near tile "
-            "borders will differ from whole-image inference", self.tile, shared, meta.tile_overlap,
-        )
-        return meta.tile_overlap
+        # a tile must hold the halo and still advance by at least one pooling step
+        smallest = meta.valid_input_size_at_least(math.ceil(shared) + meta.input_size_multiple)
+        if min(self.tile) < smallest:
+            grown = tuple(max(t, smallest) for t in self.tile)
+            logger.info(
+                "tile %s cannot hold the model's %g-px halo; using tile %s, the smallest that does",
+                self.tile, shared, grown,
+            )
+            self.tile = grown
+        return shared / min(self.tile)
 
     # -- what was loaded -----------------------------------------------------------------------------
     @property
@@ -124,6 +137,12 @@ class Segmenter:
     @property
     def providers(self) -> list[str]:
         return self._runtime.providers
+
+    @property
+    def weights_verified(self) -> bool:
+        """Whether loading checked the weights against the digest stored in the model (models exported
+        before digests carry none, and load unchecked)."""
+        return self._runtime.weights_verified
 
     def release_memory(self) -> None:
         """Return the working memory ONNX Runtime keeps between calls (one tile batch's activations,
@@ -155,6 +174,21 @@ class Segmenter:
         """Class probabilities, float32, shaped (classes, *image shape without its channel axis)."""
         return self._predict(image, axes, "proba", out, progress)
 
+    def explain(self, image: Any, *, target_class: int | str | None = None, region: Any = None,
+                layer: str | None = None, axes: str | None = None, progress: Progress | None = None) -> np.ndarray:
+        """Seg-Grad-CAM heat map (Vinogradova et al. 2020), float32 >= 0, shaped like :meth:`predict`'s output.
+
+        ``target_class`` (index or name; default the foreground class) and ``region`` (a mask of that shape;
+        default the pixels predicted as the class) define the score; ``layer`` is a name from
+        ``sdk.explain.explainer_of(seg).explanation.layers`` (default the bottleneck). Needs a model exported
+        with its explanation graph (``unet-export onnx --explain``), else :class:`~sdk.errors.ModelError`.
+        Tiling, and the formula: :mod:`sdk.explain`.
+        """
+        from .explain import explain
+
+        return explain(self, image, target_class=target_class, region=region, layer=layer, axes=axes,
+                       progress=progress)
+
     def output_spec(
         self, shape: Sequence[int], *, axes: str | None = None, proba: bool = False
     ) -> tuple[tuple[int, ...], np.dtype]:
@@ -168,10 +202,56 @@ class Segmenter:
             return (classes,) + kept, np.dtype(np.float32)
         return kept, label_dtype(classes)
 
+    def predict_instances(
+        self,
+        image: Any,
+        *,
+        axes: str | None = None,
+        connectivity: str = "face",
+        split_touching: bool = False,
+        seed_threshold: float = 0.9,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Objects of the model's foreground class as instance labels: uint32, 0 = not foreground,
+        1..n per object, shaped like :meth:`predict`'s output.
+
+        Objects are the connected components (:func:`sdk.metrics.label_components`; ``connectivity``
+        ``"face"`` = 4/6-neighbours, ``"full"`` = 8/26) of the pixels predicted as the foreground class;
+        the slices of a stack are labelled one by one (labels stay unique across slices), a volume as a
+        whole. ``split_touching=True`` separates touching objects with a seeded watershed on the
+        foreground probability: seeds are the components where it is at least ``seed_threshold``, and
+        they flood the foreground in order of decreasing probability (:func:`sdk.instances.seeded_watershed`;
+        Beucher & Meyer 1993), so a foreground component without a seed stays background.
+        """
+        from . import instances
+
+        if not 0.0 < seed_threshold <= 1.0:
+            raise InvalidInputError(f"seed_threshold={seed_threshold!r} must be in (0, 1]")
+        meta = self.metadata
+        proba = self.predict_proba(image, axes=axes, progress=progress)
+        foreground = proba[meta.foreground_class]
+        if proba.shape[0] == 1:  # a single sigmoid channel: its class is p >= 0.5
+            mask = foreground >= 0.5
+        else:
+            mask = np.argmax(proba, axis=0) == meta.foreground_class
+        del proba
+        mode = "3d" if meta.spatial_dims == 3 else "2d"
+        if split_touching:
+            return instances.seeded_watershed(
+                foreground, mask, seed_threshold=seed_threshold, connectivity=connectivity, mode=mode
+            )
+        return instances.connected_components(mask, connectivity=connectivity, mode=mode)
+
     def _predict(self, image: Any, axes: str | None, output: str, out: Any, progress: Progress | None) -> Any:
         array = _checked_image(image)
         axes = _resolve_axes(array.shape, self.metadata, axes)
         stack = _as_stack(array, axes)  # (N, C, *spatial) view
+        if stack.shape[1] != self.metadata.in_channels:  # colour into a 1-channel model (_resolve_axes)
+            logger.info(
+                "%s image %s: converted to grey by luminance (0.2125 R + 0.7154 G + 0.0721 B%s) for this "
+                "1-channel model", "RGBA" if stack.shape[1] == 4 else "RGB", array.shape,
+                ", alpha ignored" if stack.shape[1] == 4 else "",
+            )
         single = "N" not in axes
         spatial = stack.shape[2:]
         classes = self.metadata.num_classes
@@ -186,7 +266,7 @@ class Segmenter:
         for n in range(stack.shape[0]):
             target = out if single else OutputSlot(out, 1 if output == "proba" else 0, n)
             sliding_window_predict(
-                stack[n],
+                stack[n] if stack.shape[1] == self.metadata.in_channels else Luminance(stack[n]),
                 self._runtime.run,
                 self.metadata,
                 channels=classes,
@@ -206,6 +286,26 @@ class Segmenter:
         return out
 
 
+class Luminance:
+    """A (1, *spatial) grey view of a colour image (3|4, *spatial), computed per block as it is read:
+    ``0.2125 R + 0.7154 G + 0.0721 B`` in float32, in the image's own units (an alpha channel is
+    ignored). Supports what tiling and normalisation read: ``shape``, ``dtype``, ``ndim`` and slicing
+    with the channel index first."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, colour: Any) -> None:
+        self.colour = colour
+        self.shape = (1,) + tuple(colour.shape[1:])
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        channel, rest = (key[0], key[1:]) if key else (slice(None), ())
+        rgb = np.asarray(self.colour[(slice(0, 3),) + tuple(rest)], dtype=np.float32)
+        return np.tensordot(LUMINANCE, rgb, axes=(0, 0))[None][channel]
+
+
 def _tile_sizes(tile: int | Sequence[int], meta: ModelMetadata) -> tuple[int, ...]:
     sizes = (tile,) * meta.spatial_dims if isinstance(tile, (int, np.integer)) else tuple(tile)
     if len(sizes) != meta.spatial_dims or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
@@ -216,17 +316,28 @@ def _tile_sizes(tile: int | Sequence[int], meta: ModelMetadata) -> tuple[int, ..
 
 
 def _checked_image(image: Any) -> np.ndarray:
-    array = image if isinstance(image, np.ndarray) else np.asarray(image)
+    if isinstance(image, (str, os.PathLike)):
+        from .io import read_image  # a path: read it as `unet-sdk predict` would
+
+        image = read_image(image)
+    try:
+        array = image if isinstance(image, np.ndarray) else np.asarray(image)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            f"the image is not a rectangular array ({exc}): pass a numpy array, e.g. one read with "
+            "sdk.io.read_image, or stack equally sized images with np.stack"
+        ) from None
     if array.dtype.kind not in "biuf":
         raise InvalidInputError(
             f"unsupported image dtype {array.dtype}: give real numbers (bool, integer or float), "
             "e.g. image.real or image.astype(np.float32)"
+            + ("; to segment a file, pass its path or read it with sdk.io.read_image" if array.dtype.kind in "US" else "")
         )
     if array.size == 0:
         raise InvalidInputError(f"the image is empty (shape {array.shape})")
     if array.dtype.kind == "f":
-        lo, hi = array.min(), array.max()  # NaN propagates through min/max; no full-size mask needed
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = min_max(array[None])  # in blocks: no full-size temporary
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             raise InvalidInputError(
                 "the image contains NaN or infinite values; replace them first, "
                 "e.g. np.nan_to_num(image)"
@@ -235,23 +346,33 @@ def _checked_image(image: Any) -> np.ndarray:
 
 
 def _resolve_axes(shape: tuple[int, ...], meta: ModelMetadata, axes: str | None) -> str:
-    """Validate ``axes`` against ``shape``, or infer them; the error says how to disambiguate."""
+    """Validate ``axes`` against ``shape``, or infer them; the error says how to disambiguate.
+
+    A trailing axis of 3 or 4 on an (H, W, C), (N, H, W, C) or (Z, H, W, C) image given to a 1-channel
+    model is read as colour (converted to grey by :class:`Luminance`), as every viewer reads RGB(A) files.
+    """
     allowed = AXES_2D if meta.spatial_dims == 2 else AXES_3D
     c = meta.in_channels
+    colour = c == 1 and len(shape) >= 3 and shape[-1] in COLOUR_CHANNELS and min(shape[-3:-1]) > max(COLOUR_CHANNELS)
     if axes is None:
         if meta.spatial_dims == 3:
-            axes = {3: "ZYX", 4: "CZYX"}.get(len(shape))
+            if len(shape) == 3:
+                axes = "ZYX"
+            elif len(shape) == 4:
+                axes = "ZYXC" if colour or (shape[0] != c and shape[-1] == c) else "CZYX"
         elif len(shape) == 2:
             axes = "YX"
         elif len(shape) == 3:
-            if c == 1:
+            if colour:
+                axes = "YXC"
+            elif c == 1:
                 axes = "NYX"
             elif shape[0] == c:
                 axes = "CYX"
             elif shape[-1] == c:
                 axes = "YXC"
         elif len(shape) == 4:
-            axes = "NCYX"
+            axes = "NYXC" if colour or (shape[1] != c and shape[-1] == c) else "NCYX"
         if axes is None:
             raise InvalidInputError(
                 f"image of shape {shape} does not fit this {meta.spatial_dims}D model with {c} input "
@@ -262,10 +383,10 @@ def _resolve_axes(shape: tuple[int, ...], meta: ModelMetadata, axes: str | None)
         if len(axes) != len(shape):
             raise InvalidInputError(f"axes={axes!r} has {len(axes)} letters but the image has shape {shape}")
     channels = shape[axes.index("C")] if "C" in axes else 1
-    if channels != c:
+    if channels != c and not (c == 1 and channels in COLOUR_CHANNELS):
         raise InvalidInputError(
             f"image of shape {shape} read as {axes} has {channels} channel(s); the model takes {c}"
-            + (f" (give a {'C' + axes.replace('C', '')} array)" if c > 1 else "")
+            + (f" (give a {'C' + axes.replace('C', '')} array)" if c > 1 else " (or 3/4 colour channels, read as grey)")
         )
     return axes
 
@@ -281,7 +402,21 @@ def _as_stack(array: np.ndarray, axes: str) -> np.ndarray:
 
 def _output_array(out: Any, shape: tuple[int, ...], dtype: np.dtype, output: str, classes: int) -> Any:
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        from .sizing import available_memory
+
+        needed, available = math.prod(shape) * dtype.itemsize, available_memory()
+        if needed > available:
+            raise InvalidInputError(
+                f"the {'probabilities' if output == 'proba' else 'labels'} of this image ({shape}, {dtype}) need "
+                f"{needed / 1e9:.1f} GB, more than the {available / 1e9:.1f} GB of memory available: pass out= "
+                "a numpy.memmap or zarr array of that shape and dtype (Segmenter.output_spec gives both)"
+            )
+        try:
+            return np.empty(shape, dtype=dtype)
+        except MemoryError:
+            raise InvalidInputError(
+                f"cannot allocate the output ({shape}, {dtype}): pass out= a numpy.memmap or zarr array"
+            ) from None
     if tuple(out.shape) != shape:
         raise InvalidInputError(f"out has shape {tuple(out.shape)}; this prediction needs {shape}")
     kind = np.dtype(out.dtype).kind

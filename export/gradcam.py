@@ -1,0 +1,73 @@
+"""Seg-Grad-CAM in PyTorch with autograd: the reference the ONNX explanation graph is checked against.
+
+Vinogradova, Dibrov, Myers, "Towards Interpretable Semantic Segmentation via Gradient-weighted Class
+Activation Mapping", AAAI 2020 student abstract, arXiv:2002.11434 (after Grad-CAM, Selvaraju et al. 2017):
+
+    S = sum_{p in R} z_c(p),    w_k = mean_q dS / dA_k(q),    map = ReLU(sum_k w_k A_k)  -> upsampled
+
+``A`` is a layer's output (a U-Net block: ``down.i``, ``bottleneck``, ``up_blocks.i``; the authors take the
+bottleneck). The class score ``z_c`` is the logit ``y_c``, or for two classes the log-odds ``y_c - y_other``
+(see :mod:`sdk.explain` for why); upsampling is ``torch.nn.functional.interpolate`` (bilinear/trilinear,
+``align_corners=False``), to the input size (same padding).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class GradCam:
+    activations: torch.Tensor  # (N, K_layer, *layer spatial)
+    gradients: torch.Tensor  # d score / d activations
+    weights: torch.Tensor  # (N, K_layer): spatial means of the gradients
+    heat: torch.Tensor  # (N, *input spatial) upsampled ReLU map
+    score: torch.Tensor  # (N,)
+
+
+def class_score(logits: torch.Tensor, target_class: int, region: torch.Tensor) -> torch.Tensor:
+    """Per sample ``sum(region * z_c)`` of logits (N, K, *spatial) and region (N, *spatial)."""
+    z = logits[:, target_class]
+    if logits.shape[1] == 2:
+        z = z - logits[:, 1 - target_class]
+    return (z * region).flatten(1).sum(1)
+
+
+def seg_grad_cam(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    *,
+    target_class: int,
+    region: torch.Tensor | None = None,
+    layer: str = "bottleneck",
+) -> GradCam:
+    """Seg-Grad-CAM of ``model`` (returning logits) on ``image`` (N, C, *spatial).
+
+    ``region`` (N, *out spatial) weighs the pixels of the score; default: those predicted as the class.
+    ``layer`` names a submodule (``model.get_submodule``) whose output is explained.
+    """
+    captured = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured["a"] = output
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(image)
+            if region is None:
+                region = (logits.argmax(1) == target_class).to(logits.dtype)
+            score = class_score(logits, target_class, region.to(logits.dtype))
+            activations = captured["a"]
+            (gradients,) = torch.autograd.grad(score.sum(), activations)
+    finally:
+        handle.remove()
+    spatial = tuple(range(2, activations.dim()))
+    weights = gradients.mean(dim=spatial)
+    cam = torch.relu((weights[(...,) + (None,) * len(spatial)] * activations).sum(1, keepdim=True))
+    mode = "bilinear" if len(spatial) == 2 else "trilinear"
+    heat = F.interpolate(cam, size=image.shape[2:], mode=mode, align_corners=False)[:, 0]
+    return GradCam(activations.detach(), gradients.detach(), weights.detach(), heat.detach(), score.detach())
