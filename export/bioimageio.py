@@ -342,7 +342,7 @@ def _documentation(metadata: ModelMetadata, name: str | None, description: str |
         if key in metadata.training:
             lines.append(f"- {key}: {metadata.training[key]}")
     lines += ["", "## Held-out scores"]
-    lines += [f"- {k}: {v:.5g}" for k, v in scores.items()] or ["- none recorded."]
+    lines += [f"- {k}: {v:.5g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in scores.items()] or ["- none recorded."]
     lines += [
         "",
         "## Intended use",

@@ -4,6 +4,7 @@
     unet-export onnx runs/isbi2012/best.pt -o model.onnx [--precision fp16]
     unet-export quantize model.onnx -o model_int8.onnx --preset isbi2012
     unet-export evaluate model.onnx --preset isbi2012
+    unet-export bioimageio model.onnx -o model.zip   (a BioImage Model Zoo package)
 """
 from __future__ import annotations
 
@@ -253,6 +254,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# -- bioimageio ----------------------------------------------------------------------------------
+def cmd_bioimageio(args) -> int:
+    from .bioimageio import REPRODUCIBILITY_TOLERANCE, export_package
+
+    try:
+        pixel_size = tuple(float(v) for v in args.pixel_size.split(",")) if args.pixel_size else None
+    except ValueError:
+        raise InvalidInputError(f"--pixel-size {args.pixel_size!r}: give numbers separated by commas") from None
+    path = export_package(
+        args.model, args.output, sample=args.sample, name=args.name, description=args.description,
+        authors=tuple(args.authors or ("unet-sdk",)), license=args.license, pixel_size=pixel_size, unit=args.unit,
+        overwrite=args.force,
+    )
+    print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, reproducibility tolerance {REPRODUCIBILITY_TOLERANCE}; "
+          f"check it with `bioimageio test {path}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unet-export", description="Train U-Nets and export them to ONNX.")
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -309,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the held-out samples")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bioimageio", help="a BioImage Model Zoo package (rdf.yaml 0.5, test tensors, cover, docs)")
+    p.add_argument("model", nargs="?", help="an .onnx model or an embedded one (default: the embedded ISBI 2012 model)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the package, a .zip")
+    p.add_argument("--sample", type=Path, help="image the test tensors and the cover are cut from")
+    p.add_argument("--name", help="package name (default: from the training data)")
+    p.add_argument("--description")
+    p.add_argument("--author", action="append", dest="authors", help="an author (repeatable; default: unet-sdk)")
+    p.add_argument("--license", default="MIT", help="SPDX license id (default: MIT)")
+    p.add_argument("--pixel-size", help="pixel size per space axis, e.g. 4,4 (y,x) or 50,4,4 (z,y,x)")
+    p.add_argument("--unit", help="unit of --pixel-size, e.g. nanometer or micrometer")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
+    p.set_defaults(func=cmd_bioimageio)
     return parser
 
 
