@@ -185,12 +185,18 @@ def multiscales_metadata(
     return {"ome": {"version": "0.5", "multiscales": [multiscale]}}
 
 
-def _check_axes_order(axes: str) -> None:
-    """NGFF: 2 or 3 space axes, at most one time axis first, then at most one channel (or custom) axis."""
-    space = [a for a in axes if a in "ZYX"]
+def can_write_axes(axes: str) -> bool:
+    """NGFF axes: 2 or 3 space axes last, before them at most one time axis (first) and at most one
+    channel (or other) axis."""
+    space = "".join(a for a in axes if a in "ZYX")
     rest = [a for a in axes if a not in "ZYX"]
-    order_ok = axes.endswith("".join(space)) and "".join(space) in ("YX", "ZYX")
-    if not order_ok or len(rest) > 2 or (len(rest) == 2 and rest[0] != "T") or ("T" in rest and rest[0] != "T"):
+    if not axes.endswith(space) or space not in ("YX", "ZYX") or len(rest) > 2:
+        return False
+    return "T" not in rest or rest[0] == "T" if len(rest) < 2 else rest[0] == "T" and rest[1] != "T"
+
+
+def _check_axes_order(axes: str) -> None:
+    if not can_write_axes(axes):
         raise InvalidInputError(
             f"axes {axes!r} cannot be written as OME-Zarr: it needs [T][C]ZYX or [T][C]YX "
             "(time first, then one channel or other axis, then 2 or 3 space axes)"

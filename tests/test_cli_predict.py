@@ -126,6 +126,31 @@ def test_demo_writes_labels_and_overlay(tmp_path, model_path, capsys):
     # untinted pixels keep their grey value (the sample spans 0..255), tinted ones are orange-shifted
     np.testing.assert_array_equal(overlay[background][:, 0], overlay[background][:, 2])
     assert (overlay[~background][:, 0].astype(int) - overlay[~background][:, 2]).min() > 0
-    assert main(["demo", "-o", str(out)]) == 2
+    # the main job twice: the demo replaces its own files, and its folder ignores itself in git
+    first = (out / "labels.tif").stat().st_mtime_ns
+    assert main(["demo", "-o", str(out), "--model", str(model_path)]) == 0
+    assert (out / "labels.tif").stat().st_mtime_ns >= first
+    np.testing.assert_array_equal(read_image(out / "labels.tif"), labels)
+    assert (out / ".gitignore").read_text().splitlines()[-1] == "*"
+    # a folder the demo did not make is not written into without --force
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "labels.tif").write_bytes(b"my own file")
+    assert main(["demo", "-o", str(mine), "--model", str(model_path)]) == 2
     assert "--force" in capsys.readouterr().err
-    assert main(["demo", "-o", str(out), "--force"]) == 0
+    assert (mine / "labels.tif").read_bytes() == b"my own file"
+    assert main(["demo", "-o", str(mine), "--model", str(model_path), "--force"]) == 0
+
+
+def test_demo_folder_does_not_dirty_a_git_checkout(tmp_path, model_path):
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    subprocess.run([git, "init", "-q", str(tmp_path)], check=True)
+    assert main(["demo", "-o", str(tmp_path / "unet-sdk-demo"), "--model", str(model_path)]) == 0
+    status = subprocess.run([git, "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""

@@ -1,60 +1,101 @@
-"""``unet-sdk predict INPUT... -o OUT``: labels or probabilities for images, stacks and volumes.
+"""``unet-sdk predict INPUT... -o OUT``: labels, probabilities or objects for images, stacks and volumes.
 
-One input: ``OUT`` is a file whose suffix picks the format (.tif/.tiff, .npy, .zarr), or a directory.
-Several inputs: ``OUT`` is a directory receiving ``<name>_labels.<format>`` (``_proba`` with ``--proba``).
-NPY and zarr outputs are written tile by tile into a memory-mapped / chunked array, so they may exceed
-RAM. Every output is written to a temporary sibling and renamed into place; nothing is overwritten
-without ``--force``.
+INPUT is a file (TIFF, PNG/JPEG, NPY, an array in an NPZ or zarr as PATH.npz:KEY / PATH.zarr/ARRAY,
+an OME-Zarr image), a directory (its image files) or a quoted glob ('data/**/*.tif').
+
+OUT is a file when it ends in .tif/.tiff, .png (2D labels), .npy or .zarr (one input only); any other
+name is a directory that receives STEM_labels.tif (_proba with --proba, _instances with --instances;
+--format picks the type), mirroring the inputs' folders below their deepest common folder, so that
+same-named files from different folders stay apart. Outputs keep the input's axes, pixel size and units
+(ImageJ hyperstack or OME-TIFF, OME-Zarr); label images carry a display range so that Fiji shows them.
+Probability files record their class names and foreground class for `unet-sdk evaluate`; in a TIFF the
+class axis follows ImageJ's order (Z, C, Y, X) and is named in the file.
+
+A file that cannot be read or predicted is reported and the rest goes on; the exit status is then 1
+(2 if nothing was written). NPY and zarr outputs are filled tile by tile, so they may exceed RAM. Every
+output is written to a temporary '.NAME.unet-sdk-partial-*' beside it and renamed into place; one left
+by a killed run is removed by the next run. Nothing is overwritten without --force.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import logging
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._progress import ProgressBar
-from ..errors import InvalidInputError, OutputExistsError
-from ..io import TIFF_SUFFIXES, atomic_output, read_image, write_array
+from .._version import __version__
+from ..calibration import Calibration
+from ..errors import InvalidInputError, OutputExistsError, UnetSdkError
+from ..inference import labels_from_proba
+from ..io import (
+    PARTIAL_MARK,
+    READ_SUFFIXES,
+    atomic_output,
+    create_zarr,
+    image_stem,
+    is_image_path,
+    load_image,
+    split_image_path,
+    write_array,
+)
 from ..models import EMBEDDED_MODELS
-from ..runtime import DEVICES
-from ..segmenter import Segmenter
+from ..segmenter import AXES_2D, AXES_3D, Segmenter
 from ..tiling import MERGE_MODES
+from .options import add_device_argument
+from .overlay import write_overlays
 
-FORMATS = {"tif": ".tif", "npy": ".npy", "zarr": ".zarr"}
-SUFFIX_FORMATS = {".tif": "tif", ".tiff": "tif", ".npy": "npy", ".zarr": "zarr"}
+logger = logging.getLogger(__name__)
+
+FORMATS = {"tif": ".tif", "png": ".png", "npy": ".npy", "zarr": ".zarr"}
+SUFFIX_FORMATS = {".tif": "tif", ".tiff": "tif", ".png": "png", ".npy": "npy", ".zarr": "zarr"}
+# names that look like files of a type predict cannot write: an error, not a directory of that name
+FILE_LIKE_SUFFIXES = tuple(sorted(set(READ_SUFFIXES) - set(SUFFIX_FORMATS))) + (
+    ".gif", ".webp", ".h5", ".hdf5", ".n5", ".nii", ".gz", ".mrc", ".czi", ".lif", ".nd2", ".csv", ".json"
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="segment images (TIFF/PNG/NPY) with a U-Net",
+        help="segment images, stacks and volumes (TIFF/PNG/NPY/NPZ/zarr/OME-Zarr) with a U-Net",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF, PNG or NPY files")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, PATH.npz:KEY, PATH.zarr/ARRAY, OME-Zarr, directories or quoted globs")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or directory")
     parser.add_argument(
         "-m", "--model",
         help=f"an .onnx model or an embedded one ({', '.join(EMBEDDED_MODELS)}; default: the embedded ISBI 2012 model)",
     )
-    parser.add_argument("--proba", action="store_true", help="write class probabilities (float32) instead of labels")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--proba", action="store_true", help="write class probabilities (float32) instead of labels")
+    kind.add_argument("--instances", action="store_true",
+                      help="write objects: connected components of the foreground class (uint32 ids)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write a PNG per image or slice with the foreground class tinted")
     parser.add_argument("--format", choices=sorted(FORMATS), help="output format (default: from OUT, else tif)")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    parser.add_argument("--key", help="the array inside each .npz / zarr input (same as PATH.npz:KEY)")
+    add_device_argument(parser)
     parser.add_argument("--tile", type=_tile, help="tile side(s), e.g. 512 or 256,512 (default: the model's)")
     parser.add_argument("--overlap", type=float, help="tile overlap fraction in [0, 1)")
     parser.add_argument("--blend", choices=MERGE_MODES, help="gaussian/constant blending or none (overlap-tile)")
     parser.add_argument("--batch-size", type=int, help="tiles per network call")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
-    parser.add_argument("--axes", help="input axes when ambiguous: YX, CYX, YXC, NYX, NCYX, ZYX, CZYX")
+    parser.add_argument("--axes", help="input axes when the file does not say: YX, CYX, YXC, NYX, NCYX, ZYX, CZYX")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
-def _tile(text: str) -> tuple[int, ...]:
+def _tile(text: str) -> int | tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -62,30 +103,130 @@ def _tile(text: str) -> tuple[int, ...]:
     return sizes[0] if len(sizes) == 1 else sizes
 
 
-def plan_outputs(inputs: list[str], output: str, fmt: str | None, proba: bool) -> list[Path]:
-    """Where each input's result goes (see the module docstring)."""
+# -- inputs and output names ----------------------------------------------------------------------
+def expand_inputs(specs: list[str], key: str | None = None) -> list[str]:
+    """Files named by ``specs``: files and container arrays as given, the image files of directories
+    (sorted), glob matches (``**`` recurses). Missing paths or empty matches are one error."""
+    sources: list[str] = []
+    problems: list[str] = []
+    for spec in specs:
+        container, _ = split_image_path(spec)
+        if container.exists():
+            if container.is_dir() and not _is_zarr(container):
+                found = [str(p) for p in sorted(container.iterdir()) if _wanted(p)]
+                (sources.extend(found) if found else problems.append(f"{spec}: directory holds no image files"))
+            else:
+                sources.append(spec)
+        elif glob.has_magic(spec):
+            found = sorted(p for p in glob.glob(spec, recursive=True) if _wanted(Path(p)))
+            (sources.extend(found) if found else problems.append(f"{spec}: matches no image files"))
+        else:
+            problems.append(f"{spec}: no such file or directory")
+    if problems:
+        raise InvalidInputError("; ".join(problems))
+    if key is not None:
+        sources = [_with_key(s, key) for s in sources]
+    return list(dict.fromkeys(sources))  # a file named twice is predicted once
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _wanted(path: Path) -> bool:
+    return not path.name.startswith(".") and PARTIAL_MARK not in path.name and is_image_path(path) and (
+        path.is_file() or _is_zarr(path)
+    )
+
+
+def _with_key(source: str, key: str) -> str:
+    container, existing = split_image_path(source)
+    if existing is not None:
+        return source
+    suffix = container.suffix.lower()
+    if suffix == ".npz":
+        return f"{source}:{key}"
+    if suffix == ".zarr":
+        return f"{source}/{key}"
+    raise InvalidInputError(f"--key {key}: {source} is not an .npz or .zarr container")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its results go (``overlay``: the PNG name without suffix, or None);
+    ``make_folder``: create the target's folder (outputs in a directory, not a named file)."""
+
+    source: str
+    target: Path
+    overlay: Path | None
+    make_folder: bool = False
+
+
+def output_kind(*, proba: bool, instances: bool) -> str:
+    return "proba" if proba else "instances" if instances else "labels"
+
+
+def plan_outputs(
+    sources: list[str], output: str, fmt: str | None, *, kind: str = "labels", overlay: bool = False
+) -> list[Job]:
+    """Where each input's results go (see the module docstring)."""
     out = Path(output)
     suffix = out.suffix.lower()
-    if len(inputs) == 1 and suffix in SUFFIX_FORMATS and not (out.is_dir() and suffix != ".zarr"):
+    is_file = suffix in SUFFIX_FORMATS and not (out.is_dir() and suffix != ".zarr")
+    if not is_file and suffix in FILE_LIKE_SUFFIXES:
+        raise InvalidInputError(
+            f"-o {out}: predict cannot write {suffix} files; name a file ending in "
+            f"{', '.join(SUFFIX_FORMATS)} or a directory"
+        )
+    if is_file:
+        if len(sources) != 1:
+            raise InvalidInputError(
+                f"-o {out} names one file but {len(sources)} inputs were given; give a directory for several"
+            )
         if fmt is not None and SUFFIX_FORMATS[suffix] != fmt:
             raise InvalidInputError(f"-o {out} has suffix {suffix} but --format {fmt} was given")
-        return [out]
+        _check_png(SUFFIX_FORMATS[suffix], kind)
+        base = out.with_name(image_stem(out) + "_overlay") if overlay else None
+        return [Job(sources[0], out, base)]
     if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"-o {out}: several inputs need a directory, but {out} is a file")
-    kind = "proba" if proba else "labels"
-    targets = [out / f"{Path(p).stem}_{kind}{FORMATS[fmt or 'tif']}" for p in inputs]
+        raise InvalidInputError(f"-o {out}: a directory is needed here, but {out} is a file")
+    _check_png(fmt or "tif", kind)
+    folders = [split_image_path(s)[0].resolve().parent for s in sources]
+    common = Path(os.path.commonpath(folders))
+    jobs: list[Job] = []
     seen: dict[Path, str] = {}
-    for path, source in zip(targets, inputs):
-        if path in seen:
-            raise InvalidInputError(f"inputs {seen[path]} and {source} would both write {path}; rename one")
-        seen[path] = source
-    return targets
+    for source, folder in zip(sources, folders):
+        where = out / folder.relative_to(common)
+        stem = image_stem(source)
+        target = where / f"{stem}_{kind}{FORMATS[fmt or 'tif']}"
+        if target in seen:
+            raise InvalidInputError(f"inputs {seen[target]} and {source} would both write {target}; rename one")
+        seen[target] = source
+        jobs.append(Job(source, target, where / f"{stem}_overlay" if overlay else None, make_folder=True))
+    return jobs
 
 
+def _check_png(fmt: str, kind: str) -> None:
+    if fmt == "png" and kind == "proba":
+        raise InvalidInputError("PNG cannot hold probabilities; write .tif, .npy or .zarr")
+
+
+def existing_outputs(jobs: list[Job]) -> list[str]:
+    found = [str(j.target) for j in jobs if os.path.lexists(j.target)]
+    for job in jobs:
+        if job.overlay is not None:
+            found += sorted(str(p) for p in job.overlay.parent.glob(glob.escape(job.overlay.name) + "*.png"))
+    return found
+
+
+# -- the command ----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    targets = plan_outputs(args.inputs, args.output, args.format, args.proba)
+    quiet = getattr(args, "quiet", 0) > 0
+    sources = expand_inputs(args.inputs, args.key)
+    kind = output_kind(proba=args.proba, instances=args.instances)
+    jobs = plan_outputs(sources, args.output, args.format, kind=kind, overlay=args.overlay)
     if not args.force:
-        existing = [str(p) for p in targets if p.exists()]
+        existing = existing_outputs(jobs)
         if existing:
             raise OutputExistsError(f"{', '.join(existing)} exist(s); pass --force to overwrite")
     segmenter = Segmenter(
@@ -98,57 +239,162 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         tta=args.tta,
     )
-    if targets[0] != Path(args.output):  # directory mode
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-    show = not args.no_progress
-    with ProgressBar(len(targets), "files", enabled=show and sys.stderr.isatty() and len(targets) > 1) as files:
-        for index, (source, target) in enumerate(zip(args.inputs, targets), start=1):
-            image = read_image(source)
-            with ProgressBar(None, f"[{index}/{len(targets)}] {Path(source).name} tiles", enabled=None if show else False) as bar:
+    show = not args.no_progress and not quiet
+    failures: list[tuple[str, str]] = []
+    with ProgressBar(len(jobs), "files", enabled=show and sys.stderr.isatty() and len(jobs) > 1) as files:
+        for index, job in enumerate(jobs, start=1):
+            label = f"[{index}/{len(jobs)}] {Path(job.source).name} tiles"
+            with ProgressBar(None, label, enabled=None if show else False) as bar:
+
                 def progress(done: int, total: int, bar: ProgressBar = bar) -> None:
                     if bar.total != total:
                         bar.set_total(total)
                     bar.update(done - bar.count)
 
-                write_prediction(segmenter, image, target, proba=args.proba, axes=args.axes,
-                                 overwrite=args.force, progress=progress)
-            print(f"{source} -> {target}")
+                try:
+                    written = predict_file(segmenter, job, kind=kind, axes=args.axes, model=args.model,
+                                           overwrite=args.force, progress=progress)
+                except (UnetSdkError, OSError, MemoryError) as exc:
+                    failures.append((job.source, f"{type(exc).__name__}: {exc}" if not isinstance(
+                        exc, UnetSdkError) else str(exc)))
+                    print(f"unet-sdk predict: error: {job.source}: {failures[-1][1]}", file=sys.stderr)
+                    continue
+            if not quiet:
+                print(f"{job.source} -> {', '.join(str(p) for p in written)}")
             files.update()
+    if failures:
+        print(f"unet-sdk predict: {len(failures)} of {len(jobs)} input(s) failed:", file=sys.stderr)
+        for source, error in failures:
+            print(f"  {source}: {error}", file=sys.stderr)
+        return 2 if len(failures) == len(jobs) else 1
     return 0
 
 
-def write_prediction(
+@dataclass(frozen=True)
+class Layout:
+    """An input arranged for the model: ``array`` with ``axes`` (None: the Segmenter infers them) and the
+    axes letters of the outputs' non-class axes in the file's own terms (None: unknown)."""
+
+    array: np.ndarray
+    axes: str | None
+    output_axes: str | None
+
+
+def model_layout(array: np.ndarray, file_axes: str | None, user_axes: str | None, spatial_dims: int) -> Layout:
+    """Use the file's axes where they decide something the shape cannot: a channel axis (RGB, ImageJ
+    channels). A 2D model takes a Z or T axis as a stack of images (N); a layout the Segmenter does not
+    take but is a permutation of one it does is transposed."""
+    if user_axes is not None:
+        kept = user_axes.replace("C", "").replace("N", "Z")
+        return Layout(array, user_axes, kept if file_axes is None or _same_letters(file_axes, user_axes) else None)
+    if file_axes is None or "C" not in file_axes:
+        return Layout(array, None, file_axes)
+    stack_axes = [a for a in file_axes if a in "TZ"] if spatial_dims == 2 else []
+    if len(stack_axes) > 1:
+        raise InvalidInputError(f"axes {file_axes}: a 2D model takes one stack axis, this file has {stack_axes}")
+    axes = file_axes.replace(stack_axes[0], "N") if stack_axes else file_axes
+    allowed = AXES_2D if spatial_dims == 2 else AXES_3D
+    if axes not in allowed:
+        permuted = [a for a in allowed if sorted(a) == sorted(axes)]
+        if permuted:
+            array = np.transpose(array, [axes.index(a) for a in permuted[0]])
+            file_axes = "".join(stack_axes[0] if a == "N" else a for a in permuted[0])
+            axes = permuted[0]
+    return Layout(array, axes, file_axes.replace("C", ""))
+
+
+def _same_letters(file_axes: str, user_axes: str) -> bool:
+    return file_axes.replace("Z", "N") == user_axes.replace("Z", "N")
+
+
+def predict_file(
     segmenter: Segmenter,
-    image: np.ndarray,
-    target: Path,
+    job: Job,
     *,
-    proba: bool,
+    kind: str,
     axes: str | None,
+    model: str | None,
     overwrite: bool,
     progress=None,
-) -> None:
-    """Predict ``image`` into ``target`` atomically; NPY and zarr are filled in place, tile by tile."""
-    predict = segmenter.predict_proba if proba else segmenter.predict
+) -> list[Path]:
+    """Read ``job.source``, predict, write the target (and overlays); returns the paths written."""
+    loaded = load_image(job.source)
+    if job.make_folder:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+    file_axes = loaded.calibration.axes if loaded.calibration is not None else None
+    layout = model_layout(loaded.array, file_axes, axes, segmenter.metadata.spatial_dims)
+    kept, _ = segmenter.output_spec(layout.array.shape, axes=layout.axes)
+    out_axes = layout.output_axes if layout.output_axes and len(layout.output_axes) == len(kept) else (
+        "YX", "ZYX", "TZYX")[len(kept) - 2]
+    calibration = (loaded.calibration or Calibration.uncalibrated(out_axes)).with_axes(out_axes)
+    meta = segmenter.metadata
+    record = {
+        "kind": {"proba": "probabilities"}.get(kind, kind),
+        "axes": ("C" + out_axes) if kind == "proba" else out_axes,
+        "class_names": list(meta.class_names),
+        "foreground_class": meta.foreground_class,
+        "model": model or "isbi2012",
+        "source": job.source,
+        "unet_sdk_version": __version__,
+    }
+    result = _predict_into(segmenter, layout, job.target, kind=kind, calibration=calibration, record=record,
+                           overwrite=overwrite, progress=progress)
+    written = [job.target]
+    if job.overlay is not None:
+        classes = labels_from_proba(np.asarray(result)) if kind == "proba" else np.asarray(result)
+        mask = classes > 0 if kind == "instances" else classes == meta.foreground_class
+        images = _display_image(layout.array, kept)
+        written += write_overlays(job.overlay, images, mask, stacked=len(kept) == 3, overwrite=overwrite)
+    return written
+
+
+def _predict_into(segmenter, layout: Layout, target: Path, *, kind: str, calibration: Calibration,
+                  record: dict, overwrite: bool, progress):
+    """Predict ``layout.array`` into ``target``; returns the result (an array, memmap or zarr array)."""
     suffix = target.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        write_array(target, predict(image, axes=axes, progress=progress), overwrite=overwrite)
-        return
-    shape, dtype = segmenter.output_spec(np.shape(image), axes=axes, proba=proba)
+    if kind == "proba":
+        calibration = calibration.with_axes("C" + calibration.axes)
+    if kind == "instances" or suffix in (".tif", ".tiff", ".png"):
+        result = _predict_in_memory(segmenter, layout, kind=kind, progress=progress)
+        write_array(target, result, calibration=calibration, record=record,
+                    labels=None if kind == "proba" else "instances" if kind == "instances" else "classes",
+                    overwrite=overwrite)
+        return result
+    predict = segmenter.predict_proba if kind == "proba" else segmenter.predict
+    shape, dtype = segmenter.output_spec(layout.array.shape, axes=layout.axes, proba=kind == "proba")
     with atomic_output(target, overwrite=overwrite) as tmp:
         if suffix == ".npy":
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-            predict(image, axes=axes, out=array, progress=progress)
+            predict(layout.array, axes=layout.axes, out=array, progress=progress)
             array.flush()
-            del array
         else:
-            try:
-                import zarr
-            except ImportError as exc:
-                raise InvalidInputError("zarr output needs the 'zarr' package: pip install 'unet-sdk[zarr]'") from exc
-            store = zarr.open(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=_chunks(shape))
-            predict(image, axes=axes, out=store, progress=progress)
+            array = create_zarr(tmp, shape, dtype, calibration=calibration, record=record,
+                                labels=None if kind == "proba" else "classes")
+            predict(layout.array, axes=layout.axes, out=array, progress=progress)
+    return np.load(target, mmap_mode="r") if suffix == ".npy" else load_image(target).array
 
 
-def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Chunks of <= 512 along the last two axes, 1 along the others (a slice or class at a time)."""
-    return tuple(min(n, 512) if i >= len(shape) - 2 else 1 for i, n in enumerate(shape))
+def _predict_in_memory(segmenter, layout: Layout, *, kind: str, progress) -> np.ndarray:
+    if kind == "proba":
+        return segmenter.predict_proba(layout.array, axes=layout.axes, progress=progress)
+    if kind == "labels":
+        return segmenter.predict(layout.array, axes=layout.axes, progress=progress)
+    if hasattr(segmenter, "predict_instances"):
+        return segmenter.predict_instances(layout.array, axes=layout.axes, progress=progress)
+    from ..metrics import label_components
+
+    labels = segmenter.predict(layout.array, axes=layout.axes, progress=progress)
+    mode = "3d" if segmenter.metadata.spatial_dims == 3 else "2d"
+    return label_components(labels == segmenter.metadata.foreground_class, mode=mode)
+
+
+def _display_image(array: np.ndarray, kept: tuple[int, ...]) -> np.ndarray:
+    """``array`` as grey (..., H, W) or colour (..., H, W, 3|4) slices matching the labels' shape ``kept``."""
+    if array.shape == kept:
+        return array
+    candidates = [i for i in range(array.ndim) if array.shape[:i] + array.shape[i + 1:] == kept]
+    if not candidates:
+        raise InvalidInputError(f"cannot draw an overlay of an image {array.shape} on labels {kept}")
+    channel = candidates[-1] if array.shape[candidates[-1]] in (3, 4) else candidates[0]
+    moved = np.moveaxis(array, channel, -1)
+    return moved if moved.shape[-1] in (3, 4) else moved.mean(axis=-1)
