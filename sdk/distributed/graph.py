@@ -1,0 +1,339 @@
+"""``predict_dask``: a lazy Dask array of labels or probabilities, equal to ``Segmenter.predict`` of the
+whole array.
+
+The graph has three kinds of tasks: the model (one key: an embedded name or the file's bytes, sent to a
+worker once), the normalisation statistics of each image (one task per image of a stack; the whole
+image's, computed by :meth:`~sdk.model_metadata.Normalization.statistics` itself in bounded memory, so
+they are the single-machine statistics bit for bit), and one task per block of the tile plan
+(:mod:`sdk.distributed.blocks`) that reads its input window, halo included, and predicts it.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import sizing
+from ..errors import InvalidInputError, RuntimeUnavailableError
+from ..inference import OUTPUTS, label_dtype
+from ..model_metadata import Normalization
+from ..models import resolve_model
+from ..runtime import Runtime
+from ..segmenter import Segmenter, _resolve_axes
+from ..tiling import TilePlan, plan_tiles, validate_choice
+from .blocks import BlockPlan, WindowView, check_finite, plan_blocks, predict_block, tiles_per_block
+from .sources import StackView, readable_source
+from .workers import ModelSpec, Settings, plan_workers, worker_segmenter
+
+BLOCKS_PER_THREAD = 8  # at least this many blocks per task thread where the image allows (load balance)
+WORKER_BUDGET_FRACTION = 0.5  # of a Dask worker's memory limit, for one block per task thread
+
+
+def import_dask() -> Any:
+    try:
+        import dask.array
+    except ImportError as exc:
+        raise RuntimeUnavailableError("distributed prediction needs Dask: pip install 'unet-sdk[dask]'") from exc
+    return dask
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the user's array maps to images (C, *spatial) and where each image's output goes."""
+
+    shape: tuple[int, ...]
+    axes: str
+    images: int  # images in the stack (1 without an N axis)
+    spatial: tuple[int, ...]
+    output: str
+    classes: int
+
+    def out_index(self, n: int) -> tuple[int, ...]:
+        """Leading block indices of image ``n``'s output blocks."""
+        return ((0,) if self.output == "proba" else ()) + ((n,) if "N" in self.axes else ())
+
+    def out_lead_chunks(self) -> tuple[tuple[int, ...], ...]:
+        lead = ((self.classes,),) if self.output == "proba" else ()
+        return lead + (((1,) * self.images,) if "N" in self.axes else ())
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every block task needs, sent once per worker as one graph key."""
+
+    spec: ModelSpec
+    settings: Settings
+    layout: Layout
+    blocks: BlockPlan
+    normalization: Normalization
+    activation: str
+    source: Any  # the array read in place, or None when the input travels as Dask chunks
+
+
+def resolve_settings(
+    model: Any, *, device: str, tile: Any, overlap: float | None, blend: str | None, batch_size: int | None,
+    tta: bool, budget: int | None,
+) -> tuple[ModelSpec, Segmenter]:
+    """The model spec and a client-side Segmenter holding the settings every worker uses (the tile from the
+    per-worker ``budget`` when none is given)."""
+    spec = ModelSpec.of(model)
+    kind = device.partition(":")[0]
+    if tile is None:
+        # the client only plans, on its CPU (the workers may be the ones with GPUs): the tile that fits a
+        # worker's budget on a CPU worker, the model's own on a GPU worker
+        probe = Runtime(resolve_model(spec.model), device="cpu", threads=1)
+        tile = sizing.default_tile(probe, budget=budget, batch_size=batch_size or 1, key=spec.digest) if kind != "cuda" else (
+            tuple(probe.metadata.tile_size) or sizing.default_tile(probe, budget=budget, key=spec.digest)
+        )
+    segmenter = Segmenter(
+        spec.model, device="cpu", tile=tile, overlap=overlap, blend=blend,
+        batch_size=batch_size or (8 if kind == "cuda" else 1), threads=1, tta=tta,
+    )
+    return spec, segmenter
+
+
+def worker_budget(client: Any) -> int | None:
+    """A block's share of the smallest worker: :data:`WORKER_BUDGET_FRACTION` of its memory limit per task thread."""
+    if client is None:
+        return None
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    except TypeError:
+        workers = client.scheduler_info()["workers"].values()
+    shares = [w["memory_limit"] / max(1, w["nthreads"]) for w in workers if w.get("memory_limit")]
+    return int(WORKER_BUDGET_FRACTION * min(shares)) if shares else None
+
+
+def _default_client() -> Any:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def normalise_chunks(chunks: Any, shape: tuple[int, ...], lead: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks for an output of ``shape`` from ``chunks``: a size per axis, or per spatial axis (the
+    leading axes then take ``lead``), or explicit sizes per axis that add up to its length."""
+    chunks = (int(chunks),) * (len(shape) - len(lead)) if isinstance(chunks, (int, np.integer)) else tuple(chunks)
+    if len(chunks) == len(shape) - len(lead):
+        chunks = tuple(lead) + chunks
+    if len(chunks) != len(shape):
+        raise InvalidInputError(f"chunks {chunks} do not match the output's {len(shape)} axes (shape {shape})")
+    result = []
+    for axis, (c, n) in enumerate(zip(chunks, shape)):
+        if isinstance(c, (int, np.integer)):
+            if c < 1:
+                raise InvalidInputError(f"chunks {chunks}: sizes must be positive")
+            c = min(int(c), n)
+            result.append((c,) * (n // c) + ((n % c,) if n % c else ()))
+        else:
+            sizes = tuple(int(s) for s in c)
+            if sum(sizes) != n or any(s < 1 for s in sizes):
+                raise InvalidInputError(f"chunks {sizes} along axis {axis} do not tile its {n} pixels")
+            result.append(sizes)
+    return tuple(result)
+
+
+def predict_dask(
+    model: Any,
+    array: Any,
+    *,
+    output: str = "labels",
+    axes: str | None = None,
+    chunks: Any = None,
+    device: str = "auto",
+    tile: int | Sequence[int] | None = None,
+    overlap: float | None = None,
+    blend: str | None = None,
+    batch_size: int | None = None,
+    tta: bool = False,
+    threads: int | None = None,
+    memory_budget: int | str | None = None,
+    client: Any = None,
+) -> Any:
+    """Labels (``output="labels"``) or probabilities (``"proba"``) of ``array`` as a lazy Dask array,
+    equal to ``Segmenter(model, ...).predict(array)`` (or ``predict_proba``) with the same settings.
+
+    Parameters
+    ----------
+    model : path, bytes, embedded name or None
+        As for :class:`~sdk.segmenter.Segmenter`; embedded models travel by name, others as bytes, once
+        per worker.
+    array : dask array, zarr array, memmap, numpy array or any array with numpy slicing
+        Laid out as ``axes`` (inferred as by ``Segmenter.predict``). Zarr arrays and memmaps are read
+        by the workers in place, window by window.
+    chunks : None, int or tuple
+        Chunks of the returned array (e.g. the zarr chunks it will be stored in). ``None``: the blocks
+        it is computed in (tile-aligned, irregular).
+    tile, overlap, blend, batch_size, tta
+        As for Segmenter. ``tile=None``: the largest tile fitting ``memory_budget`` on a CPU worker.
+    threads : int, optional
+        ONNX Runtime threads per task thread; default: each host's cores shared by its task threads.
+    memory_budget : bytes or str, optional
+        Memory for one block on one task thread (default: half a worker's memory limit per thread, or
+        :func:`sdk.sizing.memory_budget`); sizes the tile and the blocks.
+    client : distributed.Client, optional
+        Used to read the workers' cores, memory and GPUs (default: the current client, if any); the array
+        is computed wherever the caller computes it.
+
+    Bit-identical to the single-machine prediction on the CPU with ``batch_size=1`` (the default there):
+    the blocks run the single-machine tile plan's own tiles on the whole image's statistics.
+    """
+    dask = import_dask()
+    from dask.highlevelgraph import HighLevelGraph
+
+    validate_choice("output", output, OUTPUTS)
+    client = client if client is not None else _default_client()
+    budget = sizing.parse_bytes(memory_budget) if memory_budget is not None else worker_budget(client)
+    spec, segmenter = resolve_settings(
+        model, device=device, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, tta=tta, budget=budget
+    )
+    meta = segmenter.metadata
+    shape = tuple(int(n) for n in array.shape)
+    axes = _resolve_axes(shape, meta, axes)
+    if np.dtype(array.dtype).kind not in "biuf":
+        raise InvalidInputError(f"unsupported image dtype {array.dtype}: give real numbers (bool, integer or float)")
+    spatial = tuple(shape[axes.index(a)] for a in ("ZYX" if "Z" in axes else "YX"))
+    images = shape[axes.index("N")] if "N" in axes else 1
+    layout = Layout(shape, axes, images, spatial, output, meta.num_classes)
+    plan = plan_tiles(spatial, meta, tile=segmenter.tile, overlap=segmenter.overlap, merge=segmenter.blend)
+    thread_plan, device_plan = plan_workers(client, device, threads) if client is not None else ({}, {})
+    task_threads = sum(client.nthreads().values()) if client is not None else 1
+    blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
+    settings = Settings(device, segmenter.tile, segmenter.overlap, segmenter.blend, segmenter.batch_size,
+                        segmenter.tta, thread_plan, device_plan)
+
+    is_dask = hasattr(array, "__dask_graph__")
+    if not is_dask and isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
+        # in memory on the client: it travels as chunks, each to the workers that need it
+        array = dask.array.from_array(array, chunks="auto")
+        is_dask = True
+    token = uuid.uuid4().hex
+    name = f"unet-sdk-{output}-{token}"
+    context_key = (f"unet-sdk-context-{token}",)
+    context = Context(spec, settings, layout, blocks, meta.normalization, meta.output_activation,
+                      None if is_dask else readable_source(array))
+    layer: dict = {context_key: context}
+    for n in range(images):
+        stats_key = (f"unet-sdk-statistics-{token}", n)
+        nested, origin = _chunk_parts(array, axes, n, None) if is_dask else (None, None)
+        layer[stats_key] = (_statistics_task, context_key, n, nested, origin)
+        for block in blocks:
+            window = blocks.input_window(block)
+            nested, origin = _chunk_parts(array, axes, n, window) if is_dask else (None, None)
+            layer[(name,) + layout.out_index(n) + block.index] = (
+                _block_task, context_key, n, block.index, stats_key, nested, origin
+            )
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[array] if is_dask else [])
+    dtype = np.dtype(np.float32) if output == "proba" else label_dtype(meta.num_classes)
+    result = dask.array.Array(graph, name, chunks=layout.out_lead_chunks() + blocks.chunks, dtype=dtype,
+                              meta=np.empty((0,) * (len(layout.out_lead_chunks()) + len(spatial)), dtype))
+    if chunks is not None:
+        lead = tuple(c[0] for c in layout.out_lead_chunks())  # the class axis whole, one image at a time
+        result = result.rechunk(normalise_chunks(chunks, result.shape, lead))
+    return result
+
+
+def _block_grouping(plan: TilePlan, layout: Layout, budget: int | None, task_threads: int, dtype: np.dtype) -> tuple[int, ...]:
+    """Tiles per block: as many as the budget holds, but at least :data:`BLOCKS_PER_THREAD` blocks per
+    task thread where the image has that many tiles."""
+    channels = layout.shape[layout.axes.index("C")] if "C" in layout.axes else 1
+    # a block holds its input window, float32 probabilities (+ blend weights) and its output
+    per_pixel = channels * dtype.itemsize + 4 * (layout.classes + 1) + (4 * layout.classes if layout.output == "proba" else 2)
+    tile_pixels = math.prod(plan.input_shape)
+    room = (budget or sizing.memory_budget()) - sizing.FALLBACK_BYTES_PER_PIXEL * tile_pixels
+    by_memory = tiles_per_block(plan, max(1, int(room // per_pixel)))
+    tiles_each_axis = [len(a.starts) for a in plan.axes]
+    wanted = max(1, math.ceil(BLOCKS_PER_THREAD * task_threads / layout.images))
+    group = list(by_memory)
+    while group != [1] * len(group) and math.prod(math.ceil(t / g) for t, g in zip(tiles_each_axis, group)) < wanted:
+        group = [max(1, g - 1) for g in group]
+    return tuple(group)
+
+
+def _chunk_parts(array: Any, axes: str, n: int, window: tuple[slice, ...] | None) -> tuple[list, tuple[int, ...]]:
+    """The keys of ``array``'s chunks covering image ``n`` (within ``window``, spatial, if given), as a
+    nested list for :func:`dask.array.core.concatenate3`, and where in the array they start."""
+    spatial = "ZYX" if "Z" in axes else "YX"
+    wanted = dict(zip(spatial, window)) if window is not None else {}
+    index_lists, origin = [], []
+    for a, sizes in zip(axes, array.chunks):
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        lo, hi = (n, n + 1) if a == "N" else ((wanted[a].start, wanted[a].stop) if a in wanted else (0, int(bounds[-1])))
+        first = int(np.searchsorted(bounds, lo, side="right")) - 1
+        last = int(np.searchsorted(bounds, hi, side="left"))
+        index_lists.append(range(first, last))
+        origin.append(int(bounds[first]))
+
+    def nest(prefix: tuple[int, ...], depth: int) -> Any:
+        if depth == len(index_lists):
+            return (array.name,) + prefix
+        return [nest(prefix + (i,), depth + 1) for i in index_lists[depth]]
+
+    return nest((), 0), tuple(origin)
+
+
+def _assembled(nested: list, origin: tuple[int, ...], axes: str, n: int, window: tuple[slice, ...] | None) -> StackView:
+    """Image ``n`` (or its ``window``) from the chunks a task received (``nested``, starting at
+    ``origin`` of the array), as a (C, *spatial) view."""
+    from dask.array.core import concatenate3
+
+    data = concatenate3(nested)
+    spatial = "ZYX" if "Z" in axes else "YX"
+    wanted = dict(zip(spatial, window)) if window is not None else {}
+    key = tuple(
+        slice(n - o, n - o + 1) if a == "N" else (slice(wanted[a].start - o, wanted[a].stop - o) if a in wanted else slice(None))
+        for a, o in zip(axes, origin)
+    )
+    return StackView(data[key], axes, 0)
+
+
+def _where(layout: Layout, n: int, window: Sequence[slice]) -> str:
+    image = f"image {n} " if "N" in layout.axes else ""
+    return image + "pixels " + ", ".join(f"{w.start}:{w.stop}" for w in window) + f" ({'ZYX'[-len(window):]})"
+
+
+def _statistics_task(context: Context, n: int, nested: Any, origin: Any) -> tuple[np.ndarray, np.ndarray]:
+    view = _assembled(nested, origin, context.layout.axes, n, None) if nested is not None else StackView(
+        context.source, context.layout.axes, n
+    )
+    try:
+        return context.normalization.statistics(view)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{_where(context.layout, n, [slice(0, s) for s in context.layout.spatial])}: {exc}") from exc
+
+
+def _block_task(
+    context: Context, n: int, index: tuple[int, ...], statistics: Any, nested: Any, origin: Any
+) -> np.ndarray:
+    layout, blocks = context.layout, context.blocks
+    block = blocks.block(index)
+    window = blocks.input_window(block)
+    if nested is not None:
+        data = _assembled(nested, origin, layout.axes, n, window)[:]
+    else:
+        data = StackView(context.source, layout.axes, n)[(slice(None),) + window]
+    check_finite(data, _where(layout, n, window))
+    segmenter = worker_segmenter(context.spec, context.settings)
+    result = predict_block(
+        WindowView(data, [w.start for w in window], layout.spatial),
+        blocks.tiles,
+        block,
+        segmenter._runtime.run,
+        channels=layout.classes,
+        normalization=context.normalization,
+        statistics=statistics,
+        activation=context.activation,
+        output=layout.output,
+        batch_size=segmenter.batch_size,
+        tta=segmenter.tta,
+    )
+    lead = (1,) if "N" in layout.axes else ()
+    if layout.output == "proba":
+        return result.reshape((result.shape[0],) + lead + result.shape[1:])
+    return result.reshape(lead + result.shape)
