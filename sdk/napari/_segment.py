@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -31,7 +30,7 @@ from ..io import atomic_output
 from ..models import EMBEDDED_MODELS
 from ..runtime import DEVICES
 from ..segmenter import Segmenter
-from ._layer_select import LayerSelector
+from ._widgets import LayerSelector, layer_data, row
 from .prediction import OUTPUTS, PredictionCancelled, output_arrays, predict_outputs
 
 logger = logging.getLogger(__name__)
@@ -137,13 +136,13 @@ class SegmentWidget(QWidget):
 
         form = QFormLayout(self)
         form.addRow("image", self.image)
-        form.addRow("model", _row(self.model, browse_model))
+        form.addRow("model", row(self.model, browse_model))
         form.addRow("device", self.device)
         form.addRow("tile", self.tile)
         form.addRow("", self.tta)
-        form.addRow("outputs", _row(*self.outputs.values()))
-        form.addRow("zarr output", _row(self.zarr_path, browse_zarr))
-        form.addRow(_row(self.run_button, self.cancel_button))
+        form.addRow("outputs", row(*self.outputs.values()))
+        form.addRow("zarr output", row(self.zarr_path, browse_zarr))
+        form.addRow(row(self.run_button, self.cancel_button))
         form.addRow(self.status)
 
         self.image.changed.connect(self.check_inputs)
@@ -194,7 +193,7 @@ class SegmentWidget(QWidget):
         outputs = self.chosen_outputs()
         if not outputs:
             return "choose at least one output"
-        data = _layer_array(layer)
+        data = layer_data(layer)
         if np.dtype(data.dtype).kind not in "biuf":
             return f"layer {layer.name!r} has dtype {data.dtype}; the model needs real numbers"
         try:
@@ -242,7 +241,7 @@ class SegmentWidget(QWidget):
             tile=self.tile.value() or None,
             tta=self.tta.isChecked(),
         )
-        self._job = _Job(self, layer.name, settings, _layer_array(layer), self.chosen_outputs(), self._zarr_target())
+        self._job = _Job(self, layer.name, settings, layer_data(layer), self.chosen_outputs(), self._zarr_target())
         self._pbar = progress(total=0, desc=f"segment {layer.name}")
         self.last_tiles = (0, 0)
         worker = create_worker(self._job, _ignore_errors=True)
@@ -312,20 +311,6 @@ class SegmentWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "zarr output folder", "", "zarr (*.zarr)")
         if path:
             self.zarr_path.setText(path if path.endswith(".zarr") else path + ".zarr")
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget)
-    return row
-
-
-def _layer_array(layer) -> Any:
-    """The full-resolution data of an image layer (level 0 of a multiscale pyramid)."""
-    return layer.data[0] if layer.multiscale else layer.data
 
 
 def _lazy(array: Any) -> Any:

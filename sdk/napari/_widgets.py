@@ -1,10 +1,10 @@
-"""A combo box of the viewer's layers of some types, kept in step with the layer list."""
+"""Qt pieces shared by the widgets: a layer chooser kept in step with the layer list, a row of widgets."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QWidget
 
 
 class LayerSelector(QComboBox):
@@ -67,3 +67,18 @@ class LayerSelector(QComboBox):
 
     def _emit(self, _event=None) -> None:
         self.changed.emit()
+
+
+def layer_data(layer) -> Any:
+    """The full-resolution data of a layer (level 0 of a multiscale pyramid)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def row(*widgets: QWidget) -> QWidget:
+    """``widgets`` side by side, without margins."""
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box
