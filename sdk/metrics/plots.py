@@ -83,7 +83,8 @@ def plot_threshold_curves(report: Report, path: str | os.PathLike, *, overwrite:
             ax.axvline(best[score], color="C3", linestyle="--", linewidth=1,
                        label=f"best {best[score]:.1f}: {report.pooled[f'{score}_error']:.4g}")
         ax.set_title(title.replace("_", " "))
-        ax.set_xlabel("threshold")
+        # Fiji's warping sweep runs 0.0..0.9, the Rand and pixel sweeps 0.0..1.0
+        ax.set_xlabel("threshold (Fiji sweeps warping to 0.9 only)" if score == "warping" else "threshold")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("error")
@@ -147,7 +148,9 @@ def plot_error_overlay(
         for code, (label, colour) in ERROR_STYLES.items()
     ]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle(f"{title}: {int(result.mismatches)} px mismatched after warping at threshold {threshold:.2f}, "
+    # every number in the title is taken at the one threshold drawn
+    fig.suptitle(f"{title}: warping error {result.error:.4g} at threshold {threshold:.2f}: "
+                 f"{int(result.mismatches)} px mismatched after warping, "
                  f"{int(result.splits) + int(result.mergers)} of them splits/mergers".lstrip(": "))
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return _save(fig, path, overwrite)
@@ -202,7 +205,7 @@ def write_plots(
         written.append(
             plot_error_overlay(
                 t, p, directory / f"overlay_{rank:02d}_{safe}.png", threshold=threshold, radius=radius,
-                title=f"{result.name} ({key} {result.scores[key]:.4g})", overwrite=overwrite,
+                title=result.name, overwrite=overwrite,
             )
         )
     return written
