@@ -55,20 +55,21 @@ class ErrorClusters:
         return {t: int(np.count_nonzero(self.types == t)) for t in ERROR_STYLES}
 
 
-def _markers(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per component of ``labels`` (1..n): the index of its pixel nearest its centroid, and its size."""
+def object_markers(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per object of a label image (every nonzero value): ``(labels, positions, sizes)``, sorted by label;
+    ``positions`` (n, ndim) is the object's pixel nearest its centroid."""
+    labels = np.asarray(labels)
     flat = np.flatnonzero(labels)
     if flat.size == 0:
-        return np.empty((0, labels.ndim), dtype=np.intp), np.empty(0, dtype=np.int64)
-    ids = labels.ravel()[flat].astype(np.intp)
-    _, ids = np.unique(ids, return_inverse=True)  # dense 0..k-1 (label_components' ids may skip in stacks)
+        return labels.ravel()[:0], np.empty((0, labels.ndim), dtype=np.intp), np.empty(0, dtype=np.int64)
+    values, ids = np.unique(labels.ravel()[flat], return_inverse=True)  # dense ids 0..n-1
     coords = np.stack(np.unravel_index(flat, labels.shape), axis=1)
     sizes = np.bincount(ids)
     centroids = np.stack([np.bincount(ids, weights=c) for c in coords.T], axis=1) / sizes[:, None]
     distance = ((coords - centroids[ids]) ** 2).sum(axis=1)
     order = np.lexsort((distance, ids))
     first = order[np.r_[0, np.flatnonzero(np.diff(ids[order])) + 1]]
-    return coords[first], sizes
+    return values, coords[first], sizes
 
 
 def error_clusters(result: WarpingResult) -> ErrorClusters:
@@ -82,7 +83,7 @@ def error_clusters(result: WarpingResult) -> ErrorClusters:
         if not mask.any():
             continue
         labels = label_components(mask, mode=result.mode, connectivity="full" if full else "face")
-        where, size = _markers(labels)
+        _, where, size = object_markers(labels)
         positions.append(where)
         sizes.append(size)
         types.append(np.full(size.size, int(error_type), dtype=np.uint8))
