@@ -29,6 +29,7 @@ import torch
 from sdk import __version__ as sdk_version
 from sdk.errors import OutputExistsError
 from sdk.io import atomic_output
+from sdk.model_file import graph_sha256, read_model_file
 from sdk.model_metadata import ModelMetadata, Normalization
 
 from .unet import UNet
@@ -137,10 +138,57 @@ def _name_output_axes(proto: onnx.ModelProto, spatial_dims: int) -> None:
             dim.dim_param = name
 
 
+def weights_digest(proto: onnx.ModelProto, *, folder: Path | None = None) -> str:
+    """SHA-256 of ``proto``'s graph and external weights, as the runtime computes it on load
+    (:func:`sdk.model_file.graph_sha256`); ``folder`` holds the external weights, if any."""
+    data = proto.SerializeToString()
+    return graph_sha256(data, read_model_file(data), folder=folder)
+
+
+def _stamp_digest(proto: onnx.ModelProto, folder: Path | None = None) -> str:
+    """Write the digest of ``proto``'s weights into its metadata (the graph it covers stays as it is)."""
+    digest = weights_digest(proto, folder=folder)
+    _set_metadata(proto, dataclasses.replace(_metadata_of(proto), weights_sha256=digest))
+    return digest
+
+
+def _metadata_of(proto: onnx.ModelProto) -> ModelMetadata:
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+
+
 def _save_model(proto: onnx.ModelProto, path: Path, overwrite: bool) -> None:
+    """Check, stamp the weights' digest, write atomically, and confirm the file verifies as written."""
     onnx.checker.check_model(proto, full_check=True)
+    digest = _stamp_digest(proto)
     with atomic_output(path, overwrite=overwrite) as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        _confirm_digest(tmp, digest)
+
+
+def _confirm_digest(path: Path, digest: str, folder: Path | None = None) -> None:
+    data = Path(path).read_bytes()
+    if graph_sha256(data, read_model_file(data, str(path)), folder=folder) != digest:
+        raise RuntimeError(f"{path}: the written graph does not reproduce its digest (protobuf serialisation changed)")
+
+
+def stamp_model(path: str | os.PathLike, **changes) -> ModelMetadata:
+    """Rewrite the unet-sdk metadata of the model at ``path`` in place, weights untouched: the digest of
+    its weights (``weights_sha256``) and any metadata fields given as ``changes`` (e.g. ``training=``).
+
+    Use it on models exported before digests existed, or to record measurements made after export.
+    A model with external weights keeps them where they are (the digest covers them). Returns the
+    metadata written.
+    """
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    folder = path.parent
+    _set_metadata(proto, dataclasses.replace(_metadata_of(proto), **changes))
+    digest = _stamp_digest(proto, folder)
+    with atomic_output(path, overwrite=True) as tmp:
+        onnx.save_model(proto, str(tmp))
+        _confirm_digest(tmp, digest, folder)
+    logger.info("stamped %s: weights sha256 %s", path, digest)
+    return _metadata_of(proto)
 
 
 def parity_sizes(model: UNet, count: int = 3) -> list[tuple[int, ...]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -35,6 +36,16 @@ __all__ = [
     "RuntimeUnavailableError",
     "OutputExistsError",
 ]
+
+
+def __dir__() -> list[str]:
+    # the public names (with the lazily loaded ones) and the submodules loaded so far, not the imports
+    # this module uses itself (importlib, logging, TYPE_CHECKING)
+    loaded = {
+        name for name, value in globals().items()
+        if isinstance(value, ModuleType) and value.__name__.startswith(__name__ + ".") and not name.startswith("_")
+    }
+    return sorted(set(__all__) | loaded)
 
 
 def __getattr__(name: str):

@@ -139,6 +139,12 @@ def sliding_window_predict(
                 f"{(len(batch), channels) + plan.output_shape} (class_names or output_margin disagree "
                 "with the graph)"
             )
+        if not np.isfinite(result).all():
+            raise ModelError(
+                f"the network returned NaN or infinite values for a finite input tile (values "
+                f"{float(batch.min()):.3g}..{float(batch.max()):.3g}): its weights are corrupt or overflow "
+                "on this input"
+            )
         return result
 
     def prepared(t: Tile) -> np.ndarray:

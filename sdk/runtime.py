@@ -17,13 +17,16 @@ import numpy as np
 
 from .bioimageio import ZooModel
 from .errors import InvalidInputError, ModelError, RuntimeUnavailableError
+from .model_file import check_external, graph_sha256, read_model_file
 from .model_metadata import ModelMetadata
 from .models import EMBEDDED_MODELS
-from .tiling import validate_choice
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N", the N-th GPU (ORT's CUDA device_id)
+MAX_THREADS_PER_CORE = 2  # more ORT threads than this per core only make them wait for each other
+_MAX_THREADS = 2**31 - 1  # ORT takes an int
+_MAX_DEVICE_ID = 1023
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 _ORT_QUIET = 3  # ORT log severity: 3 = errors only (ours are raised as exceptions instead)
 _ORT_SILENT = 4  # fatal only, while probing CUDA (a failed probe is an answer, not an error)
@@ -56,11 +59,49 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def parse_device(device: str) -> tuple[str, int]:
+    """``(kind, gpu index)`` of a device name: ``"auto"``, ``"cpu"``, ``"cuda"`` (GPU 0) or ``"cuda:N"``;
+    :class:`InvalidInputError` naming the accepted forms otherwise."""
+    if isinstance(device, str):
+        kind, _, index = device.partition(":")
+        if kind in DEVICES and not index and device == kind:
+            return kind, 0
+        if kind == "cuda" and index.isascii() and index.isdigit() and int(index) <= _MAX_DEVICE_ID:
+            return "cuda", int(index)
+    raise InvalidInputError(
+        f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N' (N = GPU index, 0..{_MAX_DEVICE_ID})"
+    )
+
+
+def intra_op_threads(threads: int | None) -> int:
+    """ORT intra-op threads for a ``threads`` request: all usable cores by default; a request beyond
+    :data:`MAX_THREADS_PER_CORE` times the cores is capped there (and logged), since ORT starts every
+    thread asked for and oversubscribed spinning threads slow a run down by orders of magnitude."""
+    cores = default_threads()
+    if threads is None:
+        return cores
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, (bool, np.bool_)) or not 1 <= threads <= _MAX_THREADS:
+        raise InvalidInputError(
+            f"threads={threads!r} must be a positive integer (or None for all {cores} cores); "
+            f"at most {MAX_THREADS_PER_CORE * cores} are used on this machine"
+        )
+    cap = MAX_THREADS_PER_CORE * cores
+    if threads > cap:
+        logger.warning("threads=%d capped at %d (%d x the %d usable cores)", threads, cap, MAX_THREADS_PER_CORE, cores)
+        return cap
+    return int(threads)
+
+
 def _model_bytes(model: str | os.PathLike | bytes | ZooModel) -> tuple[bytes, str]:
     if isinstance(model, ZooModel):  # a BioImage Model Zoo package, read by sdk.bioimageio
         return model.onnx, model.source
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "<bytes>"
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(
+            f"model={model!r}: pass a path to an .onnx file, its bytes, or the name of an embedded model "
+            f"({', '.join(EMBEDDED_MODELS)})"
+        )
     path = Path(model)
     if not path.is_file():
         raise ModelError(
@@ -89,9 +130,9 @@ def _session_options(ort: Any, threads: int, severity: int) -> Any:
     return options
 
 
-def _cuda_provider_options() -> dict[str, str]:
+def _cuda_provider_options(device_id: int) -> dict[str, str]:
     # every tile of an image has one shape, so an exhaustive cuDNN search pays off after the first tile
-    return {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+    return {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
 
 
 class Runtime:
@@ -100,45 +141,54 @@ class Runtime:
     def __init__(
         self, model: str | os.PathLike | bytes, *, device: str = "auto", threads: int | None = None
     ) -> None:
-        validate_choice("device", device, DEVICES)
-        if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
-            raise InvalidInputError(f"threads={threads!r} must be a positive integer (or None for all cores)")
+        kind, self.device_id = parse_device(device)
+        self.threads = intra_op_threads(threads)
         ort = import_onnxruntime()
         data, self.source = _model_bytes(model)
-        self.threads = int(threads) if threads is not None else default_threads()
+        # everything the file says is checked before ONNX Runtime sees it: the metadata (hostile values
+        # must not reach the session or the first run) and the digest of the weights
+        record = read_model_file(data, self.source)
+        try:
+            # a zoo package's metadata comes from its rdf (sdk.bioimageio), a model file's from its props
+            self.metadata = model.metadata if isinstance(model, ZooModel) else ModelMetadata.from_props(record.props)
+        except ModelError as exc:
+            raise ModelError(f"{self.source}: {exc}") from None
+        folder = None if self.source == "<bytes>" else Path(self.source).parent
+        check_external(record, folder, self.source)
+        self.weights_verified = bool(self.metadata.weights_sha256)
+        if self.weights_verified and graph_sha256(data, record, folder=folder, source=self.source) != self.metadata.weights_sha256:
+            raise ModelError(f"{self.source}: the model's weights do not match their digest: the file is corrupt")
+        # weights stored beside the model are found by ONNX Runtime from the model's path (it refuses
+        # locations outside the model's folder itself, as read_model_file's digest check does)
+        source = self.source if record.external else data
         listed = ort.get_available_providers()
         session = None
-        if device in ("auto", "cuda") and CUDA in listed:
+        if kind in ("auto", "cuda") and CUDA in listed:
             # a provider that fails to load reports through ORT's process-wide logger, not the session's
             ort.set_default_logger_severity(_ORT_SILENT)
             try:
-                session = self._open(ort, data, [(CUDA, _cuda_provider_options()), CPU], _ORT_SILENT)
+                session = self._open(ort, source, [(CUDA, _cuda_provider_options(self.device_id)), CPU], _ORT_SILENT)
             finally:
                 ort.set_default_logger_severity(_ORT_DEFAULT)
             if CUDA not in session.get_providers():
                 logger.info("CUDA provider is listed but did not load (CUDA/cuDNN libraries missing?)")
-                if device == "cuda":
+                if kind == "cuda":
                     session = None  # the session ORT fell back to is a CPU one: keep it only for "auto"
         if session is None:
-            if device == "cuda":
+            if kind == "cuda":
                 reason = (
                     "it is listed but failed to load (CUDA or cuDNN libraries missing or mismatched)"
                     if CUDA in listed
                     else "this ONNX Runtime has no CUDA provider (plain onnxruntime is CPU-only)"
                 )
                 raise RuntimeUnavailableError(
-                    f"device='cuda' requested but CUDA is not usable: {reason}. Install 'unet-sdk[gpu]' "
+                    f"device={device!r} requested but CUDA is not usable: {reason}. Install 'unet-sdk[gpu]' "
                     "(onnxruntime-gpu, not together with onnxruntime) on a machine with an NVIDIA GPU, "
                     "CUDA and cuDNN 9, or use device='cpu' / 'auto'."
                 )
-            session = self._open(ort, data, [CPU], _ORT_QUIET)
+            session = self._open(ort, source, [CPU], _ORT_QUIET)
         self.session = session
         self.device = "cuda" if CUDA in session.get_providers() else "cpu"
-        # a zoo package's metadata comes from its rdf (sdk.bioimageio), a model file's from its props
-        self.metadata = (
-            model.metadata if isinstance(model, ZooModel)
-            else ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
-        )
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(
@@ -156,7 +206,7 @@ class Runtime:
         # a run with these options hands the arena's unused memory back to the system when it ends
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry(
-            "memory.enable_memory_arena_shrinkage", "gpu:0" if self.device == "cuda" else "cpu:0"
+            "memory.enable_memory_arena_shrinkage", f"gpu:{self.device_id}" if self.device == "cuda" else "cpu:0"
         )
         self._last_shape: tuple[int, ...] | None = None
         self._shape_lock = threading.Lock()
@@ -164,10 +214,10 @@ class Runtime:
         self.release_memory()
         logger.info("loaded %s on %s (%d threads)", self.source, self.device, self.threads)
 
-    def _open(self, ort: Any, data: bytes, providers: list, severity: int) -> Any:
+    def _open(self, ort: Any, model: bytes | str, providers: list, severity: int) -> Any:
         try:
             return ort.InferenceSession(
-                data, sess_options=_session_options(ort, self.threads, severity), providers=providers
+                model, sess_options=_session_options(ort, self.threads, severity), providers=providers
             )
         except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for bad files
             raise ModelError(

@@ -94,9 +94,13 @@ def test_default_overlap_keeps_the_models_halo_in_pixels_for_other_tile_sizes(ca
         assert seg.overlap == pytest.approx(expected)
         np.testing.assert_allclose(seg.predict_proba(image), reference, atol=2e-6)  # still exact
     assert Segmenter(model, tile=32, blend="gaussian").overlap == 0.5  # blending keeps the fraction
-    with caplog.at_level("WARNING", logger="sdk.segmenter"):
-        assert Segmenter(model, tile=8).overlap == 0.5  # no room for the halo: the fraction, with a warning
-    assert "halo" in caplog.text
+    for tile in (1, 8, 9):  # no room for the halo: grown to the smallest tile holding it, with a log line
+        with caplog.at_level("INFO", logger="sdk.segmenter"):
+            seg = Segmenter(model, tile=tile)
+        # 8 px shared + one 2-px pooling step: a 10-px tile keeps 2 px
+        assert seg.tile == (10, 10) and seg.overlap == pytest.approx(0.8)
+        np.testing.assert_allclose(seg.predict_proba(image), reference, atol=2e-6)
+    assert "smallest that does" in caplog.text
 
 
 def test_same_padding_blending_is_close_to_whole_image(same2d):
@@ -345,9 +349,9 @@ def test_bad_models_raise_model_error(tmp_path, valid2d):
     del proto.metadata_props[:]
     with pytest.raises(ModelError, match="no unet-sdk metadata"):
         Segmenter(proto.SerializeToString())
-    # metadata promising sizes the graph refuses (2x2 through two valid 3x3 convolutions)
-    lying, _ = make_model("valid", seed=3, metadata={"min_input_size": 2, "input_size_offset": 0})
-    with pytest.raises(ModelError, match=r"smallest accepted input \(1, 1, 2, 2\).*size rules"):
+    # metadata promising sizes the graph refuses (7x7 through a valid 3x3 convolution, a pooling and another)
+    lying, _ = make_model("valid", seed=3, metadata={"min_input_size": 7, "input_size_offset": 1})
+    with pytest.raises(ModelError, match=r"smallest accepted input \(1, 1, 7, 7\).*size rules"):
         Segmenter(lying)
 
 

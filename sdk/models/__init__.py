@@ -14,7 +14,7 @@ from ..errors import ModelError
 # name -> file of the embedded models; a Segmenter or the CLI accepts the name wherever it takes a model path
 EMBEDDED_MODELS = {
     "isbi2012": "isbi2012_unet.onnx",  # fp32, the default
-    "isbi2012-int8": "isbi2012_unet_int8.onnx",  # static int8 QDQ: ~2x faster on CPUs, same held-out scores
+    "isbi2012-int8": "isbi2012_unet_int8.onnx",  # static int8 QDQ: ~2x faster on CPUs, held-out scores within 3e-4 of fp32
 }
 DEFAULT_MODEL_NAME = "isbi2012"
 DEFAULT_MODEL = EMBEDDED_MODELS[DEFAULT_MODEL_NAME]
