@@ -14,6 +14,7 @@
 #include "unetsdk/components.hpp"
 #include "unetsdk/contingency.hpp"
 #include "unetsdk/isbi.hpp"
+#include "unetsdk/scratch_cache.hpp"
 #include "unetsdk/simple_point.hpp"
 #include "unetsdk/thread_pool.hpp"
 #include "unetsdk/value_summary.hpp"
@@ -34,9 +35,16 @@ View3D<T> view3d(const py::array& a) {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// The core reads values in native byte order; sdk.metrics converts other arrays once, before the call.
+void check_native(const py::array& a) {
+    if (!a.dtype().attr("isnative").cast<bool>())
+        throw std::invalid_argument("internal: dtype " + dtype_name(a) + " is not in native byte order");
+}
+
 // Calls fn(T{}) with T the C++ type of a's dtype among the numeric types numpy uses for images.
 template <class Fn>
 void dispatch_numeric(const py::array& a, Fn&& fn) {
+    check_native(a);
     const char kind = a.dtype().kind();
     const auto size = a.itemsize();
     if (kind == 'b') return fn(std::uint8_t{});
@@ -62,6 +70,7 @@ void dispatch_numeric(const py::array& a, Fn&& fn) {
 // Proposals: float32, float64 or bool (as 0/1).
 template <class Fn>
 void dispatch_proposal(const py::array& a, Fn&& fn) {
+    check_native(a);
     const char kind = a.dtype().kind();
     if (kind == 'b') return fn(std::uint8_t{});
     if (kind == 'f' && a.itemsize() == 4) return fn(float{});
@@ -218,6 +227,7 @@ py::dict py_isbi_sweep(const py::array& truth, const py::array& proposal, const 
 // Label arrays are read as unsigned integers of their width: equality of bits is equality of labels.
 template <class Fn>
 void dispatch_label_bits(const py::array& a, Fn&& fn) {
+    check_native(a);
     const char kind = a.dtype().kind();
     if (kind != 'b' && kind != 'u' && kind != 'i') throw std::invalid_argument("unsupported label dtype " + dtype_name(a));
     switch (a.itemsize()) {
@@ -239,7 +249,8 @@ py::array_t<T> to_numpy(std::vector<T, Alloc>&& v) {
 
 // Calls count(A{}, B{}, pa, pb, shape, strides_a, strides_b, a_signed, b_signed, workspace) for two label
 // arrays of equal shape, A / B their label bits' types, with the GIL released. The scratch memory is
-// kept per calling thread: repeated tables (an evaluation run) reuse its pages.
+// kept for later calls (an evaluation run reuses its pages) when it is small: at most
+// kMaxCachedContingencyBytes per workspace, a workspace per hardware thread (ScratchCache).
 template <class Count>
 void with_label_arrays(const py::array& a, const py::array& b, Count&& count) {
     check_same_shape(a, b);
@@ -254,9 +265,10 @@ void with_label_arrays(const py::array& a, const py::array& b, Count&& count) {
         dispatch_label_bits(b, [&](auto tb) {
             const char* pa = static_cast<const char*>(a.data());
             const char* pb = static_cast<const char*>(b.data());
-            thread_local ContingencyWorkspace workspace;
             py::gil_scoped_release release;
-            count(ta, tb, pa, pb, shape, sa, sb, a_signed, b_signed, workspace);
+            Scratch<ContingencyWorkspace> workspace(0);
+            count(ta, tb, pa, pb, shape, sa, sb, a_signed, b_signed, *workspace);
+            if (workspace->bytes() > kMaxCachedContingencyBytes) *workspace = ContingencyWorkspace{};
         });
     });
 }
@@ -343,6 +355,13 @@ PYBIND11_MODULE(_core, m) {
           "sum_sq_{counts,truth,proposal}, xlogx_{counts,truth,proposal} (log2), zero_total, zero_sum_sq_counts.");
     m.def("label_components", &py_label_components, py::arg("mask"), py::arg("volumetric"), py::arg("full"),
           "(labels uint32 (Z, H, W), count): components of mask > 0, per slice or in 3D, face or full connectivity.");
+    m.def("release_memory", &release_scratch_memory,
+          "Frees the scratch memory the metrics keep between calls (workspaces of small images).");
+    m.def("contingency_cache_bytes",
+          [] { return ScratchCache<ContingencyWorkspace>::total([](const ContingencyWorkspace& w) { return w.bytes(); }); },
+          "Bytes held by the contingency workspaces kept between calls.");
+    m.def("max_threads", [] { return kMaxThreadsPerCore * hardware_threads(); },
+          "Most threads a call starts: kMaxThreadsPerCore per hardware thread.");
     m.def("simple_table_2d", &py_simple_table_2d, "The 256-entry 2D simple-point table (fg 4-, bg 8-connected).");
     m.def("is_simple_3d", &topology::is_simple_3d, py::arg("code"),
           "Is the centre of a 3x3x3 neighbourhood simple (fg 6-, bg 26-connected)? Bit k = neighbour k in "

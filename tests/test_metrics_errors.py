@@ -163,8 +163,8 @@ def test_bad_options():
         pixel_error(T, P, threshold="half")
     with raises("radius: must be an integer"):
         warping_error(T, P, radius=2.5)
-    with raises("threads: must be >= 1, got 0"):
-        isbi2012(T, P, threads=0)
+    with raises(r"threads: must be >= 1 \(or None / 0 for every core\), got -1"):
+        isbi2012(T, P, threads=-1)
     with raises(r"shape mismatch: mask has shape \(4, 8\)"):
         warping_error(T, P, mask=np.ones((4, 8), bool))
     with raises("mask: unsupported dtype float32"):

@@ -3,7 +3,11 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <vector>
+#ifdef __GLIBC__
+#include <pthread.h>
+#endif
 
 #include "unetsdk/components.hpp"
 #include "unetsdk/contingency.hpp"
@@ -223,6 +227,64 @@ static void test_parallel_for() {
     }
 }
 
+// Threads the system refuses to start (here: every one, their stacks could not be mapped) leave the
+// work to the threads that started, the calling one among them; nothing terminates.
+static void test_thread_start_failure() {
+#ifdef __GLIBC__
+    pthread_attr_t normal, huge;
+    CHECK(pthread_getattr_default_np(&normal) == 0);
+    CHECK(pthread_attr_init(&huge) == 0);
+    CHECK(pthread_attr_setstacksize(&huge, std::size_t(1) << 62) == 0);  // more than any address space
+    CHECK(pthread_setattr_default_np(&huge) == 0);
+    std::atomic<long> sum{0};
+    parallel_for(1000, 8, [&](std::size_t i, unsigned) { sum += static_cast<long>(i); });
+    CHECK(sum == 999L * 1000 / 2);
+    std::atomic<int> calls{0};
+    parallel_for_groups(3, 4, 8, [&](std::size_t, std::size_t, unsigned) { ++calls; });
+    CHECK(calls == 12);
+    // a sweep whose helpers wait for preparations done by other workers still finishes
+    const index_t h = 16, w = 16;
+    std::vector<std::uint8_t> truth(static_cast<std::size_t>(h * w), 1);
+    std::vector<float> proposal(truth.size(), 0.7f);
+    const View3D<float> view{reinterpret_cast<const char*>(proposal.data()), 1, h, w, h * w * 4, w * 4, 4};
+    std::vector<SweepRow> rows;
+    std::int64_t rand_slices = 0;
+    CHECK(isbi_sweep(truth.data(), view, {0.0, 0.5, 0.9}, 2, 20, 8, rows, rand_slices) && rows.size() == 3);
+    CHECK(pthread_setattr_default_np(&normal) == 0);
+    pthread_attr_destroy(&huge);
+    pthread_attr_destroy(&normal);
+#endif
+}
+
+// Requested threads are capped at kMaxThreadsPerCore per hardware thread; 0 means one per hardware thread.
+static void test_resolve_threads() {
+    CHECK(resolve_threads(0) == hardware_threads());
+    CHECK(resolve_threads(1) == 1);
+    CHECK(resolve_threads(~0u) == kMaxThreadsPerCore * hardware_threads());
+}
+
+// Arrays may start at any byte offset (numpy views of a bytes buffer): values are read without
+// misaligned loads (run under -fsanitize=undefined with -fno-sanitize-recover in CI).
+static void test_unaligned_reads() {
+    const double values[6] = {0.0, 0.25, 0.5, 0.75, 1.0, 0.5};
+    std::vector<char> buffer(sizeof values + 1);
+    std::memcpy(buffer.data() + 1, values, sizeof values);
+    const View3D<double> view{buffer.data() + 1, 1, 2, 3, 48, 24, 8};
+    CHECK(view(0, 1, 1) == 1.0 && view.at_row(view.row(0, 0), 2) == 0.5);
+    const ValueSummary s = summarise_rows(view, 0, 2);
+    CHECK(s.finite && s.lo == 0.0 && s.hi == 1.0);
+    CHECK(rows_are_probabilities(view, 0, 2));
+    std::vector<std::uint8_t> fg(6);
+    binarize_truth(view, fg.data(), 0, 1);
+    CHECK(fg[0] == 0 && fg[1] == 1 && fg[5] == 1);
+    const std::uint32_t labels[6] = {1, 1, 2, 2, 2, 7};
+    std::vector<char> a(sizeof labels + 1);
+    std::memcpy(a.data() + 1, labels, sizeof labels);
+    const Contingency t = contingency_table<std::uint32_t, std::uint32_t>(a.data() + 1, a.data() + 1, {2, 3}, {12, 4},
+                                                                          {12, 4}, false, false, 1);
+    CHECK(t.truth_values.size() == 3 && t.counts.size() == 3 && t.counts[1] == 3);
+}
+
 int main() {
     test_simple_points_2d();
     test_simple_points_3d();
@@ -231,6 +293,9 @@ int main() {
     test_contingency();
     test_classification_from_truth_labels();
     test_parallel_for();
+    test_thread_start_failure();
+    test_resolve_threads();
+    test_unaligned_reads();
     if (failures) {
         std::printf("%d check(s) failed\n", failures);
         return 1;

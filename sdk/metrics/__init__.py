@@ -20,10 +20,14 @@ Families (one module each):
 - :mod:`.components` -- :func:`label_components`: connected components of a mask (4/8 or 6/26).
 
 Inputs: truth foreground = value > 0; proposals are probabilities of foreground in [0, 1] (float32/64,
-bool as 0/1; integer proposals are rejected). Any memory layout; bad input raises
-:class:`sdk.errors.InvalidInputError` naming the problem.
+bool as 0/1; integer proposals are rejected). Any memory layout, byte order or offset; bad input raises
+:class:`sdk.errors.InvalidInputError` naming the problem. ``threads``: None or 0 = all cores, else at most
+:data:`MAX_THREADS`; the core starts no more than a few per core and than there is work for.
+:func:`release_memory` frees the scratch memory kept between calls (bounded: workspaces of small images).
 """
 from __future__ import annotations
+
+from .. import _core
 
 from .contingency import (
     AdaptedRandResult,
@@ -37,7 +41,15 @@ from .contingency import (
 )
 from .components import label_components
 from .isbi import FSCORE_THRESHOLDS, WARPING_THRESHOLDS, ISBIResult, isbi2012, pool_isbi2012
+from ._validation import MAX_THREADS
 from .warping import ErrorType, WarpingResult, warping_error
+
+
+def release_memory() -> None:
+    """Free the scratch memory the metrics keep between calls (the workspaces of images up to 1024 x 1024
+    pixels and small contingency tables, at most one per core and kind); calls running now keep theirs."""
+    _core.release_memory()
+
 
 __all__ = [
     "warping_error",
@@ -57,6 +69,8 @@ __all__ = [
     "adapted_rand_error",
     "AdaptedRandResult",
     "label_components",
+    "release_memory",
+    "MAX_THREADS",
 ]
 
 # Scoring whole label sets (issue 5): evaluate -> Report; sdk.metrics.plots needs matplotlib (imported there

@@ -1,7 +1,9 @@
 """Input checks shared by the metric families: one place that turns bad arrays into
 :class:`~sdk.errors.InvalidInputError` with a message naming the problem (and the fix, where there is one).
 
-Nothing here copies an array unless its layout makes the C++ core unable to read it (non-native byte order).
+Nothing here copies an array unless its layout makes the C++ core unable to read it: non-native byte order
+(big-endian data, e.g. from a ``.npy`` file written on another machine) is converted once, in
+:func:`as_array`. The core reads any strides, offsets (unaligned too) and read-only or broadcast arrays.
 """
 from __future__ import annotations
 
@@ -28,9 +30,18 @@ LABEL_DTYPES = frozenset(
 # The core orders a slice's (2D) or a volume's (3D) pixels by 32-bit scan positions packing the
 # coordinates: the bit widths of the axis sizes must add up to at most 32.
 SCAN_POSITION_BITS = 32
+# Runs of foreground along a row have 32-bit signed column bounds, and run ids are 32-bit.
+MAX_ROW_WIDTH = 2**31 - 1
+MAX_RUNS = 2**32 - 1
+#: Most ``threads`` a metric accepts; the C++ core starts at most a few per core and no more than there
+#: is work for.
+MAX_THREADS = 2**16
+# The core's radius is a 32-bit int.
+RADIUS_RANGE = (-(2**31), 2**31 - 1)
 
 
-def _native(a: np.ndarray) -> np.ndarray:
+def native_byte_order(a: np.ndarray) -> np.ndarray:
+    """``a``, or a copy in native byte order if it is not (big-endian data on a little-endian machine)."""
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
@@ -48,16 +59,17 @@ def _summary(a: np.ndarray, threads: int) -> tuple:
 
 
 def as_array(x, name: str) -> np.ndarray:
-    """``x`` as an ndarray (no copy for arrays), rejecting objects numpy cannot turn into numbers."""
+    """``x`` as an ndarray in native byte order (no copy for native arrays), rejecting objects numpy
+    cannot turn into numbers."""
     if isinstance(x, np.ndarray):
-        return x
+        return native_byte_order(x)
     try:
         a = np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's bad input
         raise InvalidInputError(f"{name}: cannot be converted to an array ({exc})") from exc
     if a.dtype == object:
         raise InvalidInputError(f"{name}: not a numeric array (object dtype)")
-    return a
+    return native_byte_order(a)
 
 
 def check_nonempty(a: np.ndarray, name: str) -> None:
@@ -79,7 +91,6 @@ def check_truth(x, name: str = "truth", *, threads: int = 1) -> np.ndarray:
             f"{name}: unsupported dtype {a.dtype}; use bool, uint8/16/32/64, int8/16/32/64, float32 or float64"
         )
     check_nonempty(a, name)
-    a = _native(a)
     if a.dtype.kind == "f":
         finite, _, _ = _summary(a, threads)
         if not finite:
@@ -100,7 +111,6 @@ def check_proposal(x, name: str = "proposal", *, threads: int = 1, scan_values: 
     if a.dtype not in PROPOSAL_DTYPES:
         raise InvalidInputError(f"{name}: unsupported dtype {a.dtype}; use float32, float64 or bool")
     check_nonempty(a, name)
-    a = _native(a)
     if scan_values and a.dtype.kind == "f":
         violation = _core.probability_violation(_as_3d(a), threads)  # None: all in [0, 1]
         if violation is not None:
@@ -127,7 +137,7 @@ def check_labels(x, name: str) -> np.ndarray:
         hint = " (float labels: convert with .astype(np.int64) if they are whole numbers)" if a.dtype.kind == "f" else ""
         raise InvalidInputError(f"{name}: unsupported label dtype {a.dtype}; use an integer dtype{hint}")
     check_nonempty(a, name)
-    return _native(a)
+    return a
 
 
 def check_mask(x, shape: tuple, name: str = "mask") -> Optional[np.ndarray]:
@@ -139,7 +149,7 @@ def check_mask(x, shape: tuple, name: str = "mask") -> Optional[np.ndarray]:
         raise InvalidInputError(f"{name}: unsupported dtype {a.dtype}; use bool (True = scored)")
     if a.shape != shape:
         raise InvalidInputError(f"shape mismatch: {name} has shape {a.shape}, truth has shape {shape}")
-    return _native(a)
+    return a
 
 
 def check_threshold(threshold, name: str = "threshold") -> float:
@@ -152,23 +162,41 @@ def check_threshold(threshold, name: str = "threshold") -> float:
     return t
 
 
-def check_int(value, name: str, *, minimum: Optional[int] = None) -> int:
+def check_int(value, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidInputError(f"{name}: must be an integer, got {value!r}")
     v = int(value)
     if minimum is not None and v < minimum:
         raise InvalidInputError(f"{name}: must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise InvalidInputError(f"{name}: must be <= {maximum}, got {v}")
     return v
 
 
+def check_radius(radius) -> int:
+    """The warping classification radius: an int the core can hold (a radius of an image side or more
+    already means the whole image)."""
+    lo, hi = RADIUS_RANGE
+    if isinstance(radius, (int, np.integer)) and not isinstance(radius, bool) and not lo <= int(radius) <= hi:
+        raise InvalidInputError(
+            f"radius: must be between {lo} and {hi}, got {int(radius)}; any radius of an image side or more "
+            f"(or < 1) uses the whole image"
+        )
+    return check_int(radius, "radius")
+
+
 def resolve_threads(threads) -> int:
-    """``None`` = every core this process may use; else a positive integer."""
-    if threads is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
-    return check_int(threads, "threads", minimum=1)
+    """``None`` or 0 = every core this process may use; else an integer in [1, :data:`MAX_THREADS`]. The
+    core starts no more threads than a few per core, and than there is work for."""
+    n = 0 if threads is None else check_int(threads, "threads", maximum=MAX_THREADS)
+    if n < 0:
+        raise InvalidInputError(f"threads: must be >= 1 (or None / 0 for every core), got {n}")
+    if n:
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def check_option(value, name: str, allowed: tuple) -> str:
@@ -189,6 +217,10 @@ def as_stack(a: np.ndarray, name: str, *, mode: str) -> np.ndarray:
         stack = a
     else:
         raise InvalidInputError(f"{name}: expected a 2D image (H, W) or a stack (Z, H, W), got ndim={a.ndim} shape {a.shape}")
+    if stack.shape[-1] > MAX_ROW_WIDTH:
+        raise InvalidInputError(
+            f"{name}: rows of {stack.shape[-1]} pixels are too wide (at most {MAX_ROW_WIDTH}); split the image into tiles"
+        )
     axes = stack.shape if mode == "3d" else stack.shape[1:]
     bits = sum(max(0, int(s) - 1).bit_length() for s in axes)
     if bits > SCAN_POSITION_BITS:

@@ -26,8 +26,17 @@ def label_components(mask, *, mode: str = "2d", connectivity: str = "face") -> n
     v.check_option(connectivity, "connectivity", CONNECTIVITIES)
     a = v.as_array(mask, "mask")
     v.check_nonempty(a, "mask")
-    if a.dtype.kind not in "biuf":
-        raise InvalidInputError(f"mask: unsupported dtype {a.dtype}; give a boolean or numeric array")
+    if a.dtype not in v.TRUTH_DTYPES:
+        raise InvalidInputError(
+            f"mask: unsupported dtype {a.dtype}; use bool, uint8/16/32/64, int8/16/32/64, float32 or float64 "
+            f"(e.g. mask.astype(np.float32))"
+        )
     stack = v.as_stack(a, "mask", mode=mode)
+    lines = stack.shape[0] * stack.shape[1]
+    if lines * ((stack.shape[2] + 1) // 2) > v.MAX_RUNS:  # labels unique across slices: one numbering
+        raise InvalidInputError(
+            f"mask: {stack.shape} may hold more than {v.MAX_RUNS} runs of foreground, too many to number; "
+            f"label it in parts (e.g. slice by slice)"
+        )
     labels, _ = _core.label_components(stack, mode == "3d", connectivity == "full")
     return labels.reshape(a.shape)

@@ -9,8 +9,8 @@ are fine), in any memory layout, with the GIL released; :func:`contingency_table
 metrics can share it (``table=``). Called on label images, the metrics skip the table: the C++ core folds
 each truth label's entries into the few sums they need (sum c_ij^2, sum c_ij log2 c_ij, the same of the
 label sizes; exact 128-bit integers and compensated floating-point sums) as it counts them, without
-sorting labels or handing arrays to Python. The C++ scratch memory is kept per calling thread for the
-next call (about 40 bytes per label run at most).
+sorting labels or handing arrays to Python. Scratch memory is kept for the next call only when it is small
+(at most 32 MB per workspace, one workspace per core); :func:`sdk.metrics.release_memory` frees it.
 """
 from __future__ import annotations
 
@@ -182,6 +182,7 @@ def _sums_of_table(t: ContingencyTable, ignore_labels) -> _PairSums:
 
 def _pair_sums(truth_labels, proposal_labels, table, ignore_labels, threads) -> _PairSums:
     """The sums of ``table=`` if given, else computed by the C++ core straight from the label images."""
+    threads = v.resolve_threads(threads)
     if table is not None:
         if not isinstance(table, ContingencyTable):
             raise InvalidInputError(f"table: expected a ContingencyTable, got {type(table).__name__}")
@@ -190,7 +191,7 @@ def _pair_sums(truth_labels, proposal_labels, table, ignore_labels, threads) -> 
         raise InvalidInputError("give truth_labels and proposal_labels, or table=")
     a, b = _checked_labels(truth_labels, proposal_labels)
     ignore = _ignore_bits(ignore_labels, a.dtype)
-    return _PairSums(**_core.contingency_summary(a, b, ignore, v.resolve_threads(threads)))
+    return _PairSums(**_core.contingency_summary(a, b, ignore, threads))
 
 
 def rand_error(truth_labels=None, proposal_labels=None, *, table: Optional[ContingencyTable] = None,

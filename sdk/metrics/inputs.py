@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..io import PIL_SUFFIXES, is_image_path, read_image
+from ._validation import native_byte_order
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +80,17 @@ def _split_key(spec: str) -> tuple[str, str | None]:
 
 
 def load_source(source: Source, *, name: str) -> np.ndarray:
-    """Return the array of ``source`` (read from disk if it is a path)."""
+    """Return the array of ``source`` (read from disk if it is a path), in native byte order (a
+    big-endian ``.npy`` or TIFF is converted once, here)."""
     if isinstance(source, np.ndarray):
-        return source
+        return native_byte_order(source)
     path, key = _split_key(source)
     array = read_image(path, key=key)
     if Path(path).suffix.lower() in PIL_SUFFIXES and array.ndim == 3:
         raise InvalidInputError(
             f"{name}: {path} is a colour image of shape {array.shape}; expected one channel"
         )
-    return array
+    return native_byte_order(array)
 
 
 def side_entries(spec: SideSpec, what: str) -> tuple[dict[str, Source], list[Failure]] | Source:

@@ -156,7 +156,7 @@ def isbi2012(truth, proposal, *, threads=None) -> ISBIResult:
     proposal : ndarray, same shape
         Probability of foreground in [0, 1] (float32/float64, or bool as 0/1).
     threads : int, optional
-        Worker threads (default: all cores); the thresholds x slices are independent tasks and the
+        Worker threads (default, None or 0: all cores); the thresholds x slices are independent tasks and the
         GIL is released.
     """
     threads = v.resolve_threads(threads)

@@ -106,8 +106,8 @@ def warping_error(truth, proposal, *, threshold=0.5, radius=20, mode="2d", mask=
     mask : ndarray of bool, optional
         Where False, pixels are never flipped and never counted (Fiji's warping mask).
     threads : int, optional
-        Worker threads for the slices of a stack in mode "2d" (default: all cores); a 3D volume is
-        warped on one thread. The GIL is released.
+        Worker threads for the slices of a stack in mode "2d" (default, None or 0: all cores); a 3D
+        volume is warped on one thread. The GIL is released.
 
     Returns
     -------
@@ -115,7 +115,7 @@ def warping_error(truth, proposal, *, threshold=0.5, radius=20, mode="2d", mask=
     """
     mode = v.check_option(mode, "mode", MODES)
     threshold = v.check_threshold(threshold)
-    radius = v.check_int(radius, "radius")
+    radius = v.check_radius(radius)
     threads = v.resolve_threads(threads)
     truth = v.check_truth(truth, "truth", threads=threads)
     t3 = v.as_stack(truth, "truth", mode=mode)  # shape checks before the proposal's value scan

@@ -130,9 +130,14 @@ inline Layout plan_layout(const std::vector<std::int64_t>& shape, const std::vec
     return out;
 }
 
+// Most elements copied at a time from a segment that cannot be read in place: the copy stays in cache,
+// and a broadcast array (stride 0) is not expanded into a copy as large as the image.
+constexpr std::int64_t kGatherChunk = 4096;
+
 // Reads the elements [begin, end) of the layout (in its order) as contiguous segments of both arrays:
 // fn(const A* a, const B* b, count). Segments of an array that is not contiguous along the last axis
-// (or not aligned for its type) are copied into buf_a / buf_b first; contiguous ones are read in place.
+// (or not aligned for its type) are copied into buf_a / buf_b first, kGatherChunk elements at a time;
+// contiguous ones are read in place.
 template <class A, class B, class Fn>
 void for_each_segment(const char* a, const char* b, const Layout& lay, std::int64_t begin, std::int64_t end,
                       std::vector<A>& buf_a, std::vector<B>& buf_b, Fn&& fn) {
@@ -141,9 +146,16 @@ void for_each_segment(const char* a, const char* b, const Layout& lay, std::int6
     const auto direct = [](const char* base, std::int64_t step, std::size_t size, std::size_t align) {
         return step == static_cast<std::int64_t>(size) && reinterpret_cast<std::uintptr_t>(base) % align == 0;
     };
+    const bool both_direct = direct(a, step_a, sizeof(A), alignof(A)) && direct(b, step_b, sizeof(B), alignof(B)) &&
+                             [&] {  // every segment starts aligned too
+                                 for (std::size_t k = 0; k + 1 < d; ++k)
+                                     if (lay.sa[k] % static_cast<std::int64_t>(alignof(A)) || lay.sb[k] % static_cast<std::int64_t>(alignof(B)))
+                                         return false;
+                                 return true;
+                             }();
     for (std::int64_t pos = begin; pos < end;) {
         std::int64_t row = pos / inner, x = pos % inner, oa = 0, ob = 0;
-        const std::int64_t count = std::min(inner - x, end - pos);
+        const std::int64_t count = std::min({inner - x, end - pos, both_direct ? inner : kGatherChunk});
         for (std::size_t k = d - 1; k-- > 0;) {
             const std::int64_t i = row % lay.shape[k];
             row /= lay.shape[k];
@@ -301,7 +313,21 @@ struct ContingencyWorkspace {
     std::vector<std::uint32_t> group_of;                           // per truth id
     std::vector<std::size_t> start;                                // per group: first run in the bucket
     Buffer<std::uint64_t> bucket;
+
+    // Bytes allocated (capacities).
+    std::size_t bytes() const {
+        std::size_t total = group_of.capacity() * sizeof(std::uint32_t) + start.capacity() * sizeof(std::size_t) +
+                            bucket.capacity() * sizeof(std::uint64_t);
+        const auto add = [&](const auto& vectors) {
+            for (const auto& v : vectors) total += v.capacity() * sizeof(v[0]);
+        };
+        add(runs), add(runs_of), add(size_a), add(size_b), add(column_total), add(entries);
+        return total;
+    }
 };
+
+// What a ContingencyWorkspace may keep allocated between calls (larger ones are freed after the call).
+constexpr std::size_t kMaxCachedContingencyBytes = std::size_t(32) << 20;
 
 namespace detail {
 

@@ -251,11 +251,12 @@ bool isbi_sweep(const std::uint8_t* truth, const View3D<P>& proposal, const std:
                 std::size_t n_warp, int radius, unsigned threads, std::vector<SweepRow>& rows,
                 std::int64_t& slices_with_foreground) {
     const index_t nz = proposal.nz, ny = proposal.ny, nx = proposal.nx, plane = ny * nx;
-    const unsigned workers = resolve_threads(threads);
     if (!std::is_sorted(thresholds.begin(), thresholds.end()) || thresholds.size() > 255)
         throw std::invalid_argument("isbi_sweep: thresholds must be ascending (at most 255)");
     const std::size_t n_th = thresholds.size(), n_slices = static_cast<std::size_t>(nz);
     constexpr std::size_t kPreparations = 2;
+    // a workspace per worker: no more workers than tasks
+    const auto workers = static_cast<unsigned>(std::min<std::size_t>(resolve_threads(threads), n_slices * (kPreparations + n_th)));
     struct SliceState {
         std::once_flag acquired;
         SliceInputs* inputs = nullptr;

@@ -16,6 +16,25 @@
 
 namespace unetsdk {
 
+namespace detail {
+// The clear() of every ScratchCache type instantiated so far, for release_scratch_memory().
+struct ScratchRegistry {
+    std::mutex mutex;
+    std::vector<void (*)()> clear;
+    static ScratchRegistry& instance() {
+        static ScratchRegistry registry;
+        return registry;
+    }
+};
+}  // namespace detail
+
+// Frees every object kept by the scratch caches (callers running now keep theirs until they finish).
+inline void release_scratch_memory() {
+    detail::ScratchRegistry& r = detail::ScratchRegistry::instance();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    for (const auto clear : r.clear) clear();
+}
+
 template <class T>
 class ScratchCache {
 public:
@@ -44,8 +63,32 @@ public:
         if (c.free_.size() < c.capacity_) c.free_.push_back(std::move(object));
     }
 
+    // Frees the objects kept.
+    static void clear() {
+        std::vector<std::unique_ptr<T>> kept;
+        ScratchCache& c = instance();
+        {
+            std::lock_guard<std::mutex> lock(c.mutex_);
+            kept.swap(c.free_);
+        }
+    }
+
+    // Sum of measure(object) over the objects kept.
+    template <class Measure>
+    static std::size_t total(Measure&& measure) {
+        ScratchCache& c = instance();
+        std::lock_guard<std::mutex> lock(c.mutex_);
+        std::size_t sum = 0;
+        for (const auto& object : c.free_) sum += measure(*object);
+        return sum;
+    }
+
 private:
-    ScratchCache() : capacity_(std::max(2u, std::thread::hardware_concurrency())) {}
+    ScratchCache() : capacity_(std::max(2u, std::thread::hardware_concurrency())) {
+        detail::ScratchRegistry& r = detail::ScratchRegistry::instance();
+        std::lock_guard<std::mutex> lock(r.mutex);
+        r.clear.push_back(&ScratchCache::clear);
+    }
     static ScratchCache& instance() {
         static ScratchCache cache;
         return cache;

@@ -14,6 +14,8 @@ namespace unetsdk {
 
 // Calls fn(task, worker) for task in [0, count), dynamically scheduled; worker in [0, workers) lets
 // callers keep one scratch workspace per thread. The first exception thrown by a task is rethrown.
+// If the system refuses to start a thread (too many threads, no memory for a stack), the tasks run on
+// the threads that did start, the calling thread among them: the result is the same, only slower.
 template <class Fn>
 void parallel_for(std::size_t count, unsigned threads, Fn&& fn) {
     if (count == 0) return;
@@ -41,7 +43,10 @@ void parallel_for(std::size_t count, unsigned threads, Fn&& fn) {
     };
     std::vector<std::thread> pool;
     pool.reserve(workers - 1);
-    for (unsigned w = 1; w < workers; ++w) pool.emplace_back(run, w);
+    try {
+        for (unsigned w = 1; w < workers; ++w) pool.emplace_back(run, w);
+    } catch (...) {  // std::system_error or std::bad_alloc: no more threads; dynamic scheduling needs none
+    }
     run(0);
     for (auto& th : pool) th.join();
     if (error) std::rethrow_exception(error);
@@ -67,11 +72,21 @@ void parallel_for_groups(std::size_t groups, std::size_t items, unsigned threads
     });
 }
 
-// Number of workers to use for `requested` threads (0 = all hardware threads).
-inline unsigned resolve_threads(unsigned requested) {
-    if (requested > 0) return requested;
+// Most threads started per hardware thread: more cannot run at once, and each costs a stack and, in
+// most callers, a workspace.
+constexpr unsigned kMaxThreadsPerCore = 4;
+
+inline unsigned hardware_threads() {
     const unsigned hw = std::thread::hardware_concurrency();
     return hw ? hw : 1;
+}
+
+// Number of workers to use for `requested` threads (0 = all hardware threads), at most
+// kMaxThreadsPerCore per hardware thread.
+inline unsigned resolve_threads(unsigned requested) {
+    const unsigned hw = hardware_threads();
+    if (requested == 0) return hw;
+    return static_cast<unsigned>(std::min<unsigned long long>(requested, 1ULL * kMaxThreadsPerCore * hw));
 }
 
 }  // namespace unetsdk

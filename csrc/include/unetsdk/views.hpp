@@ -3,10 +3,20 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace unetsdk {
 
 using index_t = std::int64_t;
+
+// A value of type T at p, which need not be aligned for T (an array may start at any byte offset in
+// its buffer): memcpy is defined there, and compiles to one plain load.
+template <class T>
+inline T load_unaligned(const char* p) {
+    T value;
+    std::memcpy(&value, p, sizeof(T));
+    return value;
+}
 
 // A (Z, Y, X) view with byte strides: C-, F-ordered and non-contiguous arrays are read in place.
 template <class T>
@@ -16,10 +26,10 @@ struct View3D {
     index_t sz = 0, sy = 0, sx = 0;  // strides in bytes
 
     T operator()(index_t z, index_t y, index_t x) const {
-        return *reinterpret_cast<const T*>(data + z * sz + y * sy + x * sx);
+        return load_unaligned<T>(data + z * sz + y * sy + x * sx);
     }
     const char* row(index_t z, index_t y) const { return data + z * sz + y * sy; }
-    T at_row(const char* r, index_t x) const { return *reinterpret_cast<const T*>(r + x * sx); }
+    T at_row(const char* r, index_t x) const { return load_unaligned<T>(r + x * sx); }
     index_t size() const { return nz * ny * nx; }
 };
 
