@@ -14,6 +14,8 @@ import numpy as np
 
 from .._progress import ProgressBar
 from ..errors import InvalidInputError
+from ..io import load_image, split_image_path
+from .options import add_device_argument
 
 
 def add_parser(subparsers) -> None:
@@ -28,9 +30,14 @@ def add_parser(subparsers) -> None:
             "--images, predict the proposals with a model first."
         ),
     )
-    parser.add_argument("truth", metavar="TRUTH", help="ground truth: file, directory, or FILE.npz:KEY")
+    parser.add_argument("truth", metavar="TRUTH",
+                        help="ground truth: file, directory, FILE.npz:KEY or FILE.zarr/ARRAY")
     parser.add_argument("proposal", metavar="PROPOSAL", nargs="?",
-                        help="probabilities or labels: file or directory (omit with --model)")
+                        help="probabilities or labels: file or directory, e.g. what `unet-sdk predict --proba` "
+                             "wrote (omit with --model)")
+    parser.add_argument("--channel", type=int, metavar="K",
+                        help="score class K of a probability file with a class axis (default: the foreground "
+                             "class its own record names)")
     parser.add_argument("-o", "--output", metavar="REPORT.json", help="write the full report as JSON")
     parser.add_argument("--csv", metavar="REPORT.csv", help="write the score table as CSV")
     parser.add_argument("--plots", metavar="DIR", help="write threshold curves and error overlays here")
@@ -48,7 +55,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask scheduler at ADDRESS")
     parser.add_argument("--model", metavar="MODEL", help="predict the proposals with this .onnx model")
     parser.add_argument("--images", metavar="IMAGES", help="with --model: the images to segment")
-    parser.add_argument("--device", default="auto", help="with --model: auto, cpu or cuda")
+    add_device_argument(parser, what="with --model: where to run")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -67,24 +74,32 @@ def run(args: argparse.Namespace) -> int:
     for path in outputs:  # fail before scoring, not after
         if path.exists() and not args.force:
             raise InvalidInputError(f"{path} exists; pass --force to replace it")
+    if args.plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InvalidInputError("--plots needs matplotlib: pip install 'unet-sdk[plots]'") from None
 
-    proposal = args.proposal
-    proposal_kind = args.proposal_kind
+    truth = _keyed(args.truth)
+    proposal, proposal_kind = args.proposal, args.proposal_kind
+    if proposal is not None:
+        proposal, chosen = proposal_source(proposal, channel=args.channel)
+        proposal_kind = "probabilities" if chosen else proposal_kind
     not_predicted: dict[str, str] = {}
     if args.model is not None:
         proposal, not_predicted = predict_proposals(
-            args.model, args.images, device=args.device, progress=not args.no_progress
+            args.model, args.images, device=args.device, progress=_progress(args)
         )
         proposal_kind = "probabilities"
 
     report = evaluate(
-        args.truth,
+        truth,
         proposal,
         metrics=args.metrics,
         mode=args.mode,
         workers=args.workers,
         client=args.scheduler,
-        progress=not args.no_progress,
+        progress=_progress(args),
         proposal_kind=proposal_kind,
         threshold=args.threshold,
     )
@@ -92,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
     report.failures = [Failure(f.name, not_predicted.get(f.name, f.error)) for f in report.failures]
     print(report.format())
     if report.pooled_table:
-        print("\npooled per-threshold table (ISBI):")
+        print("\npooled per-threshold table (ISBI; warping_error is empty at 1.0: Fiji sweeps it to 0.9 only):")
         print(report.format_threshold_table())
+    if not report.items and not report.interrupted:
+        print("unet-sdk evaluate: error: no item could be scored; no report written", file=sys.stderr)
+        return 2
     if args.output:
         report.to_json(args.output, overwrite=args.force)
         print(f"report: {args.output}")
@@ -101,19 +119,78 @@ def run(args: argparse.Namespace) -> int:
         report.to_csv(args.csv, overwrite=args.force)
         print(f"csv: {args.csv}")
     if args.plots and report.items and not report.interrupted:
-        paths = write_plots(report, args.truth, proposal, args.plots, worst=args.worst,
+        paths = write_plots(report, truth, proposal, args.plots, worst=args.worst,
                             proposal_kind=proposal_kind, overwrite=args.force)
         print(f"plots: {', '.join(str(p) for p in paths)}")
     if report.interrupted:
         print("unet-sdk evaluate: interrupted; the report holds the items scored so far", file=sys.stderr)
         return 130
-    if not report.items:
-        print("unet-sdk evaluate: error: no item could be scored", file=sys.stderr)
-        return 2
     if report.failures:
         print(f"unet-sdk evaluate: {len(report.failures)} item(s) failed (listed above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and not getattr(args, "quiet", 0)
+
+
+def _keyed(spec: str) -> str:
+    """``PATH.zarr/ARRAY`` in the ``PATH:KEY`` form :mod:`sdk.metrics.inputs` reads."""
+    container, key = split_image_path(spec)
+    return f"{container}:{key}" if key is not None else spec
+
+
+def proposal_source(spec: str, *, channel: int | None) -> tuple[object, bool]:
+    """The proposal to score and whether it is a probability channel chosen here.
+
+    A probability file that records its classes (``unet-sdk predict --proba`` output), or any file with
+    ``channel``, gives that class's channel. A directory gives a mapping {input name: array or path},
+    names taken from each output's record of its source (``a_proba.tif`` of ``a.tif`` pairs with
+    ``a.tif``); other files stay paths, read by the evaluation itself."""
+    container, _ = split_image_path(spec)
+    if container.is_dir() and container.suffix.lower() != ".zarr":
+        from ..io import image_stem, is_image_path
+
+        entries: dict[str, object] = {}
+        chosen = False
+        for path in sorted(container.iterdir()):
+            if path.name.startswith(".") or not is_image_path(path):
+                continue
+            loaded = load_image(path)
+            record = loaded.record or {}
+            name = image_stem(record["source"]) if "source" in record else path.stem
+            if channel is not None or record.get("kind") == "probabilities":
+                entries[name] = _class_channel(loaded, channel, path)
+                chosen = True
+            else:
+                entries[name] = str(path)
+        return (entries, chosen) if chosen else (_keyed(spec), False)
+    if not container.exists():
+        return _keyed(spec), False
+    loaded = load_image(spec)
+    if channel is None and (loaded.record or {}).get("kind") != "probabilities":
+        return _keyed(spec), False
+    return _class_channel(loaded, channel, spec), True
+
+
+def _class_channel(loaded, channel: int | None, name) -> np.ndarray:
+    """Channel ``channel`` (default: the recorded foreground class) along the file's class axis."""
+    record = loaded.record or {}
+    array = loaded.array
+    if loaded.calibration is not None and "C" in loaded.calibration.axes:
+        axis = loaded.calibration.axes.index("C")
+    elif "C" in record.get("axes", "") and len(record["axes"]) == array.ndim:
+        axis = record["axes"].index("C")
+    elif array.ndim >= 3:
+        axis = 0  # predict_proba's layout: (classes, ...)
+    else:
+        raise InvalidInputError(f"{name}: --channel given, but an image of shape {array.shape} has no class axis")
+    if channel is None:
+        channel = int(record["foreground_class"])
+    if not 0 <= channel < array.shape[axis]:
+        raise InvalidInputError(f"{name}: --channel {channel} is not one of the {array.shape[axis]} classes")
+    return np.take(array, channel, axis=axis)
 
 
 def predict_proposals(

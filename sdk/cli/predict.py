@@ -78,6 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     kind.add_argument("--proba", action="store_true", help="write class probabilities (float32) instead of labels")
     kind.add_argument("--instances", action="store_true",
                       help="write objects: connected components of the foreground class (uint32 ids)")
+    parser.add_argument("--split-touching", action="store_true",
+                        help="with --instances: separate touching objects (seeded watershed on the probability)")
+    parser.add_argument("--seed-threshold", type=float, metavar="P",
+                        help="with --split-touching: seeds are where the probability is at least P "
+                             "(default: Segmenter.predict_instances')")
     parser.add_argument("--overlay", action="store_true",
                         help="also write a PNG per image or slice with the foreground class tinted")
     parser.add_argument("--format", choices=sorted(FORMATS), help="output format (default: from OUT, else tif)")
@@ -239,6 +244,11 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         tta=args.tta,
     )
+    instance_options = {"split_touching": args.split_touching}
+    if args.seed_threshold is not None:
+        instance_options["seed_threshold"] = args.seed_threshold
+    if (args.split_touching or args.seed_threshold is not None) and not args.instances:
+        raise InvalidInputError("--split-touching and --seed-threshold go with --instances")
     show = not args.no_progress and not quiet
     failures: list[tuple[str, str]] = []
     with ProgressBar(len(jobs), "files", enabled=show and sys.stderr.isatty() and len(jobs) > 1) as files:
@@ -253,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
 
                 try:
                     written = predict_file(segmenter, job, kind=kind, axes=args.axes, model=args.model,
-                                           overwrite=args.force, progress=progress)
+                                           overwrite=args.force, progress=progress,
+                                           instance_options=instance_options)
                 except (UnetSdkError, OSError, MemoryError) as exc:
                     failures.append((job.source, f"{type(exc).__name__}: {exc}" if not isinstance(
                         exc, UnetSdkError) else str(exc)))
@@ -316,8 +327,10 @@ def predict_file(
     model: str | None,
     overwrite: bool,
     progress=None,
+    instance_options: dict | None = None,
 ) -> list[Path]:
-    """Read ``job.source``, predict, write the target (and overlays); returns the paths written."""
+    """Read ``job.source``, predict, write the target (and overlays); returns the paths written.
+    ``instance_options``: keyword arguments of :meth:`Segmenter.predict_instances`."""
     loaded = load_image(job.source)
     if job.make_folder:
         job.target.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +351,7 @@ def predict_file(
         "unet_sdk_version": __version__,
     }
     result = _predict_into(segmenter, layout, job.target, kind=kind, calibration=calibration, record=record,
-                           overwrite=overwrite, progress=progress)
+                           overwrite=overwrite, progress=progress, instance_options=instance_options or {})
     written = [job.target]
     if job.overlay is not None:
         classes = labels_from_proba(np.asarray(result)) if kind == "proba" else np.asarray(result)
@@ -349,13 +362,14 @@ def predict_file(
 
 
 def _predict_into(segmenter, layout: Layout, target: Path, *, kind: str, calibration: Calibration,
-                  record: dict, overwrite: bool, progress):
+                  record: dict, overwrite: bool, progress, instance_options: dict):
     """Predict ``layout.array`` into ``target``; returns the result (an array, memmap or zarr array)."""
     suffix = target.suffix.lower()
     if kind == "proba":
         calibration = calibration.with_axes("C" + calibration.axes)
     if kind == "instances" or suffix in (".tif", ".tiff", ".png"):
-        result = _predict_in_memory(segmenter, layout, kind=kind, progress=progress)
+        result = _predict_in_memory(segmenter, layout, kind=kind, progress=progress,
+                                    instance_options=instance_options)
         write_array(target, result, calibration=calibration, record=record,
                     labels=None if kind == "proba" else "instances" if kind == "instances" else "classes",
                     overwrite=overwrite)
@@ -374,18 +388,12 @@ def _predict_into(segmenter, layout: Layout, target: Path, *, kind: str, calibra
     return np.load(target, mmap_mode="r") if suffix == ".npy" else load_image(target).array
 
 
-def _predict_in_memory(segmenter, layout: Layout, *, kind: str, progress) -> np.ndarray:
+def _predict_in_memory(segmenter, layout: Layout, *, kind: str, progress, instance_options: dict) -> np.ndarray:
     if kind == "proba":
         return segmenter.predict_proba(layout.array, axes=layout.axes, progress=progress)
     if kind == "labels":
         return segmenter.predict(layout.array, axes=layout.axes, progress=progress)
-    if hasattr(segmenter, "predict_instances"):
-        return segmenter.predict_instances(layout.array, axes=layout.axes, progress=progress)
-    from ..metrics import label_components
-
-    labels = segmenter.predict(layout.array, axes=layout.axes, progress=progress)
-    mode = "3d" if segmenter.metadata.spatial_dims == 3 else "2d"
-    return label_components(labels == segmenter.metadata.foreground_class, mode=mode)
+    return segmenter.predict_instances(layout.array, axes=layout.axes, progress=progress, **instance_options)
 
 
 def _display_image(array: np.ndarray, kept: tuple[int, ...]) -> np.ndarray:

@@ -27,7 +27,18 @@ bool as 0/1; integer proposals are rejected). Any memory layout, byte order or o
 """
 from __future__ import annotations
 
-from .. import _core
+try:
+    from .. import _core
+except ImportError as exc:  # the source tree imported instead of an installed copy that has the build
+    import os as _os
+
+    raise ImportError(
+        f"unet-sdk's compiled core sdk._core is missing from {_os.path.dirname(_os.path.dirname(__file__))}. "
+        "This usually means Python imported the source folder of a checkout (the current directory comes "
+        "first on sys.path) while unet-sdk was installed with a non-editable 'pip install .', whose build "
+        "is in site-packages. Run from another directory, or install editable: pip install -e '.[cpu]' "
+        "(builds sdk/_core in the checkout)."
+    ) from exc
 
 from .contingency import (
     AdaptedRandResult,
