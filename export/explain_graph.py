@@ -38,10 +38,11 @@ One file, no duplicated weights, no cost to prediction.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import re
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -56,25 +57,19 @@ from sdk.explain import (
     REGION_INPUT,
     SCHEMA_VERSION,
 )
+from sdk.io import atomic_output
+from sdk.model_metadata import ModelMetadata
 
 INPUT_NAME = "image"
 DEFAULT_LAYER = "bottleneck"  # Vinogradova et al. and their reference code explain the bottleneck
 # a U-Net block's weights are named <block>.<index>.weight (export/unet.py), under the "net." wrapper
 _BLOCK_WEIGHT = re.compile(r"(?:^|\.)(down\.\d+|bottleneck|up_blocks\.\d+)\.\d+\.weight")
-_PASS_THROUGH = ("Relu", "BatchNormalization", "Identity", "Dropout")
+_PASS_THROUGH = ("Relu", "BatchNormalization", "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear")
 _SOFTMAX_HEADS = ("Softmax", "Sigmoid", "LogSoftmax")
 
 
 class ExplanationGraphError(ValueError):
     """The graph has an op on the path from the layer to the logits whose backward pass we do not write."""
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str
-    tensor: str
-    channels: int
-    stride: float  # input pixels per layer position along each axis (2**level in a U-Net)
 
 
 # -- reading the forward graph ----------------------------------------------------------------------
@@ -109,41 +104,15 @@ def unet_layers(proto: onnx.ModelProto) -> dict[str, str]:
     layers = {}
     for block, conv in last_conv.items():
         tensor = conv.output[0]
-        while len(consumers.get(tensor, [])) == 1 and consumers[tensor][0].op_type in _PASS_THROUGH:
-            tensor = consumers[tensor][0].output[0]
+        while True:
+            # Shape nodes only read the size (the int8 graph reads it from the quantized tensor)
+            users = [n for n in consumers.get(tensor, []) if n.op_type != "Shape"]
+            if len(users) != 1 or users[0].op_type not in _PASS_THROUGH:
+                break
+            tensor = users[0].output[0]
         layers[block] = tensor
     order = {name: i for i, node in enumerate(graph.node) for name in node.output}
     return dict(sorted(layers.items(), key=lambda item: order[item[1]]))
-
-
-def _strides(proto: onnx.ModelProto) -> dict[str, float]:
-    """Input pixels per position of every activation (pooling multiplies, up-convolution divides)."""
-    stride = {INPUT_NAME: 1.0}
-    for node in proto.graph.node:
-        known = [stride[name] for name in node.input[:1] if name in stride]
-        if not known:
-            continue
-        factor = 1.0
-        if node.op_type in ("MaxPool", "Conv"):
-            factor = float(_attrs(node).get("strides", [1])[0])
-        elif node.op_type == "ConvTranspose":
-            factor = 1.0 / float(_attrs(node).get("strides", [1])[0])
-        for name in node.output:
-            stride[name] = known[0] * factor
-    return stride
-
-
-def _channels(proto: onnx.ModelProto, tensor: str) -> int:
-    """Channels of ``tensor``, from the weights of the convolution that feeds it (through pass-throughs)."""
-    producers = {name: node for node in proto.graph.node for name in node.output}
-    inits = {init.name: init for init in proto.graph.initializer}
-    node = producers[tensor]
-    while node.op_type in _PASS_THROUGH:
-        node = producers[node.input[0]]
-    if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in inits:
-        raise ExplanationGraphError(f"cannot tell the channels of {tensor!r} (made by {node.op_type})")
-    dims = inits[node.input[1]].dims
-    return int(dims[0] if node.op_type == "Conv" else dims[1] * _attrs(node).get("group", 1))
 
 
 # -- writing the backward pass ------------------------------------------------------------------------
@@ -191,8 +160,20 @@ def _input_grads(w: _Writer, node: onnx.NodeProto, dy: str, live: set[str]) -> d
     """Gradient tensors of ``node``'s inputs that depend on the explained layer, given ``dy`` (output 0)."""
     op, a = node.op_type, _attrs(node)
     x = node.input[0]
-    if op in ("Identity", "Dropout", "QuantizeLinear", "DequantizeLinear"):
-        return {x: dy}  # the quantize/dequantize pair is the straight-through estimator
+    if op in ("Identity", "Dropout", "DequantizeLinear"):
+        return {x: dy}
+    if op == "QuantizeLinear":
+        # clipped straight-through estimator: the gradient passes where x lies in the representable range;
+        # int8 models fuse each ReLU into the quantizer (zero point 0), so this is their ReLU mask too
+        scale = w.array(node.input[1])
+        zero_point = w.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
+        _require(scale is not None and zero_point is not None and scale.size == 1, node, "per-channel activations")
+        info = np.iinfo(zero_point.dtype)
+        bounds = [(float(q) - float(zero_point.reshape(()))) * float(scale.reshape(())) for q in (info.min, info.max)]
+        low, high = (w.constant(np.array(b, np.float32), "q_bound") for b in bounds)
+        inside = w.one("And", [w.one("GreaterOrEqual", [x, low], "q_low"), w.one("LessOrEqual", [x, high], "q_high")],
+                       "q_inside")
+        return {x: w.one("Where", [inside, dy, w.constant(np.zeros((), np.float32), "zero")], "q_grad")}
     if op == "Relu":
         zero = w.constant(np.zeros((), np.float32), "zero")
         positive = w.one("Greater", [node.output[0], zero], "relu_mask")
@@ -348,31 +329,57 @@ def merged(proto: onnx.ModelProto, delta: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.ModelProto.FromString(proto.SerializeToString() + delta.SerializeToString())
 
 
+def _probe(model: bytes, metadata: ModelMetadata, side: int) -> tuple[int, int]:
+    """Run an explanation model on a zero image of ``side``: (channels, side of the layer); checks it runs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    d = metadata.spatial_dims
+    out_side = side - 2 * metadata.output_margin
+    class_weights = np.eye(metadata.num_classes, dtype=np.float32)[metadata.foreground_class]
+    activations, gradients = session.run([ACTIVATIONS_OUTPUT, GRADIENTS_OUTPUT], {
+        INPUT_NAME: np.zeros((1, metadata.in_channels) + (side,) * d, np.float32),
+        REGION_INPUT: np.ones((1, 1) + (out_side,) * d, np.float32),
+        CLASS_INPUT: class_weights,
+    })
+    if activations.shape != gradients.shape or not np.all(np.isfinite(gradients)):
+        raise ExplanationGraphError(f"explanation graph gives activations {activations.shape}, gradients "
+                                    f"{gradients.shape} (non-finite: {not np.all(np.isfinite(gradients))})")
+    return activations.shape[1], activations.shape[2]
+
+
 def explanation_metadata(
-    proto: onnx.ModelProto, num_classes: int, layers: Mapping[str, str] | None = None
+    proto: onnx.ModelProto, metadata: ModelMetadata, layers: Mapping[str, str] | None = None
 ) -> dict:
-    """The :data:`sdk.explain.METADATA_KEY` entry: per layer its tensor, channels, stride and graph delta."""
+    """The :data:`sdk.explain.METADATA_KEY` entry: per layer its tensor, channels, stride and graph delta.
+
+    Channels and stride are measured by running each explanation graph (ONNX Runtime) on two input sizes,
+    which also proves that every delta loads and runs.
+    """
     layers = dict(unet_layers(proto) if layers is None else layers)
     if not layers:
         raise ExplanationGraphError("found no U-Net blocks (weights named down.N / bottleneck / up_blocks.N)")
-    strides = _strides(proto)
     _, head = logits_tensor(proto)
+    small = metadata.valid_input_size_at_least(2 * metadata.input_size_multiple + 2 * metadata.output_margin)
+    large = small + metadata.input_size_multiple
     entries = {}
     for name, tensor in layers.items():
-        delta = layer_delta(proto, name, tensor, num_classes)
-        check = merged(proto, delta)
-        onnx.checker.check_model(check)
+        delta = layer_delta(proto, name, tensor, metadata.num_classes)
+        model = merged(proto, delta)
+        onnx.checker.check_model(model)
+        channels, small_side = _probe(model.SerializeToString(), metadata, small)
+        _, large_side = _probe(model.SerializeToString(), metadata, large)
         entries[name] = {
             "tensor": tensor,
-            "channels": _channels(proto, tensor),
-            "stride": strides.get(tensor, 1.0),
+            "channels": channels,
+            "stride": (large - small) / (large_side - small_side),
             "graph": base64.b64encode(delta.SerializeToString()).decode("ascii"),
         }
     default = DEFAULT_LAYER if DEFAULT_LAYER in entries else next(iter(entries))
     return {
         "schema_version": SCHEMA_VERSION,
         "method": "Seg-Grad-CAM (Vinogradova et al. 2020, arXiv:2002.11434)",
-        "score": "log_odds" if num_classes == 2 else "logit",
+        "score": "log_odds" if metadata.num_classes == 2 else "logit",
         "head": head,
         "default_layer": default,
         "layers": entries,
@@ -380,14 +387,16 @@ def explanation_metadata(
 
 
 def add_explanation(
-    proto: onnx.ModelProto, num_classes: int, layers: Mapping[str, str] | None = None
+    proto: onnx.ModelProto, metadata: ModelMetadata | None = None, layers: Mapping[str, str] | None = None
 ) -> onnx.ModelProto:
     """``proto`` with the explanation graphs of ``layers`` (default: every U-Net block) in its metadata.
 
     The forward graph, its weights and every other metadata entry are left as they are; an earlier
     explanation entry is replaced.
     """
-    entry = explanation_metadata(proto, num_classes, layers)
+    if metadata is None:
+        metadata = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    entry = explanation_metadata(proto, metadata, layers)
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     kept = [(p.key, p.value) for p in out.metadata_props if p.key != METADATA_KEY]
@@ -395,3 +404,32 @@ def add_explanation(
     for key, value in kept + [(METADATA_KEY, json.dumps(entry, separators=(",", ":")))]:
         out.metadata_props.add(key=key, value=value)
     return out
+
+
+def add_explanation_file(source: str | Path, output: str | Path, *, overwrite: bool = False,
+                         layers: Mapping[str, str] | None = None) -> Path:
+    """Write ``source`` (a unet-sdk .onnx) with its explanation graphs to ``output``, atomically."""
+    augmented = add_explanation(onnx.load(str(source)), layers=layers)
+    onnx.checker.check_model(augmented, full_check=True)
+    with atomic_output(output, overwrite=overwrite) as tmp:
+        onnx.save_model(augmented, str(tmp), save_as_external_data=False)
+    return Path(output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.explain_graph MODEL.onnx -o OUT.onnx``: add the explanation graphs to an exported
+    model (no checkpoint or torch needed)."""
+    parser = argparse.ArgumentParser(prog="python -m export.explain_graph", description=main.__doc__)
+    parser.add_argument("model", type=Path, help="a .onnx written by `unet-export onnx`")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT (may be MODEL itself)")
+    args = parser.parse_args(argv)
+    path = add_explanation_file(args.model, args.output, overwrite=args.force)
+    layers = json.loads(next(p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
+                             if p.key == METADATA_KEY))["layers"]
+    print(f"{path}: explainable layers {', '.join(layers)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

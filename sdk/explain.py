@@ -53,6 +53,7 @@ CLASS_INPUT = "explain_class"  # (K,) float32: weight of each class's score (one
 ACTIVATIONS_OUTPUT = "explain_activations"  # (N, channels, *layer spatial)
 GRADIENTS_OUTPUT = "explain_gradients"  # d score / d activations, same shape
 ACTIVATION_CACHE_BYTES = 1 << 30
+MAX_METADATA_CHARS = 64 << 20  # a depth-4 U-Net's nine layers take ~0.1 MB (fp32) / 0.35 MB (int8)
 REEXPORT_HINT = (
     "re-export it with `unet-export onnx CHECKPOINT --explain`, or add the graph to an existing .onnx with "
     "`python -m export.explain_graph MODEL.onnx -o OUT.onnx` (needs the 'train' extra)"
@@ -83,6 +84,9 @@ class Explanation:
         text = props.get(METADATA_KEY)
         if text is None:
             raise ModelError(f"{source} has no explanation graph (metadata '{METADATA_KEY}'); {REEXPORT_HINT}")
+        if len(text) > MAX_METADATA_CHARS:
+            raise ModelError(f"{source}: explanation metadata of {len(text)} characters (at most "
+                             f"{MAX_METADATA_CHARS}); {REEXPORT_HINT}")
         try:
             entry = json.loads(text)
             if entry["schema_version"] > SCHEMA_VERSION:
@@ -215,10 +219,11 @@ class Explainer:
     """Explanation sessions of one model, one per layer (created on first use; thread-safe)."""
 
     def __init__(self, model_bytes: bytes, explanation: Explanation, *, device: str, threads: int,
-                 source: str) -> None:
+                 source: str, device_id: int = 0) -> None:
         self.model_bytes = model_bytes
         self.explanation = explanation
         self.device = device
+        self.device_id = device_id
         self.threads = threads
         self.source = source
         self._sessions: dict[str, Any] = {}
@@ -243,7 +248,7 @@ class Explainer:
         from .runtime import CPU, CUDA, _cuda_provider_options, _ORT_QUIET, _session_options, import_onnxruntime
 
         ort = import_onnxruntime()
-        providers = [(CUDA, _cuda_provider_options()), CPU] if self.device == "cuda" else [CPU]
+        providers = [(CUDA, _cuda_provider_options(self.device_id)), CPU] if self.device == "cuda" else [CPU]
         try:
             return ort.InferenceSession(self.model_bytes + layer.graph,
                                         sess_options=_session_options(ort, self.threads, _ORT_QUIET),
@@ -271,16 +276,20 @@ _EXPLAINERS_LOCK = threading.Lock()
 
 def explainer_of(segmenter: Any) -> Explainer:
     """The :class:`Explainer` of a :class:`~sdk.segmenter.Segmenter` (made once, on the first explanation)."""
+    from .model_file import read_model_file
     from .runtime import _model_bytes
 
     with _EXPLAINERS_LOCK:
         if segmenter not in _EXPLAINERS:
             runtime = segmenter._runtime
-            props = runtime.session.get_modelmeta().custom_metadata_map
-            explanation = Explanation.from_props(props, runtime.source)
             data, _ = _model_bytes(segmenter._model_source)
+            record = read_model_file(data, runtime.source)
+            explanation = Explanation.from_props(record.props, runtime.source)
+            if record.external:
+                raise ModelError(f"{runtime.source}: keeps its weights in external files; explanations need a "
+                                 "self-contained model (re-export without external data)")
             _EXPLAINERS[segmenter] = Explainer(data, explanation, device=runtime.device, threads=runtime.threads,
-                                               source=runtime.source)
+                                               source=runtime.source, device_id=runtime.device_id)
         return _EXPLAINERS[segmenter]
 
 
@@ -355,3 +364,14 @@ def explain(
             progress=None if progress is None else (lambda d, t, n=n: progress(n * t + d, t * stack.shape[0])),
         )
     return heat.reshape(out_shape)
+
+
+def explainable_layers(segmenter: Any) -> dict[str, dict[str, float]]:
+    """``{layer: {"channels": ..., "stride": ...}}`` of the segmenter's model, default layer first; empty if
+    the model has no explanation graph."""
+    props = segmenter._runtime.session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        return {}
+    explanation = Explanation.from_props(props, segmenter._runtime.source)
+    names = [explanation.default_layer] + [n for n in explanation.layers if n != explanation.default_layer]
+    return {n: {"channels": explanation.layers[n].channels, "stride": explanation.layers[n].stride} for n in names}

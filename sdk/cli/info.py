@@ -6,6 +6,7 @@ import json
 
 from ..models import EMBEDDED_MODELS, resolve_model
 from ..runtime import available_providers
+from ..explain import explainable_layers
 from ..segmenter import Segmenter
 
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         "providers_available": available_providers(),
         "auto_device": segmenter.device,
         "auto_providers": segmenter.providers,
+        "explainable_layers": explainable_layers(segmenter),
         "defaults": {
             "tile": list(segmenter.tile),
             "overlap": segmenter.overlap,
@@ -47,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"providers available: {', '.join(report['providers_available'])}")
     print(f"device='auto' runs on: {segmenter.device} ({', '.join(segmenter.providers)})")
     print("defaults: " + ", ".join(f"{k}={v}" for k, v in report["defaults"].items()))
+    layers = report["explainable_layers"]
+    print("explainable layers (unet-sdk explain --layer): " + (", ".join(
+        f"{name} ({layer['channels']} ch, 1/{layer['stride']:g} scale)" for name, layer in layers.items())
+        or "none; re-export with `unet-export onnx --explain`"))
     return 0
 
 

@@ -18,7 +18,7 @@ from .._version import __version__
 from ..errors import UnetSdkError
 from .options import add_verbosity_arguments
 
-SUBCOMMANDS = ("demo", "predict", "info", "evaluate")
+SUBCOMMANDS = ("demo", "predict", "info", "evaluate", "explain")
 
 
 def build_parser() -> argparse.ArgumentParser:
