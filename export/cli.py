@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk.cli.options import add_verbosity_arguments
 from sdk.errors import InvalidInputError, UnetSdkError
 from sdk.model_metadata import BLEND_MODES
 
@@ -25,14 +26,18 @@ logger = logging.getLogger(__name__)
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--preset", choices=["isbi2012"], help="a known data set with its split")
-    group.add_argument("--data-dir", type=Path, help="where the preset's files are (default: ../shared/data/...)")
+    group.add_argument("--data-dir", type=Path,
+                       help="folder with the preset's files (default: $UNET_SDK_DATA, then the current folder)")
     group.add_argument("--images", type=Path, help="image stack (TIFF/NPY/...) or directory of images")
     group.add_argument("--labels", type=Path, help="label stack or directory, same layout as --images")
     group.add_argument("--train-indices", help="samples to train on, e.g. 0:25 (default: all but validation)")
     group.add_argument("--val-indices", help="held-out samples, e.g. 25:30 (default: the last 20%%)")
-    group.add_argument("--label-mode", choices=["binary", "classes"], default=None)
-    group.add_argument("--class-names", help="comma-separated, e.g. membrane,cell")
-    group.add_argument("--spatial-dims", type=int, choices=[2, 3], default=None)
+    group.add_argument("--label-mode", choices=["binary", "classes"], default=None,
+                       help="binary: 0 is class 0, > 0 is class 1; classes: values are class indices "
+                            "(default: the preset's, else binary)")
+    group.add_argument("--class-names", help="comma-separated, e.g. membrane,cell (default: background,foreground)")
+    group.add_argument("--spatial-dims", type=int, choices=[2, 3], default=None,
+                       help="2: every slice is a sample; 3: volumes (default: the preset's, else 2)")
 
 
 def _resolve_data(args) -> dict:
@@ -141,9 +146,10 @@ def cmd_train(args) -> int:
     )
     train_samples = _samples(data, data["train"], normalization)
     val_samples = _samples(data, data["val"], normalization) if data["val"] else []
+    limit = f" (at most {config.max_minutes:g} min)" if config.max_minutes else ""
     print(
         f"training on {len(train_samples)} samples, validating on {len(val_samples)}; "
-        f"{config.steps} steps (max {config.max_minutes} min) -> {args.out}",
+        f"{config.steps} steps{limit} -> {args.out}",
         file=sys.stderr,
     )
     with ProgressBar(config.steps, "train", enabled=None if args.progress else False) as bar:
@@ -274,37 +280,47 @@ def cmd_bioimageio(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unet-export", description="Train U-Nets and export them to ONNX.")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbosity_arguments(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a U-Net (checkpoints in --out)")
     _data_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="directory for best.pt / last.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--steps", type=int, default=10000)
-    p.add_argument("--epoch-steps", type=int, default=500, help="steps between validations")
-    p.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--tile", type=int, default=256, help="training tile side")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--base-features", type=int, default=16)
-    p.add_argument("--padding", choices=["same"], default="same", help="whole-sample validation needs 'same'")
-    p.add_argument("--no-batch-norm", action="store_true")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--dice-weight", type=float, default=0.0)
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=10000, help="optimizer steps in all (default: %(default)s)")
+    p.add_argument("--epoch-steps", type=int, default=500,
+                   help="steps between validations and checkpoints (default: %(default)s)")
+    p.add_argument("--max-minutes", type=float, help="stop after this much training time (default: no limit)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per step (default: %(default)s)")
+    p.add_argument("--tile", type=int, default=256,
+                   help="training tile side; with valid padding the input side, rounded up to one the "
+                        "network accepts (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam learning rate, decayed by a cosine schedule (default: %(default)s)")
+    p.add_argument("--depth", type=int, default=4, help="poolings between input and bottleneck (default: %(default)s)")
+    p.add_argument("--base-features", type=int, default=16,
+                   help="feature maps of the first level, doubled per level (default: %(default)s)")
+    p.add_argument("--padding", choices=["same", "valid"], default="same",
+                   help="same: zero-padded convolutions, output = input size; valid: the paper's unpadded "
+                        "ones, output smaller by the margin (trained on mirrored context) (default: %(default)s)")
+    p.add_argument("--no-batch-norm", action="store_true", help="no batch normalisation after convolutions")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout rate at the bottleneck (default: %(default)s)")
+    p.add_argument("--dice-weight", type=float, default=0.0,
+                   help="add this times the soft Dice loss to the weighted cross-entropy (default: %(default)s)")
+    p.add_argument("--no-augment", action="store_true", help="no elastic, flip or intensity augmentation")
+    p.add_argument("--seed", type=int, default=0, help="random seed of weights, tiles and augmentation")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("onnx", help="export a checkpoint to one self-describing ONNX file")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("checkpoint", type=Path, help="best.pt or last.pt written by `unet-export train`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="weights and activations (fp16: for GPUs) (default: %(default)s)")
     p.add_argument("--tile-size", type=int, help="recommended inference tile side (default: training tile)")
-    p.add_argument("--tile-overlap", type=float, default=0.25)
+    p.add_argument("--tile-overlap", type=float, default=0.25,
+                   help="recommended overlap fraction of neighbouring tiles (default: %(default)s)")
     p.add_argument(
         "--blend", choices=BLEND_MODES, default="gaussian",
         help="recommended merge: weighted blending, or 'none' = overlap-tile with halo cropping",
@@ -315,15 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quantize", help="int8 static QDQ quantization calibrated on training tiles")
     p.add_argument("model", type=Path, help="fp32 ONNX file written by `unet-export onnx`")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the int8 .onnx file to write")
     _data_arguments(p)
-    p.add_argument("--calibration-tiles", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--calibration-tiles", type=int, default=32,
+                   help="training tiles that set the activation ranges (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the calibration tiles")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("evaluate", help="held-out ISBI metrics and speed of an ONNX model (ONNX Runtime)")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="the .onnx model to score")
     _data_arguments(p)
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the held-out samples")
@@ -341,15 +358,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", help="unit of --pixel-size, e.g. nanometer or micrometer")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=cmd_bioimageio)
+    for subparser in sub.choices.values():
+        add_verbosity_arguments(subparser, top_level=False)
     return parser
+
+
+# what each optional package of the `train` extra is needed for
+TRAIN_EXTRA_PACKAGES = ("torch", "onnx", "onnxscript", "scipy")
 
 
 def main(argv: list[str] | None = None) -> int:
     from sdk.cli.main import run_parsed
 
-    return run_parsed(
-        build_parser().parse_args(argv),
-        prog="unet-export",
-        errors=(UnetSdkError, ValueError, FileExistsError),
-        log_format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    args = build_parser().parse_args(argv)
+    try:
+        return run_parsed(
+            args,
+            prog="unet-export",
+            errors=(UnetSdkError, ValueError, FileExistsError),
+            log_format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in TRAIN_EXTRA_PACKAGES:
+            raise
+        print(f"unet-export {args.command}: error: needs the '{exc.name.split('.')[0]}' package, which the "
+              "'train' extra installs: pip install 'unet-sdk[train]'", file=sys.stderr)
+        return 2

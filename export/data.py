@@ -13,6 +13,7 @@ Objects (instances) for the weight map are the 4-/6-connected components of the 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,15 @@ from .losses import unet_weight_map
 logger = logging.getLogger(__name__)
 
 LABEL_MODES = ("binary", "classes")
-ISBI2012_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012"
+DATA_ENV = "UNET_SDK_DATA"  # a folder holding the presets' files (or one subfolder per preset)
+# the data folder beside a source checkout (this workspace's ../shared/data); absent in an installed package
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ISBI2012_FILES = ("train-volume.tif", "train-labels.tif")
+ISBI2012_SOURCE = (
+    "the training stacks of the ISBI 2012 EM segmentation challenge (30 slices of 512x512, labels 0 = membrane, "
+    "255 = cell): https://imagej.net/events/isbi-2012-segmentation-challenge , also in the repository "
+    "github.com/zhixuhao/unet (data/membrane/train, as PNG slices: a folder of images works with --images/--labels)"
+)
 
 
 def load_stack(path: str | Path) -> np.ndarray:
@@ -162,9 +171,37 @@ class Preset:
     citation: str = ""
 
 
+def find_preset_dir(name: str, files: tuple[str, ...], data_dir: str | Path | None, source: str) -> Path:
+    """The folder holding a preset's ``files``: ``data_dir`` (or its ``name`` subfolder) when given;
+    else ``$UNET_SDK_DATA`` (or its ``name`` subfolder), the current directory, ``./name``, ``./data/name``,
+    and last the data folder beside a source checkout. The error lists where it looked and what to get."""
+    def with_subfolder(root: Path) -> list[Path]:
+        return [root, root / name]
+
+    if data_dir is not None:
+        candidates = with_subfolder(Path(data_dir))
+    else:
+        env = os.environ.get(DATA_ENV)
+        cwd = Path.cwd()
+        candidates = (with_subfolder(Path(env)) if env else []) + [cwd, cwd / name, cwd / "data" / name]
+        candidates.append(CHECKOUT_DATA_DIR / name)
+    for folder in candidates:
+        if all((folder / f).is_file() for f in files):
+            logger.info("%s preset: data from %s", name, folder)
+            return folder
+    where = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    env_note = "" if data_dir is not None or os.environ.get(DATA_ENV) else f" (${DATA_ENV} is not set)"
+    raise InvalidInputError(
+        f"the {name} preset needs {' and '.join(files)} in one folder; looked in {where}{env_note}. "
+        f"Get {source}. Then pass --data-dir FOLDER, set {DATA_ENV}=FOLDER, or run from that folder."
+    )
+
+
 def isbi2012_preset(data_dir: str | Path | None = None) -> Preset:
-    """ISBI 2012 EM membranes: train on slices 0-24, validate on 25-29; label 0 = membrane, 255 = cell."""
-    root = Path(data_dir) if data_dir is not None else ISBI2012_DIR
+    """ISBI 2012 EM membranes: train on slices 0-24, validate on 25-29; label 0 = membrane, 255 = cell.
+
+    The files are found by :func:`find_preset_dir`."""
+    root = find_preset_dir("isbi2012", ISBI2012_FILES, data_dir, ISBI2012_SOURCE)
     return Preset(
         name="isbi2012",
         images=root / "train-volume.tif",

@@ -49,8 +49,9 @@ class ProgressBar:
         if self.total:
             frac = min(self.count / self.total, 1.0)
             bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-            eta = (self.total - self.count) / rate if rate > 0 else float("nan")
-            line = f"{self.desc} [{bar}] {self.count}/{self.total} {rate:.1f}/s eta {eta:.0f}s"
+            # no rate before the first unit is done: say so rather than print "eta nans"
+            eta = f"eta {(self.total - self.count) / rate:.0f}s" if rate > 0 else "eta --"
+            line = f"{self.desc} [{bar}] {self.count}/{self.total} {rate:.1f}/s {eta}"
         else:
             line = f"{self.desc} {self.count} {rate:.1f}/s"
         self.stream.write("\r" + line)

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f".{name}", __package__).add_parser(subparsers)
     for subparser in subparsers.choices.values():
         add_verbosity_arguments(subparser, top_level=False)
+        if subparser.description:  # module docstrings serve as descriptions: no reST markup in --help
+            subparser.description = subparser.description.replace("``", "")
     return parser
 
 
