@@ -19,6 +19,7 @@ from .inference import OutputSlot, Progress, label_dtype, sliding_window_predict
 from .model_metadata import ModelMetadata
 from .models import resolve_model
 from .runtime import Runtime
+from . import sizing
 from .tiling import MERGE_MODES, plan_tiles, validate_choice
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ class Segmenter:
         :attr:`device`); ``"cuda"`` (GPU 0) or ``"cuda:N"`` (GPU N) raises
         :class:`~sdk.errors.RuntimeUnavailableError` if it cannot.
     tile : int or sequence of int
-        Network input side(s) of a tile, rounded up to a size the network accepts. Default: the
-        model's ``tile_size``, else 512 (2D) / 96 (3D). For overlap-tile on a same-padding model a
-        tile too small to hold the model's halo is grown to the smallest one that does (logged), so
+        Network input side(s) of a tile, rounded up to a size the network accepts. Default: for
+        overlap-tile on the CPU the largest tile whose working memory fits a quarter of the available
+        memory (:func:`sdk.sizing.default_tile`); otherwise the model's ``tile_size``, else 512 (2D) /
+        96 (3D). For overlap-tile on a same-padding model a tile too small to hold the model's halo is
+        grown to the smallest one that does (logged), so
         the result never depends on the tile.
     overlap : float in [0, 1)
         Fraction of a tile shared with its neighbour. Default: 0 for overlap-tile on a valid-padding
@@ -89,7 +92,12 @@ class Segmenter:
             if blend is not None
             else ("none" if meta.padding == "valid" else meta.blend)
         )
-        self.tile = _tile_sizes(tile if tile is not None else (meta.tile_size or DEFAULT_TILE[meta.spatial_dims]), meta)
+        if tile is None:
+            # overlap-tile results do not depend on the tile, so take the largest that fits the memory budget
+            batch = batch_size if isinstance(batch_size, int) and batch_size > 0 else 1
+            tile = (sizing.default_tile(self._runtime, batch_size=batch) if self.blend == "none"
+                    else meta.tile_size or DEFAULT_TILE[meta.spatial_dims])
+        self.tile = _tile_sizes(tile, meta)
         if overlap is None:
             overlap = self._default_overlap(meta)
         if not isinstance(overlap, (int, float, np.floating)) or not 0.0 <= float(overlap) < 1.0:
