@@ -1,0 +1,280 @@
+"""BioImage Model Zoo packages: export passes ``bioimageio test`` (bioimageio.core), import predicts like
+the original model, and a package made by bioimageio.spec's own builders predicts like bioimageio.core."""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+import bioimageio.core as zoo_core
+from bioimageio.core.sample import Sample
+from bioimageio.core.tensor import Tensor
+from bioimageio.spec import save_bioimageio_package
+from bioimageio.spec.model import v0_5 as zoo
+
+from export.bioimageio import REPRODUCIBILITY_TOLERANCE, export_package
+from sdk import Segmenter
+from sdk.bioimageio import ZooPreprocessing, ZooStep, load_package, preprocessing_for
+from sdk.errors import ModelError, OutputExistsError
+from sdk.io import read_image
+from sdk.model_metadata import Normalization
+from sdk.models import sample_image_path
+from tests.onnx_fixtures import make_model
+
+ATOL = REPRODUCIBILITY_TOLERANCE["absolute_tolerance"]
+
+
+def _passed(package: Path) -> list[str]:
+    """Run bioimageio.core's test of ``package``; return the names of its checks (all must pass)."""
+    summary = zoo_core.test_description(package)
+    failed = [(d.name, [e.msg[:300] for e in d.errors]) for d in summary.details if d.status != "passed"]
+    assert summary.status == "passed", failed
+    return [d.name for d in summary.details]
+
+
+@pytest.fixture(scope="module")
+def default_package(tmp_path_factory) -> Path:
+    return export_package(None, tmp_path_factory.mktemp("zoo") / "isbi2012.zip")
+
+
+# -- export -----------------------------------------------------------------------------------------
+def test_default_model_package_passes_bioimageio_test(default_package):
+    checks = _passed(default_package)
+    assert "Reproduce test outputs from test inputs (onnx)" in checks
+    # the dynamic-shape runs: sizes min + n * step (n = 0, 1, 2) at batch sizes 1 and 2
+    runs = [c for c in checks if c.startswith("Run onnx inference for inputs with batch_size")]
+    assert len(runs) == 6
+    with zipfile.ZipFile(default_package) as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+        weights = package.read("weights.onnx")
+    assert weights == Path(Segmenter()._runtime.source).read_bytes()  # the model file itself
+    assert rdf["weights"]["onnx"]["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert rdf["weights"]["onnx"]["opset_version"] == onnx.load_from_string(weights).opset_import[0].version
+    space = rdf["outputs"][0]["axes"][2]
+    # overlap-tile with a 1024-px tile and 0.1875 overlap: 192 shared pixels, 96 per side
+    assert space["halo"] == 96 and space["size"]["offset"] == 0
+    assert rdf["inputs"][0]["axes"][2]["size"]["step"] == 16
+    assert rdf["inputs"][0]["axes"][2]["unit"] == "nanometer"
+    assert rdf["outputs"][0]["axes"][1]["channel_names"] == ["membrane", "cell"]
+    assert {c.get("doi") for c in rdf["cite"]} >= {"10.1007/978-3-319-24574-4_28", "10.3389/fnana.2015.00142"}
+    assert rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]["absolute_tolerance"] == ATOL
+
+
+def test_package_imported_back_predicts_bit_identically(default_package, tmp_path):
+    image = read_image(sample_image_path())[:256, :384]  # two overlap-tiles of 256 px
+    expected = Segmenter(tile=256).predict_proba(image)
+    folder = tmp_path / "unpacked"
+    with zipfile.ZipFile(default_package) as package:
+        package.extractall(folder)
+    for source in (default_package, folder, folder / "rdf.yaml"):
+        np.testing.assert_array_equal(Segmenter(str(source), tile=256).predict_proba(image), expected)
+
+
+def test_test_tensors_agree_with_numpy_zscore(default_package):
+    """The package's test output is the model applied to the z-scored test input (numpy reference)."""
+    with zipfile.ZipFile(default_package) as package:
+        x = np.load(package.open("test_input.npy"))
+        y = np.load(package.open("test_output.npy"))
+    z = (x - x.mean()) / max(x.std(), 1e-6)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(Segmenter()._runtime.source), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"image": z.astype(np.float32)})[0]
+    np.testing.assert_allclose(y, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kind, dims, normalization",
+    [
+        ("valid", 2, Normalization("percentile", low=2.0, high=98.0, clip_low=-1.0, clip_high=2.0)),
+        ("same", 3, Normalization("fixed", mean=0.3, std=0.2)),
+    ],
+)
+def test_any_model_package_passes_and_round_trips(tmp_path, kind, dims, normalization):
+    data, _ = make_model(kind, spatial_dims=dims, in_channels=2, num_classes=3, normalization=normalization)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(data)
+    package = export_package(model, tmp_path / "model.zip", test_side=24)
+    _passed(package)
+    image = np.random.default_rng(1).random((2,) + (30,) * dims).astype(np.float32)
+    expected = Segmenter(str(model), tile=16).predict_proba(image)
+    np.testing.assert_array_equal(Segmenter(str(package), tile=16).predict_proba(image), expected)
+    with pytest.raises(OutputExistsError):
+        export_package(model, package)
+
+
+def test_cli_writes_a_package_and_reads_it(tmp_path, capsys):
+    from export.cli import main as export_main
+    from sdk.cli.main import main as sdk_main
+
+    data, _ = make_model("pointwise", in_channels=1, num_classes=2)
+    model, package = tmp_path / "model.onnx", tmp_path / "model.zip"
+    model.write_bytes(data)
+    assert export_main(["bioimageio", str(model), "-o", str(package), "--pixel-size", "0.5,0.5", "--unit", "micrometer"]) == 0
+    assert export_main(["bioimageio", str(model), "-o", str(package)]) == 2  # exists, no --force
+    with zipfile.ZipFile(package) as archive:
+        axis = yaml.safe_load(archive.read("rdf.yaml"))["inputs"][0]["axes"][3]
+    assert (axis["unit"], axis["scale"]) == ("micrometer", 0.5)
+    capsys.readouterr()
+    assert sdk_main(["info", str(package), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == str(package) and report["metadata"]["class_names"] == ["class0", "class1"]
+
+
+def test_normalization_without_zoo_equivalent_is_refused():
+    with pytest.raises(ModelError, match="eps"):
+        preprocessing_for(Normalization("per_image_zscore", eps=0.5), ["y", "x"])
+    with pytest.raises(ModelError, match="max_percentile"):
+        preprocessing_for(Normalization("percentile", low=0.0, high=0.5), ["y", "x"])
+
+
+# -- zoo preprocessing ------------------------------------------------------------------------------
+def test_zoo_preprocessing_chain_uses_statistics_of_the_previous_step():
+    rng = np.random.default_rng(0)
+    image = rng.normal(5.0, 3.0, (2, 20, 30))
+    steps = (
+        ZooStep("scale_linear", {"gain": [2.0, 0.5], "offset": [1.0, -1.0], "axis": "channel"}),
+        ZooStep("zero_mean_unit_variance", {"eps": 1e-3}, reduce=(1, 2)),
+        ZooStep("clip", {"min": -1.5, "max": 1.5}),
+    )
+    prep = ZooPreprocessing(steps=steps)
+    linear = image * np.array([2.0, 0.5])[:, None, None] + np.array([1.0, -1.0])[:, None, None]
+    mean, std = linear.mean(axis=(1, 2), keepdims=True), linear.std(axis=(1, 2), keepdims=True)
+    expected = np.clip((linear - mean) / (std + 1e-3), -1.5, 1.5)
+    whole = prep.apply(image)
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    # a tile normalised with the whole image's statistics equals that part of the whole result
+    tile = prep.apply(image[:, 5:15, 10:25], prep.statistics(image))
+    np.testing.assert_array_equal(tile, whole[:, 5:15, 10:25])
+
+
+# -- a package written by bioimageio.spec's builders ------------------------------------------------
+def _foreign_package(tmp_path: Path, kind: str) -> Path:
+    """A zoo package for a tiny network, built with bioimageio.spec (no unet-sdk metadata in the ONNX): per
+    channel fixed_zero_mean_unit_variance (valid) or scale_range with a halo (same), the network's softmax
+    moved into the rdf's postprocessing."""
+    data, _ = make_model(kind, in_channels=2, num_classes=3)
+    proto = onnx.load_from_string(data)
+    del proto.metadata_props[:]
+    softmax = proto.graph.node[-1]
+    proto.graph.node.remove(softmax)
+    proto.graph.output[0].name = softmax.input[0]
+    folder = tmp_path / kind
+    folder.mkdir()
+    (folder / "net.onnx").write_bytes(proto.SerializeToString())
+    margin = 3 if kind == "valid" else 0
+    halo = 0 if kind == "valid" else 8
+    x = np.random.default_rng(2).normal(100, 20, (1, 2, 40, 40)).astype(np.float32)
+    if kind == "valid":  # constants: statistics of a padded image would differ from the image's
+        preprocessing = [zoo.FixedZeroMeanUnitVarianceDescr(kwargs=zoo.FixedZeroMeanUnitVarianceAlongAxisKwargs(
+            axis=zoo.AxisId("channel"), mean=[100.0, 90.0], std=[20.0, 25.0],
+        ))]
+        normalised = (x - np.array([100.0, 90.0])[:, None, None]) / (np.array([20.0, 25.0])[:, None, None] + 1e-6)
+    else:
+        preprocessing = [zoo.ScaleRangeDescr(kwargs=zoo.ScaleRangeKwargs(
+            axes=[zoo.AxisId("y"), zoo.AxisId("x")], min_percentile=1, max_percentile=99.5,
+        ))]
+        lo, hi = np.percentile(x, [1, 99.5], axis=(2, 3), keepdims=True)
+        normalised = (x - lo) / (hi - lo + 1e-6)
+    import onnxruntime as ort
+
+    logits = ort.InferenceSession(str(folder / "net.onnx")).run(None, {"image": normalised.astype(np.float32)})[0]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.save(folder / "in.npy", x)
+    np.save(folder / "out.npy", (e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+    space_out = []
+    for a in ("y", "x"):
+        size = zoo.SizeReference(tensor_id=zoo.TensorId("image"), axis_id=zoo.AxisId(a), offset=-2 * margin)
+        space_out.append(
+            zoo.SpaceOutputAxisWithHalo(id=zoo.AxisId(a), size=size, halo=halo) if halo
+            else zoo.SpaceOutputAxis(id=zoo.AxisId(a), size=size)
+        )
+    descr = zoo.ModelDescr(
+        name=f"tiny {kind} net",
+        description="a test network",
+        authors=[zoo.Author(name="test")],
+        cite=[zoo.CiteEntry(text="test", doi=zoo.Doi("10.1007/978-3-319-24574-4_28"))],
+        license=zoo.LicenseId("MIT"),
+        inputs=[zoo.InputTensorDescr(
+            id=zoo.TensorId("image"),
+            axes=[
+                zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["a", "b"]),
+                zoo.SpaceInputAxis(id=zoo.AxisId("y"), size=zoo.ParameterizedSize(min=24, step=2)),
+                zoo.SpaceInputAxis(id=zoo.AxisId("x"), size=zoo.ParameterizedSize(min=24, step=2)),
+            ],
+            test_tensor=zoo.FileDescr(source=folder / "in.npy"),
+            preprocessing=preprocessing,
+        )],
+        outputs=[zoo.OutputTensorDescr(
+            id=zoo.TensorId("probabilities"),
+            axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["p", "q", "r"])] + space_out,
+            test_tensor=zoo.FileDescr(source=folder / "out.npy"),
+            postprocessing=[zoo.SoftmaxDescr(kwargs=zoo.SoftmaxKwargs(axis=zoo.AxisId("channel")))],
+        )],
+        weights=zoo.WeightsDescr(onnx=zoo.OnnxWeightsDescr(source=folder / "net.onnx", opset_version=17)),
+    )
+    return save_bioimageio_package(descr, output_path=tmp_path / f"{kind}.zip")
+
+
+@pytest.mark.parametrize("kind", ["valid", "same"])
+def test_foreign_package_predicts_like_bioimageio_core(tmp_path, kind):
+    package = _foreign_package(tmp_path, kind)
+    segmenter = Segmenter(str(package), tile=32)
+    meta = segmenter.metadata
+    assert (meta.padding, meta.blend, meta.output_activation) == (
+        ("valid", "none", "softmax") if kind == "valid" else ("same", "none", "softmax")
+    )
+    image = np.random.default_rng(3).normal(100, 20, (2, 70, 58)).astype(np.float32)
+    ours = segmenter.predict_proba(image)  # several tiles of 32 px
+    # bioimageio.core runs the whole image at once, as its own test does (without padding the input by
+    # the halo: its predict() would normalise that padded image instead); ours mirror-pads a valid
+    # network's margin (so the output has the image's size): give it the same padded input
+    margin = meta.output_margin
+    padded = np.pad(image, ((0, 0),) + ((margin, margin),) * 2, mode="reflect")
+    sample = Sample(members={"image": Tensor.from_numpy(padded[None], dims=("batch", "channel", "y", "x"))}, stat={}, id=0)
+    with zoo_core.create_prediction_pipeline(zoo_core.load_model_description(package)) as pipeline:
+        result = pipeline.predict_sample_without_blocking(sample, skip_input_padding=True, skip_output_cropping=True)
+    theirs = result.members["probabilities"].data.to_numpy()[0]
+    assert theirs.shape == ours.shape
+    mismatched = np.abs(ours - theirs) > ATOL
+    assert not mismatched.any(), f"{mismatched.sum()} of {mismatched.size} differ, max {np.abs(ours - theirs).max()}"
+
+
+# -- malformed packages -----------------------------------------------------------------------------
+def _edited(default_package: Path, tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "edited"
+    with zipfile.ZipFile(default_package) as package:
+        package.extractall(folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    edit(rdf, folder)
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda rdf, folder: rdf.pop("weights"), "lists no weights"),
+        (lambda rdf, folder: (folder / "weights.onnx").unlink(), "missing from the package"),
+        (lambda rdf, folder: rdf["weights"]["onnx"].update(sha256="0" * 64), "sha256"),
+        (lambda rdf, folder: rdf["inputs"][0]["axes"][2].update(type="wavelength"), "axis type 'wavelength' is unknown"),
+        (lambda rdf, folder: rdf["inputs"][0]["axes"][2].update(size=256), "fixed size 256"),
+        (lambda rdf, folder: rdf["inputs"][0]["axes"].insert(2, rdf["inputs"][0]["axes"].pop(1)), "in this order"),
+        (lambda rdf, folder: rdf["inputs"][0]["preprocessing"].append({"id": "scale_mean_variance", "kwargs": {}}),
+         "preprocessing 'scale_mean_variance' is unsupported"),
+        (lambda rdf, folder: rdf["outputs"][0].update(postprocessing=[{"id": "binarize", "kwargs": {"threshold": 0.5}}]),
+         "postprocessing 'binarize'"),
+        (lambda rdf, folder: rdf["weights"]["onnx"].update(source="https://example.org/w.onnx"), "URL"),
+        (lambda rdf, folder: rdf["weights"]["onnx"].update(source="../w.onnx"), "outside the package"),
+        (lambda rdf, folder: rdf.update(format_version="0.4.10"), "format_version 0.4.10"),
+    ],
+)
+def test_malformed_packages_are_model_errors(default_package, tmp_path, edit, message):
+    folder = _edited(default_package, tmp_path, edit)
+    with pytest.raises(ModelError, match=message):
+        load_package(folder)
