@@ -131,24 +131,53 @@ def make_samples(
     return samples
 
 
-class TileSampler:
-    """Draws random, augmented training tiles from samples: ``batch(rng, n) -> (x, y, w)`` numpy arrays."""
+def mirrored_window(array: np.ndarray, starts: tuple[int, ...], sizes: tuple[int, ...]) -> np.ndarray:
+    """The window ``[start, start + size)`` of the trailing axes of ``array``, with positions outside the
+    array mirrored at its border (numpy's ``reflect``: the edge pixel is not repeated), as the U-Net
+    paper extrapolates the context of border tiles."""
+    lead = array.ndim - len(starts)
+    for axis, (start, size) in enumerate(zip(starts, sizes), start=lead):
+        n = array.shape[axis]
+        index = np.abs(np.arange(start, start + size))
+        period = 2 * (n - 1) if n > 1 else 1
+        index = index % period
+        index = np.where(index >= n, period - index, index)
+        array = np.take(array, index, axis=axis)
+    return array
 
-    def __init__(self, samples: list[Sample], tile: tuple[int, ...], augmenter: Augmenter | None) -> None:
+
+class TileSampler:
+    """Draws random, augmented training tiles from samples: ``batch(rng, n) -> (x, y, w)`` numpy arrays.
+
+    ``margin`` > 0 (valid-padding networks, whose output is smaller than the input by ``margin`` per side):
+    an input tile of side ``tile`` carries labels and weights for its central ``tile - 2 * margin`` only;
+    every label position can be drawn, with the context beyond the sample's border mirrored.
+    """
+
+    def __init__(
+        self, samples: list[Sample], tile: tuple[int, ...], augmenter: Augmenter | None, *, margin: int = 0
+    ) -> None:
         self.samples = samples
         self.tile = tuple(tile)
         self.augmenter = augmenter
+        self.margin = int(margin)
+        self.output = tuple(t - 2 * self.margin for t in self.tile)
+        if min(self.output) < 1:
+            raise InvalidInputError(f"tile {self.tile} leaves no output inside the network's margin {self.margin}")
         for s in samples:
-            if any(t > n for t, n in zip(self.tile, s.classes.shape)):
-                raise InvalidInputError(f"tile {self.tile} is larger than a sample {s.classes.shape}")
+            if any(t > n for t, n in zip(self.output, s.classes.shape)):
+                raise InvalidInputError(f"tile {self.output} is larger than a sample {s.classes.shape}")
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sample = self.samples[int(rng.integers(len(self.samples)))]
-        starts = [int(rng.integers(n - t + 1)) for t, n in zip(self.tile, sample.classes.shape)]
-        box = tuple(slice(s, s + t) for s, t in zip(starts, self.tile))
-        image, classes, weights = sample.image[(slice(None),) + box], sample.classes[box], sample.weights[box]
+        starts = tuple(int(rng.integers(n - t + 1)) - self.margin for t, n in zip(self.output, sample.classes.shape))
+        image, classes, weights = (mirrored_window(a, starts, self.tile)
+                                   for a in (sample.image, sample.classes, sample.weights))
         if self.augmenter is not None:
             image, classes, weights = self.augmenter(image, classes, weights, rng)
+        if self.margin:
+            inner = tuple(slice(self.margin, self.margin + o) for o in self.output)
+            classes, weights = classes[inner], weights[inner]
         return image, classes, weights
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from sdk.io import atomic_output
 from sdk.model_metadata import Normalization
 
 from .augment import Augmenter
-from .data import Sample, TileSampler
+from .data import Sample, TileSampler, mirrored_window
 from .losses import UNetLoss
 from .unet import UNet
 
@@ -115,18 +115,18 @@ def _batch_tensor(image: np.ndarray, spatial_dims: int) -> torch.Tensor:
 def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foreground_class: int = 1) -> dict[str, float]:
     """Validation loss and the ISBI 2012 metrics (:func:`sdk.metrics.isbi2012`) over ``samples``.
 
-    Each sample is segmented whole (a 'same'-padding model keeps its size). 2D samples are scored as one
-    stack (Fiji's slice-by-slice semantics, counts summed over slices); 3D volumes as stacks of slices.
+    Each sample is segmented whole: a 'same'-padding model keeps its size; a 'valid'-padding one gets
+    the sample with mirrored context (its margin, plus what makes the side one it accepts) and its output
+    is cropped back to the sample. 2D samples are scored as one stack (Fiji's slice-by-slice semantics,
+    counts summed over slices); 3D volumes as stacks of slices.
     """
     from sdk.metrics import isbi2012
 
-    if model.padding != "same":
-        raise ValueError("whole-sample validation needs a 'same'-padding model")
     model.eval()
     probabilities, losses = [], []
     with torch.no_grad():
         for s in samples:
-            logits = model(_batch_tensor(s.image, model.spatial_dims))
+            logits = _whole_sample_logits(model, s.image)
             probabilities.append(torch.softmax(logits, dim=1)[0, foreground_class].numpy())
             target, weights = torch.from_numpy(s.classes[None]), torch.from_numpy(s.weights[None])
             losses.append(float(loss_fn(logits, target, weights)))
@@ -140,6 +140,25 @@ def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foregroun
         "rand_error": float(scores.rand_error),
         "pixel_error": float(scores.pixel_error),
     }
+
+
+def _whole_sample_logits(model: UNet, image: np.ndarray) -> torch.Tensor:
+    """Logits (1, K, *spatial) of a whole (C, *spatial) sample."""
+    if model.padding == "same":
+        return model(_batch_tensor(image, model.spatial_dims))
+    rules = model.size_rules()
+    margin = rules.output_margin
+    spatial = image.shape[1:]
+    sides = [accepted_side(rules, n + 2 * margin) for n in spatial]
+    window = mirrored_window(image, tuple(-margin for _ in spatial), tuple(sides))
+    logits = model(_batch_tensor(window, model.spatial_dims))
+    return logits[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
+
+
+def accepted_side(rules, n: int) -> int:
+    """The smallest input side >= ``n`` the network accepts."""
+    n = max(n, rules.min_input_size)
+    return n + (-(n - rules.input_size_offset)) % rules.input_size_multiple
 
 
 def _lr_at(config: TrainConfig, step: int, train_seconds: float) -> float:
@@ -208,7 +227,12 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = UNetLoss(dice_weight=config.dice_weight, foreground_class=config.foreground_class)
     augmenter = Augmenter(spatial_dims=config.spatial_dims) if config.augment else None
-    sampler = TileSampler(train_samples, config.tile, augmenter)
+    margin = model.size_rules().output_margin if config.padding == "valid" else 0
+    tile = tuple(accepted_side(model.size_rules(), t) for t in config.tile) if margin else config.tile
+    if tile != tuple(config.tile):
+        logger.info("training tile %s -> %s: the nearest input side the valid-padding network accepts",
+                    config.tile, tile)
+    sampler = TileSampler(train_samples, tile, augmenter, margin=margin)
     step, elapsed, history, best = 0, 0.0, [], None
     if resume:
         state = load_checkpoint(out_dir / "last.pt")

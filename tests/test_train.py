@@ -81,7 +81,7 @@ def test_validation_uses_isbi_metrics(tmp_path):
         assert 0.0 <= record[key] <= 1.0
 
 
-def test_label_and_split_handling():
+def test_label_and_split_handling(tmp_path):
     images, labels = _synthetic(n=2, size=16)
     samples = make_samples(images, labels, spatial_dims=2)
     assert set(np.unique(samples[0].classes)) == {0, 1}
@@ -92,7 +92,9 @@ def test_label_and_split_handling():
     for bad in ("31", "5-40", "30:"):
         with pytest.raises(InvalidInputError):
             parse_index_range(bad, 30)
-    preset = isbi2012_preset("/nowhere")
+    for name in ("train-volume.tif", "train-labels.tif"):  # the preset only looks for the files here
+        (tmp_path / name).touch()
+    preset = isbi2012_preset(tmp_path)
     assert preset.train_indices == tuple(range(25)) and preset.val_indices == (25, 26, 27, 28, 29)
     assert preset.class_names == ("membrane", "cell")
     with pytest.raises(InvalidInputError):
