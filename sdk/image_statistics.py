@@ -40,7 +40,7 @@ def blocks(shape: Sequence[int], limit: int = BLOCK_ELEMENTS) -> Iterator[tuple[
 
 
 def _channel_blocks(image, channel: int) -> Iterator[np.ndarray]:
-    for index in blocks(image.shape[1:]):
+    for index in blocks(image.shape[1:], BLOCK_ELEMENTS):  # read at call time: tests shrink it
         yield np.asarray(image[(channel,) + index])
 
 
