@@ -16,6 +16,7 @@ from onnx_fixtures import make_model  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from sdk import Segmenter  # noqa: E402
+from sdk.io import load_image  # noqa: E402
 from sdk.napari import _segment  # noqa: E402
 from sdk.napari._segment import SegmentWidget  # noqa: E402
 from sdk.tiling import plan_tiles  # noqa: E402
@@ -122,14 +123,15 @@ def test_cancel_stops_between_tiles(qtbot, widget, tmp_path):
 
 
 def test_outputs_larger_than_memory_go_to_zarr_and_are_shown_lazily(qtbot, widget, model_path, tmp_path, monkeypatch):
-    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("zarr", minversion="3")
     stack = np.random.default_rng(3).normal(size=(3, 32, 40)).astype(np.float32)
-    widget.viewer.add_image(stack, name="stack")
+    widget.viewer.add_image(stack, name="stack", scale=(3.0, 0.5, 0.5))
     monkeypatch.setattr(_segment, "free_memory", lambda: 1000)  # the outputs now exceed half the free memory
     choose(widget, model=model_path, outputs=("labels", "probabilities"))
-    assert not widget.run_button.isEnabled() and "zarr output folder" in widget.run_button.toolTip()
-    target = tmp_path / "pred.zarr"
-    choose(widget, model=model_path, outputs=("labels", "probabilities"), zarr=target)
+    assert not widget.run_button.isEnabled() and "choose a zarr folder" in widget.run_button.toolTip()
+    choose(widget, model=model_path, outputs=("labels", "probabilities"), zarr=tmp_path / "missing")
+    assert not widget.run_button.isEnabled() and "does not exist" in widget.run_button.toolTip()
+    choose(widget, model=model_path, outputs=("labels", "probabilities"), zarr=tmp_path)
     run_and_wait(qtbot, widget)
 
     reference = Segmenter(model_path)
@@ -138,6 +140,22 @@ def test_outputs_larger_than_memory_go_to_zarr_and_are_shown_lazily(qtbot, widge
     assert type(labels_layer.data).__module__.startswith("dask")  # lazy: read as napari shows it
     np.testing.assert_array_equal(np.asarray(labels_layer.data), reference.predict(stack))
     np.testing.assert_array_equal(np.asarray(proba_layer.data), reference.predict_proba(stack)[1])
-    stored = zarr.open_group(str(target), mode="r")
-    np.testing.assert_array_equal(stored["labels"][...], reference.predict(stack))
-    assert not widget.run_button.isEnabled() and "exists" in widget.run_button.toolTip()
+    # the files are OME-Zarr images with the layer's pixel size and unet-sdk's record, as the CLI writes them
+    stored = load_image(tmp_path / "stack_labels.zarr")
+    np.testing.assert_array_equal(stored.array, reference.predict(stack))
+    assert stored.calibration.axes == "ZYX" and stored.calibration.scale == (3.0, 0.5, 0.5)
+    assert stored.record["kind"] == "labels" and stored.record["class_names"] == ["class0", "class1"]
+    proba = load_image(tmp_path / "stack_proba.zarr")
+    assert proba.calibration.axes == "CZYX" and proba.record["kind"] == "probabilities"
+    assert not widget.run_button.isEnabled() and "exist" in widget.run_button.toolTip()  # no overwriting
+
+
+def test_split_touching_instances_equal_predict_instances(qtbot, widget, model_path):
+    image = np.random.default_rng(6).normal(size=(40, 48)).astype(np.float32)
+    widget.viewer.add_image(image, name="img")
+    choose(widget, model=model_path, outputs=("instances",))
+    widget.split_touching.setChecked(True)
+    run_and_wait(qtbot, widget)
+    expected = Segmenter(model_path).predict_instances(image, split_touching=True)
+    np.testing.assert_array_equal(widget.viewer.layers["img instances"].data, expected)
+    assert [layer.name for layer in widget.viewer.layers] == ["img", "img instances"]  # no unasked layers

@@ -1,41 +1,24 @@
-"""The Segment widget: a U-Net on an image layer, in a worker thread, with progress and a real Cancel."""
+"""The Segment widget: a U-Net on an image layer -> labels, probabilities and/or instances layers."""
 from __future__ import annotations
 
-import logging
-import threading
-import time
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image
-from napari.qt.threading import create_worker
-from napari.utils import progress
-from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QLineEdit, QPushButton
 
-from ..errors import UnetSdkError
-from ..io import atomic_output
-from ..models import EMBEDDED_MODELS
-from ..runtime import DEVICES
+from .._version import __version__
+from ..calibration import Calibration
+from ..io import atomic_output, create_zarr
+from ..ngff import read_ngff
 from ..segmenter import Segmenter
-from ._widgets import LayerSelector, layer_data, row
-from .prediction import OUTPUTS, PredictionCancelled, output_arrays, predict_outputs
+from ._model_task import ModelJob, ModelTaskWidget
+from ._widgets import layer_data, row
+from .prediction import OUTPUTS, output_arrays, predict_outputs
 
-logger = logging.getLogger(__name__)
-
-MODEL_FILES = "Models (*.onnx *.zip *.yaml *.yml);;All files (*)"
+ZARR_NAMES = {"labels": "labels", "probabilities": "proba"}  # as unet-sdk predict names its outputs
+SPATIAL_AXES = {1: "X", 2: "YX", 3: "ZYX"}
 
 
 def free_memory() -> int:
@@ -45,47 +28,36 @@ def free_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-class _Progress(QObject):
-    """Carries tile counts from the worker thread to the GUI thread (a queued Qt signal)."""
-
-    tiles = Signal(int, int)
-
-
-class _Job:
-    """The prediction run in the worker thread; ``str`` names it in napari's activity dock."""
-
-    def __init__(self, widget: "SegmentWidget", layer_name: str, settings: dict, data: Any, outputs: list[str],
-                 target: Path | None) -> None:
-        self.widget, self.layer_name, self.settings = widget, layer_name, settings
-        self.data, self.outputs, self.target = data, outputs, target
-        self.cancel = threading.Event()
-
-    def __str__(self) -> str:
-        return f"unet-sdk: segment {self.layer_name!r}"
-
-    def _progress(self, done: int, total: int) -> None:
-        self.widget._relay.tiles.emit(done, total)
-        if self.cancel.is_set():  # raising here stops the tiling after this tile
-            raise PredictionCancelled(f"cancelled after {done} of {total} tiles")
-
-    def __call__(self) -> tuple[Segmenter, dict[str, Any], float]:
-        start = time.perf_counter()
-        segmenter = self.widget.segmenter(**self.settings)
-        if self.target is None:
-            result = predict_outputs(segmenter, self.data, self.outputs, progress=self._progress)
-        else:
-            import zarr
-
-            with atomic_output(self.target) as tmp:  # a cancelled or failed run leaves no half-written store
-                group = zarr.open_group(str(tmp), mode="w")
-                group.attrs["unet_sdk"] = {"model": str(self.settings["model"]), "outputs": self.outputs}
-                predict_outputs(segmenter, self.data, self.outputs, store=group, progress=self._progress)
-            group = zarr.open_group(str(self.target), mode="r")
-            result = {name: group[name] for name in self.outputs}
-        return segmenter, result, time.perf_counter() - start
+def zarr_targets(folder: Path, layer_name: str, outputs: list[str]) -> dict[str, Path]:
+    """Where each output goes in a zarr folder: ``LAYER_labels.zarr``, ``LAYER_proba.zarr``."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in layer_name)
+    return {name: folder / f"{stem}_{ZARR_NAMES[name]}.zarr" for name in outputs}
 
 
-class SegmentWidget(QWidget):
+def predict_to_zarr(segmenter: Segmenter, data: Any, outputs: list[str], targets: dict[str, Path], *,
+                    scale: tuple[float, ...], model: str, source: str, progress) -> dict[str, Any]:
+    """``outputs`` written tile by tile as OME-Zarr images with the layer's pixel size and unet-sdk's record
+    (as ``unet-sdk predict`` writes them), each atomically: a cancelled or failed run leaves no half-written
+    store. Returns the stored arrays, opened lazily."""
+    meta = segmenter.metadata
+    with contextlib.ExitStack() as stack:
+        temporaries = {name: stack.enter_context(atomic_output(path)) for name, path in targets.items()}
+
+        def allocate(name: str, shape: tuple, dtype: np.dtype) -> Any:
+            spatial_axes = SPATIAL_AXES[len(shape) - (name == "probabilities")]
+            axes = ("C" if name == "probabilities" else "") + spatial_axes
+            steps = (1.0,) * (name == "probabilities") + scale[len(scale) - len(spatial_axes):]
+            record = {"kind": name, "axes": axes, "class_names": list(meta.class_names),
+                      "foreground_class": meta.foreground_class, "model": model, "source": source,
+                      "unet_sdk_version": __version__}
+            return create_zarr(temporaries[name], shape, dtype, calibration=Calibration(axes, steps, (None,) * len(axes)),
+                               record=record, labels=None if name == "probabilities" else "classes")
+
+        predict_outputs(segmenter, data, outputs, allocate=allocate, progress=progress)
+    return {name: read_ngff(path).array for name, path in targets.items()}
+
+
+class SegmentWidget(ModelTaskWidget):
     """Segment the chosen image layer with a U-Net (an embedded model, an .onnx file or a bioimage.io
     package) and add labels, probabilities and/or instances as layers.
 
@@ -94,223 +66,96 @@ class SegmentWidget(QWidget):
     lazily. Cancel stops the prediction after the tile being computed.
     """
 
-    def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self._relay = _Progress()
-        self._relay.tiles.connect(self._on_tiles)
-        self._segmenters: dict[tuple, Segmenter | Exception] = {}
-        self._job: _Job | None = None
-        self._worker = None
-        self._pbar: progress | None = None
-        self.last_tiles: tuple[int, int] = (0, 0)
+    verb = "segment"
 
-        self.image = LayerSelector(napari_viewer, (Image,))
-        self.model = QComboBox()
-        self.model.setEditable(True)
-        self.model.addItems(list(EMBEDDED_MODELS))
-        self.model.setToolTip("an embedded model, an .onnx file, or a bioimage.io package (rdf.yaml or .zip)")
-        browse_model = QPushButton("File…")
-        browse_model.clicked.connect(self._browse_model)
-        self.device = QComboBox()
-        self.device.addItems(list(DEVICES))
-        self.tile = QSpinBox()
-        self.tile.setRange(0, 16384)
-        self.tile.setSingleStep(64)
-        self.tile.setSpecialValueText("model default")
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(napari_viewer)
         self.tta = QCheckBox("average over flips (TTA)")
         self.outputs = {name: QCheckBox(name) for name in OUTPUTS}
         self.outputs["labels"].setChecked(True)
+        self.split_touching = QCheckBox("split touching instances (seeded watershed)")
         self.zarr_path = QLineEdit()
         self.zarr_path.setPlaceholderText("in memory")
-        self.zarr_path.setToolTip("a new .zarr folder: outputs are written there tile by tile and shown lazily")
+        self.zarr_path.setToolTip("a folder for outputs larger than memory: written there tile by tile as "
+                                  "OME-Zarr (LAYER_labels.zarr, LAYER_proba.zarr) and shown lazily")
         browse_zarr = QPushButton("…")
         browse_zarr.clicked.connect(self._browse_zarr)
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-
-        form = QFormLayout(self)
-        form.addRow("image", self.image)
-        form.addRow("model", row(self.model, browse_model))
-        form.addRow("device", self.device)
-        form.addRow("tile", self.tile)
-        form.addRow("", self.tta)
-        form.addRow("outputs", row(*self.outputs.values()))
-        form.addRow("zarr output", row(self.zarr_path, browse_zarr))
-        form.addRow(row(self.run_button, self.cancel_button))
-        form.addRow(self.status)
-
-        self.image.changed.connect(self.check_inputs)
-        self.model.currentTextChanged.connect(self.check_inputs)
-        self.device.currentTextChanged.connect(self.check_inputs)
+        self.form.addRow("", self.tta)
+        self.form.addRow("outputs", row(*self.outputs.values()))
+        self.form.addRow("", self.split_touching)
+        self.form.addRow("zarr folder", row(self.zarr_path, browse_zarr))
         self.zarr_path.textChanged.connect(self.check_inputs)
         for box in self.outputs.values():
             box.toggled.connect(self.check_inputs)
-        self.check_inputs()
-
-    # -- models ------------------------------------------------------------------------------------
-    def segmenter(self, model: str, device: str, tile: int | None = None, tta: bool = False) -> Segmenter:
-        """A loaded Segmenter for these settings (kept for the next run); raises what loading raised."""
-        key = (model, device, tile, tta)
-        cached = self._segmenters.get(key)
-        if cached is None:
-            try:
-                cached = Segmenter(model, device=device, tile=tile, tta=tta)
-            except (UnetSdkError, ValueError, OSError, RuntimeError) as exc:
-                cached = exc
-            self._segmenters[key] = cached
-        if isinstance(cached, Exception):
-            raise cached
-        return cached
-
-    def _model_setting(self) -> str:
-        """The model field as Segmenter takes it: an embedded name, or a path with ~ expanded."""
-        text = self.model.currentText().strip()
-        return text if not text or text in EMBEDDED_MODELS else str(Path(text).expanduser())
-
-    # -- input checks ------------------------------------------------------------------------------
-    def problem(self) -> str | None:
-        """Why Run cannot start now, or None."""
-        if self._worker is not None:
-            return "a prediction is running"
-        layer = self.image.layer()
-        if layer is None:
-            return "add or open an image layer first"
-        model = self._model_setting()
-        if not model:
-            return "choose a model"
-        if model not in EMBEDDED_MODELS and not Path(model).exists():
-            return f"model {model!r}: no such file, and not an embedded model ({', '.join(EMBEDDED_MODELS)})"
-        try:
-            probe = self.segmenter(model, self.device.currentText())
-        except Exception as exc:  # noqa: BLE001 - any load failure is shown to the user as the reason
-            return f"model {model!r} does not load: {exc}"
-        outputs = self.chosen_outputs()
-        if not outputs:
-            return "choose at least one output"
-        data = layer_data(layer)
-        if np.dtype(data.dtype).kind not in "biuf":
-            return f"layer {layer.name!r} has dtype {data.dtype}; the model needs real numbers"
-        try:
-            specs = output_arrays(probe, tuple(data.shape), outputs)
-        except UnetSdkError as exc:
-            return f"layer {layer.name!r} does not fit the model: {exc}"
-        target = self._zarr_target()
-        if target is not None:
-            if "instances" in outputs:
-                return "instances need the labels in memory: leave the zarr output empty or untick instances"
-            if target.exists():
-                return f"{target} exists; choose a new .zarr folder"
-            if not target.parent.is_dir():
-                return f"{target.parent} is not a folder"
-            return None
-        needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
-        if needed > free_memory() // 2:
-            return (f"the outputs need {needed / 2**30:.1f} GiB, more than half the free memory: "
-                    "choose a zarr output folder (written tile by tile, shown lazily)")
-        return None
-
-    def check_inputs(self, *_args) -> None:
-        """Enable Run, or disable it with the reason as its tooltip."""
-        reason = self.problem()
-        self.run_button.setEnabled(reason is None)
-        self.run_button.setToolTip(reason or "segment the image")
+        self.finish_layout()
 
     def chosen_outputs(self) -> list[str]:
         return [name for name, box in self.outputs.items() if box.isChecked()]
 
-    def _zarr_target(self) -> Path | None:
+    def _zarr_folder(self) -> Path | None:
         text = self.zarr_path.text().strip()
         return Path(text).expanduser() if text else None
 
-    # -- running -----------------------------------------------------------------------------------
-    def run(self) -> None:
-        reason = self.problem()
-        if reason is not None:
-            self.status.setText(reason)
-            return
-        layer = self.image.layer()
-        settings = dict(
-            model=self._model_setting(),
-            device=self.device.currentText(),
-            tile=self.tile.value() or None,
-            tta=self.tta.isChecked(),
-        )
-        self._job = _Job(self, layer.name, settings, layer_data(layer), self.chosen_outputs(), self._zarr_target())
-        self._pbar = progress(total=0, desc=f"segment {layer.name}")
-        self.last_tiles = (0, 0)
-        worker = create_worker(self._job, _ignore_errors=True)
-        worker.returned.connect(lambda result, layer=layer: self._show(layer, *result))
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"segmenting {layer.name!r}…")
-        self.check_inputs()
-        worker.start()
+    def task_problem(self, layer, probe: Segmenter) -> str | None:
+        outputs = self.chosen_outputs()
+        if not outputs:
+            return "choose at least one output"
+        specs = output_arrays(probe, tuple(layer_data(layer).shape), outputs)
+        folder = self._zarr_folder()
+        if folder is not None:
+            if "instances" in outputs:
+                return "instances need the labels in memory: leave the zarr folder empty or untick instances"
+            if not folder.is_dir():
+                return f"zarr folder {folder} does not exist"
+            existing = [p.name for p in zarr_targets(folder, layer.name, outputs).values() if p.exists()]
+            if existing:
+                return f"{', '.join(existing)} exist(s) in {folder}; choose another folder or remove them"
+            return None
+        needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
+        if needed > free_memory() // 2:
+            return (f"the outputs need {needed / 2**30:.1f} GiB, more than half the free memory: "
+                    "choose a zarr folder (outputs written tile by tile, shown lazily)")
+        return None
 
-    def cancel(self) -> None:
-        """Stop the running prediction after the tile being computed."""
-        if self._job is not None:
-            self._job.cancel.set()
-            self.status.setText("cancelling after this tile…")
+    def start_job(self, layer) -> ModelJob:
+        settings = dict(self.settings(), tta=self.tta.isChecked())
+        data, outputs, folder = layer_data(layer), self.chosen_outputs(), self._zarr_folder()
+        split_touching = self.split_touching.isChecked()
+        scale = tuple(float(s) for s in layer.scale)
 
-    def _on_tiles(self, done: int, total: int) -> None:
-        self.last_tiles = (done, total)
-        if self._pbar is not None:
-            if self._pbar.total != total:
-                self._pbar.total = total
-            self._pbar.update(done - self._pbar.n)
+        def work(segmenter: Segmenter, progress) -> dict[str, Any]:
+            if folder is None:
+                return predict_outputs(segmenter, data, outputs, progress=progress, split_touching=split_touching)
+            return predict_to_zarr(segmenter, data, outputs, zarr_targets(folder, layer.name, outputs),
+                                   scale=scale, model=settings["model"], source=layer.name, progress=progress)
 
-    def _show(self, layer, segmenter: Segmenter, result: dict[str, Any], seconds: float) -> None:
+        return ModelJob(self, f"segment {layer.name!r}", settings, work)
+
+    def show_result(self, layer, segmenter: Segmenter, result: dict[str, Any], seconds: float) -> None:
         meta = segmenter.metadata
-        ndim = result["probabilities"].ndim - 1 if "probabilities" in result else next(iter(result.values())).ndim
-        placement = dict(scale=tuple(layer.scale)[-ndim:], translate=tuple(layer.translate)[-ndim:])
-        info = {"unet_sdk": {"model": self._job.settings["model"], "device": segmenter.device,
-                             "tile": list(segmenter.tile), "tta": segmenter.tta}}
         lazy = {name: _lazy(array) for name, array in result.items()}
+        ndim = lazy["probabilities"].ndim - 1 if "probabilities" in lazy else next(iter(lazy.values())).ndim
+        placement = self.placement(layer, ndim)
+        record = {"model": self._job.settings["model"], "device": segmenter.device, "tile": list(segmenter.tile),
+                  "tta": segmenter.tta, "class_names": list(meta.class_names),
+                  "foreground_class": meta.foreground_class, "source": layer.name}
         if "probabilities" in lazy:
-            proba = lazy["probabilities"]
             classes = range(meta.num_classes) if meta.num_classes > 2 else [meta.foreground_class]
             for c in classes:
-                self.viewer.add_image(proba[c], name=f"{layer.name} P({meta.class_names[c]})", colormap="magma",
-                                      contrast_limits=(0.0, 1.0), metadata=info, **placement)
-        if "labels" in lazy:
-            self.viewer.add_labels(lazy["labels"], name=f"{layer.name} labels", metadata=info, **placement)
-        if "instances" in lazy:
-            self.viewer.add_labels(lazy["instances"], name=f"{layer.name} instances", metadata=info, **placement)
+                self.viewer.add_image(lazy["probabilities"][c], name=f"{layer.name} P({meta.class_names[c]})",
+                                      colormap="magma", contrast_limits=(0.0, 1.0),
+                                      metadata={"unet_sdk": dict(record, kind="probabilities", channel=c)}, **placement)
+        for name in ("labels", "instances"):
+            if name in lazy:
+                self.viewer.add_labels(lazy[name], name=f"{layer.name} {name}",
+                                       metadata={"unet_sdk": dict(record, kind=name)}, **placement)
         self.status.setText(f"{', '.join(result)} of {layer.name!r} in {seconds:.1f} s on {segmenter.device} "
                             f"({self.last_tiles[1]} tiles)")
 
-    def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, PredictionCancelled):
-            self.status.setText(f"{exc}; nothing was added")
-            return
-        self.status.setText(f"failed: {exc}")
-        show_error(f"unet-sdk: segmentation failed: {exc}")
-
-    def _finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-        self._pbar = None
-        self._worker = None
-        self.cancel_button.setEnabled(False)
-        self.check_inputs()
-
-    def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "U-Net model", "", MODEL_FILES)
-        if path:
-            self.model.setCurrentText(path)
-
     def _browse_zarr(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "zarr output folder", "", "zarr (*.zarr)")
+        path = QFileDialog.getExistingDirectory(self, "folder for zarr outputs")
         if path:
-            self.zarr_path.setText(path if path.endswith(".zarr") else path + ".zarr")
+            self.zarr_path.setText(path)
 
 
 def _lazy(array: Any) -> Any:

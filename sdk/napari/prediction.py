@@ -1,11 +1,12 @@
 """What the Segment widget computes, as a plain function over :class:`sdk.Segmenter` (no napari, no Qt).
 
 :func:`predict_outputs` turns one image (numpy, or a lazy dask/zarr array) into the requested outputs:
-class ``labels``, class ``probabilities`` and ``instances`` (connected components of the foreground
-class, 4-/6-connected as the ISBI Rand error counts objects). Probabilities are computed once and the
+class ``labels``, class ``probabilities`` and ``instances`` (as :meth:`Segmenter.predict_instances`
+makes them: connected components of the foreground class, 4-/6-connected as the ISBI Rand error counts
+objects, or split by a seeded watershed on its probability). Probabilities are computed once and the
 labels taken from them, which is what :meth:`Segmenter.predict` does per tile. A 2D model on a stack
-reads and predicts one slice at a time, so a lazy stack never has to fit in memory. With ``store``
-(a zarr group) the outputs are written there tile by tile and returned as zarr arrays, for results
+reads and predicts one slice at a time, so a lazy stack never has to fit in memory. With ``allocate``
+(e.g. creating zarr arrays) the outputs are written tile by tile into what it returns, for results
 larger than memory.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..inference import labels_from_proba
-from ..metrics import label_components
+from ..instances import connected_components, seeded_watershed
 from ..segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,11 @@ def output_arrays(segmenter: Segmenter, shape: tuple[int, ...], outputs) -> dict
     return specs
 
 
-def _allocate(store, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-    if store is None:
-        return np.empty(shape, dtype=dtype)
-    chunks = tuple(min(n, 512) if i >= len(shape) - 2 else 1 for i, n in enumerate(shape))
-    create = getattr(store, "create_array", None) or store.create_dataset  # zarr 3 / zarr 2
-    return create(name, shape=shape, dtype=dtype, chunks=chunks)
+Allocate = Callable[[str, tuple, np.dtype], Any]  # (output name, shape, dtype) -> array to fill
+
+
+def _in_memory(_name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
 
 
 def _labels_from_stored(proba: Any, labels: Any) -> None:
@@ -65,29 +65,34 @@ def predict_outputs(
     image: Any,
     outputs,
     *,
-    store: Any = None,
+    allocate: Allocate | None = None,
     progress: Callable[[int, int], None] | None = None,
+    split_touching: bool = False,
 ) -> dict[str, Any]:
     """The requested ``outputs`` (a subset of :data:`OUTPUTS`) of ``segmenter`` on ``image``.
 
     ``progress(done, total)`` counts tiles over the whole image or stack; raising from it (e.g.
-    :class:`PredictionCancelled`) stops the prediction after the current tile. ``store``: a zarr group
-    to write ``labels`` / ``probabilities`` into (``instances`` need the labels in memory and are
-    refused with a store).
+    :class:`PredictionCancelled`) stops the prediction after the current tile. ``allocate(name, shape,
+    dtype)`` returns the array to fill with ``labels`` / ``probabilities`` (e.g. a zarr array; default:
+    numpy); ``instances`` need the labels in memory and are refused with ``allocate``. ``split_touching``:
+    instances from :func:`sdk.instances.seeded_watershed` (default seeds) instead of components.
     """
     outputs = [o for o in OUTPUTS if o in set(outputs)]
     if not outputs:
         raise ValueError("predict_outputs: no outputs requested")
-    if store is not None and "instances" in outputs:
-        raise ValueError("instances need the labels in memory; leave the zarr store out")
+    if allocate is not None and "instances" in outputs:
+        raise ValueError("instances need the labels in memory; predict them without allocate")
+    allocate = allocate or _in_memory
     meta = segmenter.metadata
-    specs = output_arrays(segmenter, tuple(image.shape), ["labels", *outputs])
+    wants_proba = "probabilities" in outputs or ("instances" in outputs and split_touching)
+    specs = output_arrays(segmenter, tuple(image.shape), ["labels", "probabilities"] if wants_proba else ["labels"])
     labels_shape, labels_dtype = specs["labels"]
     stacked = meta.spatial_dims == 2 and len(labels_shape) == 3  # a stack of 2D images, slice axis first
-    wants_proba = "probabilities" in outputs
-    proba = _allocate(store, "probabilities", *specs["probabilities"]) if wants_proba else None
+    proba = allocate("probabilities", *specs["probabilities"]) if wants_proba else None
     needs_labels = "labels" in outputs or "instances" in outputs
-    labels = _allocate(store if "labels" in outputs else None, "labels", labels_shape, labels_dtype) if needs_labels else None
+    labels = None
+    if needs_labels:
+        labels = (allocate if "labels" in outputs else _in_memory)("labels", labels_shape, labels_dtype)
 
     pieces = range(labels_shape[0]) if stacked else (None,)
 
@@ -117,10 +122,12 @@ def predict_outputs(
     result: dict[str, Any] = {}
     if "labels" in outputs:
         result["labels"] = labels
-    if wants_proba:
+    if "probabilities" in outputs:
         result["probabilities"] = proba
     if "instances" in outputs:
-        foreground = np.asarray(labels) == meta.foreground_class
-        result["instances"] = label_components(foreground, mode="2d" if meta.spatial_dims == 2 else "3d")
+        mask = np.asarray(labels) == meta.foreground_class
+        mode = "2d" if meta.spatial_dims == 2 else "3d"
+        result["instances"] = (seeded_watershed(proba[meta.foreground_class], mask, mode=mode) if split_touching
+                               else connected_components(mask, mode=mode))
     logger.debug("predicted %s for an image of shape %s", ", ".join(outputs), tuple(image.shape))
     return result
