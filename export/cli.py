@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="the package, a .zip")
     p.add_argument("--sample", type=Path, help="image the test tensors and the cover are cut from")
     p.add_argument("--name", help="package name (default: from the training data)")
-    p.add_argument("--description")
+    p.add_argument("--description", help="one-paragraph description (default: from the model's metadata)")
     p.add_argument("--author", action="append", dest="authors", help="an author (repeatable; default: unet-sdk)")
     p.add_argument("--license", default="MIT", help="SPDX license id (default: MIT)")
     p.add_argument("--pixel-size", help="pixel size per space axis, e.g. 4,4 (y,x) or 50,4,4 (z,y,x)")
