@@ -16,20 +16,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import sizing
+from .. import image_statistics, sizing
 from ..errors import InvalidInputError, RuntimeUnavailableError
 from ..inference import OUTPUTS, label_dtype
 from ..model_metadata import Normalization
-from ..models import resolve_model
-from ..runtime import Runtime
-from ..segmenter import Segmenter, _resolve_axes
+from ..segmenter import _resolve_axes
 from ..tiling import TilePlan, plan_tiles, validate_choice
 from .blocks import BlockPlan, WindowView, check_finite, plan_blocks, predict_block, tiles_per_block
 from .sources import StackView, readable_source
-from .workers import ModelSpec, Settings, plan_workers, worker_segmenter
+from .workers import ModelSpec, Settings, prepare_run, worker_segmenter
 
 BLOCKS_PER_THREAD = 8  # at least this many blocks per task thread where the image allows (load balance)
-WORKER_BUDGET_FRACTION = 0.5  # of a Dask worker's memory limit, for one block per task thread
 
 
 def import_dask() -> Any:
@@ -73,49 +70,6 @@ class Context:
     source: Any  # the array read in place, or None when the input travels as Dask chunks
 
 
-def resolve_settings(
-    model: Any, *, device: str, tile: Any, overlap: float | None, blend: str | None, batch_size: int | None,
-    tta: bool, budget: int | None,
-) -> tuple[ModelSpec, Segmenter]:
-    """The model spec and a client-side Segmenter holding the settings every worker uses (the tile from the
-    per-worker ``budget`` when none is given)."""
-    spec = ModelSpec.of(model)
-    kind = device.partition(":")[0]
-    if tile is None:
-        # the client only plans, on its CPU (the workers may be the ones with GPUs): the tile that fits a
-        # worker's budget on a CPU worker, the model's own on a GPU worker
-        probe = Runtime(resolve_model(spec.model), device="cpu", threads=1)
-        tile = sizing.default_tile(probe, budget=budget, batch_size=batch_size or 1, key=spec.digest) if kind != "cuda" else (
-            tuple(probe.metadata.tile_size) or sizing.default_tile(probe, budget=budget, key=spec.digest)
-        )
-    segmenter = Segmenter(
-        spec.model, device="cpu", tile=tile, overlap=overlap, blend=blend,
-        batch_size=batch_size or (8 if kind == "cuda" else 1), threads=1, tta=tta,
-    )
-    return spec, segmenter
-
-
-def worker_budget(client: Any) -> int | None:
-    """A block's share of the smallest worker: :data:`WORKER_BUDGET_FRACTION` of its memory limit per task thread."""
-    if client is None:
-        return None
-    try:
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    except TypeError:
-        workers = client.scheduler_info()["workers"].values()
-    shares = [w["memory_limit"] / max(1, w["nthreads"]) for w in workers if w.get("memory_limit")]
-    return int(WORKER_BUDGET_FRACTION * min(shares)) if shares else None
-
-
-def _default_client() -> Any:
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
-
-
 def normalise_chunks(chunks: Any, shape: tuple[int, ...], lead: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """Dask chunks for an output of ``shape`` from ``chunks``: a size per axis, or per spatial axis (the
     leading axes then take ``lead``), or explicit sizes per axis that add up to its length."""
@@ -139,7 +93,14 @@ def normalise_chunks(chunks: Any, shape: tuple[int, ...], lead: tuple[int, ...])
     return tuple(result)
 
 
-def predict_dask(
+def predict_dask(model: Any, array: Any, **options: Any) -> Any:
+    """Labels (``output="labels"``) or probabilities (``"proba"``) of ``array`` as a lazy Dask array,
+    equal to ``Segmenter(model, ...).predict(array)`` (or ``predict_proba``) with the same settings.
+    See :func:`build_prediction` for the options."""
+    return build_prediction(model, array, **options)[0]
+
+
+def build_prediction(
     model: Any,
     array: Any,
     *,
@@ -155,9 +116,8 @@ def predict_dask(
     threads: int | None = None,
     memory_budget: int | str | None = None,
     client: Any = None,
-) -> Any:
-    """Labels (``output="labels"``) or probabilities (``"proba"``) of ``array`` as a lazy Dask array,
-    equal to ``Segmenter(model, ...).predict(array)`` (or ``predict_proba``) with the same settings.
+) -> tuple[Any, Context]:
+    """The lazy Dask array of :func:`predict_dask` and the :class:`Context` its tasks share.
 
     Parameters
     ----------
@@ -188,12 +148,9 @@ def predict_dask(
     from dask.highlevelgraph import HighLevelGraph
 
     validate_choice("output", output, OUTPUTS)
-    client = client if client is not None else _default_client()
-    budget = sizing.parse_bytes(memory_budget) if memory_budget is not None else worker_budget(client)
-    spec, segmenter = resolve_settings(
-        model, device=device, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, tta=tta, budget=budget
-    )
-    meta = segmenter.metadata
+    run = prepare_run(model, client, device=device, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
+                      tta=tta, threads=threads, memory_budget=memory_budget)
+    client, spec, settings, meta, budget = run.client, run.spec, run.settings, run.metadata, run.budget
     shape = tuple(int(n) for n in array.shape)
     axes = _resolve_axes(shape, meta, axes)
     if np.dtype(array.dtype).kind not in "biuf":
@@ -201,12 +158,9 @@ def predict_dask(
     spatial = tuple(shape[axes.index(a)] for a in ("ZYX" if "Z" in axes else "YX"))
     images = shape[axes.index("N")] if "N" in axes else 1
     layout = Layout(shape, axes, images, spatial, output, meta.num_classes)
-    plan = plan_tiles(spatial, meta, tile=segmenter.tile, overlap=segmenter.overlap, merge=segmenter.blend)
-    thread_plan, device_plan = plan_workers(client, device, threads) if client is not None else ({}, {})
+    plan = plan_tiles(spatial, meta, tile=settings.tile, overlap=settings.overlap, merge=settings.blend)
     task_threads = sum(client.nthreads().values()) if client is not None else 1
     blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
-    settings = Settings(device, segmenter.tile, segmenter.overlap, segmenter.blend, segmenter.batch_size,
-                        segmenter.tta, thread_plan, device_plan)
 
     is_dask = hasattr(array, "__dask_graph__")
     if not is_dask and isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
@@ -236,7 +190,7 @@ def predict_dask(
     if chunks is not None:
         lead = tuple(c[0] for c in layout.out_lead_chunks())  # the class axis whole, one image at a time
         result = result.rechunk(normalise_chunks(chunks, result.shape, lead))
-    return result
+    return result, context
 
 
 def _block_grouping(plan: TilePlan, layout: Layout, budget: int | None, task_threads: int, dtype: np.dtype) -> tuple[int, ...]:
@@ -299,13 +253,25 @@ def _where(layout: Layout, n: int, window: Sequence[slice]) -> str:
 
 
 def _statistics_task(context: Context, n: int, nested: Any, origin: Any) -> tuple[np.ndarray, np.ndarray]:
-    view = _assembled(nested, origin, context.layout.axes, n, None) if nested is not None else StackView(
-        context.source, context.layout.axes, n
+    layout = context.layout
+    view = _assembled(nested, origin, layout.axes, n, None) if nested is not None else StackView(
+        context.source, layout.axes, n
     )
     try:
         return context.normalization.statistics(view)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"{_where(context.layout, n, [slice(0, s) for s in context.layout.spatial])}: {exc}") from exc
+        _report_non_finite(view, layout, n)  # the usual cause, named with its place
+        raise InvalidInputError(f"{_where(layout, n, [slice(0, s) for s in layout.spatial])}: {exc}") from exc
+
+
+def _report_non_finite(view: StackView, layout: Layout, n: int) -> None:
+    """Raise naming the first window of image ``n`` that holds NaN or infinity, if any does."""
+    if view.dtype.kind != "f":
+        return
+    side = max(1, int(image_statistics.BLOCK_ELEMENTS ** (1.0 / len(layout.spatial))))
+    for corner in np.ndindex(*(math.ceil(s / side) for s in layout.spatial)):
+        window = tuple(slice(c * side, min((c + 1) * side, s)) for c, s in zip(corner, layout.spatial))
+        check_finite(view[(slice(None),) + window], _where(layout, n, window))
 
 
 def _block_task(

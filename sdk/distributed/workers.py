@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import sizing
 from ..models import EMBEDDED_MODELS, resolve_model
-from ..runtime import default_threads
-from ..segmenter import Segmenter
+from ..runtime import Runtime, default_threads, parse_device
+from ..segmenter import DEFAULT_BATCH, Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +107,7 @@ def plan_workers(client: Any, device: str, threads: int | None) -> tuple[dict[st
     """ORT threads and device per worker of ``client``'s cluster: the cores of each host shared by all
     task threads on it (or ``threads`` each), and with ``device="cuda"`` the host's GPUs dealt out in
     turn (``cuda:0``, ``cuda:1``, ...)."""
-    try:
-        info = client.scheduler_info(n_workers=-1)["workers"]  # by default only the first few are listed
-    except TypeError:  # distributed before 2025.4 lists them all
-        info = client.scheduler_info()["workers"]
+    info = _workers(client)
     cores = client.run(default_threads)
     by_host: dict[str, list[str]] = {}
     for address, worker in sorted(info.items()):
@@ -133,3 +131,69 @@ def _visible_gpus() -> int:
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
     gpus = Path("/proc/driver/nvidia/gpus")
     return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+WORKER_BUDGET_FRACTION = 0.5  # of a Dask worker's memory limit, for one block per task thread
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the client decides once for a distributed run: the model as shipped, the workers' settings,
+    the model's metadata and the memory budget of one task thread (None: this machine's default)."""
+
+    client: Any
+    spec: ModelSpec
+    settings: Settings
+    metadata: Any
+    budget: int | None
+
+
+def prepare_run(
+    model: Any, client: Any, *, device: str = "auto", tile: Any = None, overlap: float | None = None,
+    blend: str | None = None, batch_size: int | None = None, tta: bool = False, threads: int | None = None,
+    memory_budget: int | str | None = None,
+) -> Run:
+    """Resolve every setting on the client, exactly as :class:`Segmenter` would with these arguments, except
+    the default tile: the largest that fits one task thread's share of the smallest worker
+    (:data:`WORKER_BUDGET_FRACTION` of its memory limit), or ``memory_budget``. ``client=None``: the current
+    Dask client, if any."""
+    client = client if client is not None else _default_client()
+    budget = sizing.parse_bytes(memory_budget) if memory_budget is not None else _worker_budget(client)
+    spec = ModelSpec.of(model)
+    kind, _ = parse_device(device)
+    if tile is None:
+        # the client plans on its CPU (the workers may be the ones with GPUs): the tile that fits a CPU
+        # worker's budget, a GPU worker the model's own
+        probe = Runtime(resolve_model(spec.model), device="cpu", threads=1)
+        tile = tuple(probe.metadata.tile_size) if kind == "cuda" else ()
+        tile = tile or sizing.default_tile(probe, budget=budget, batch_size=batch_size or 1, key=spec.digest)
+    segmenter = Segmenter(spec.model, device="cpu", tile=tile, overlap=overlap, blend=blend,
+                          batch_size=batch_size or DEFAULT_BATCH["cuda" if kind == "cuda" else "cpu"], threads=1,
+                          tta=tta)
+    thread_plan, device_plan = plan_workers(client, device, threads) if client is not None else ({}, {})
+    settings = Settings(device, segmenter.tile, segmenter.overlap, segmenter.blend, segmenter.batch_size,
+                        segmenter.tta, thread_plan, device_plan)
+    return Run(client, spec, settings, segmenter.metadata, budget)
+
+
+def _worker_budget(client: Any) -> int | None:
+    if client is None:
+        return None
+    shares = [w["memory_limit"] / max(1, w["nthreads"]) for w in _workers(client).values() if w.get("memory_limit")]
+    return int(WORKER_BUDGET_FRACTION * min(shares)) if shares else None
+
+
+def _workers(client: Any) -> dict:
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]  # by default only the first few are listed
+    except TypeError:  # distributed before 2025.4 lists them all
+        return client.scheduler_info()["workers"]
+
+
+def _default_client() -> Any:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
