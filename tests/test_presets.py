@@ -1,0 +1,80 @@
+"""`--preset isbi2012` finds its data as users expect after a normal install: --data-dir, $UNET_SDK_DATA, the
+current folder, and otherwise says where it looked, which files it needs and where to get them (issue 12.4)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("scipy")
+tifffile = pytest.importorskip("tifffile")
+
+from onnx_fixtures import make_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The packages copied into a folder of their own, as a non-editable install puts them into
+    site-packages: away from the source checkout and its ../shared/data."""
+    site = tmp_path_factory.mktemp("site-packages")
+    for package in ("sdk", "export"):
+        shutil.copytree(REPO / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A stand-in for the ISBI 2012 training stacks: 30 slices with labels 0 / 255."""
+    folder = tmp_path_factory.mktemp("data") / "isbi2012"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random((30, 32, 32)) > 0.3, 255, 0).astype(np.uint8)
+    images = (labels * 0.5 + rng.normal(60, 10, labels.shape)).clip(0, 255).astype(np.uint8)
+    tifffile.imwrite(folder / "train-volume.tif", images)
+    tifffile.imwrite(folder / "train-labels.tif", labels)
+    model = folder.parent / "pointwise.onnx"
+    model.write_bytes(make_model("pointwise", seed=2)[0])
+    return folder, model
+
+
+def run_export(site: Path, cwd: Path, *args: str, env_data: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "UNET_SDK_DATA"}
+    env["PYTHONPATH"] = str(site)
+    if env_data is not None:
+        env["UNET_SDK_DATA"] = env_data
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def scored(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_found_by_data_dir_env_and_current_folder(installed, data, tmp_path):
+    folder, model = data
+    args = ["evaluate", str(model), "--preset", "isbi2012", "--repeats", "1"]
+    by_option = scored(run_export(installed, tmp_path, *args, "--data-dir", str(folder)))
+    assert by_option["samples"] == "25-29"
+    by_env_parent = scored(run_export(installed, tmp_path, *args, env_data=str(folder.parent)))  # DIR/isbi2012
+    in_cwd = scored(run_export(installed, folder, *args))
+    for result in (by_env_parent, in_cwd):
+        assert result["rand_error"] == by_option["rand_error"]
+
+
+def test_missing_data_says_where_it_looked_and_what_to_get(installed, data, tmp_path):
+    done = run_export(installed, tmp_path, "evaluate", str(data[1]), "--preset", "isbi2012")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = done.stderr
+    for fragment in ("train-volume.tif", "train-labels.tif", str(tmp_path), "UNET_SDK_DATA", "--data-dir",
+                     "isbi-2012"):
+        assert fragment in message, fragment
