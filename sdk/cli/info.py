@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         "providers_available": available_providers(),
         "auto_device": segmenter.device,
         "auto_providers": segmenter.providers,
+        "weights_verified": segmenter.weights_verified,
         "explainable_layers": explainable_layers(segmenter),
         "defaults": {
             "tile": list(segmenter.tile),
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key}: {value}")
     print(f"providers available: {', '.join(report['providers_available'])}")
     print(f"device='auto' runs on: {segmenter.device} ({', '.join(segmenter.providers)})")
+    print("weights: " + ("verified against their SHA-256 digest" if segmenter.weights_verified
+                         else "not verified (the model carries no digest; `unet-export` writes one)"))
     print("defaults: " + ", ".join(f"{k}={v}" for k, v in report["defaults"].items()))
     layers = report["explainable_layers"]
     print("explainable layers (unet-sdk explain --layer): " + (", ".join(
