@@ -85,6 +85,11 @@ def test_a_folder_of_predictions_pairs_with_the_truth_folder(files, model_path, 
                "--no-progress"])
     assert rc == 0, capsys.readouterr().out
     assert [i["name"] for i in json.loads((folder / "r.json").read_text())["items"]] == ["s0", "s1"]
+    # instance labels pair the same way (s0_instances.tif with s0.tif)
+    assert main(["predict", str(folder / "images"), "-o", str(folder / "objects"), "--instances",
+                 "-m", str(model_path), "--no-progress"]) == 0
+    assert main(["evaluate", str(folder / "truth"), str(folder / "objects"), "--no-progress",
+                 "--metrics", "vi"]) == 0
 
 
 def test_plots_without_matplotlib_fail_before_scoring(files, monkeypatch, capsys):

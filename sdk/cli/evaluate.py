@@ -153,19 +153,21 @@ def proposal_source(spec: str, *, channel: int | None) -> tuple[object, bool]:
         from ..io import image_stem, is_image_path
 
         entries: dict[str, object] = {}
-        chosen = False
+        chosen = renamed = False
         for path in sorted(container.iterdir()):
             if path.name.startswith(".") or not is_image_path(path):
                 continue
             loaded = load_image(path)
             record = loaded.record or {}
             name = image_stem(record["source"]) if "source" in record else path.stem
+            renamed |= name != path.stem
             if channel is not None or record.get("kind") == "probabilities":
                 entries[name] = _class_channel(loaded, channel, path)
                 chosen = True
             else:
                 entries[name] = str(path)
-        return (entries, chosen) if chosen else (_keyed(spec), False)
+        # plain files stay a folder path: the evaluation's workers then read them themselves
+        return (entries, chosen) if chosen or renamed else (_keyed(spec), False)
     if not container.exists():
         return _keyed(spec), False
     loaded = load_image(spec)
