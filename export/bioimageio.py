@@ -2,7 +2,8 @@
 
 :func:`export_package` writes one zip that deepImageJ, ilastik, QuPath, napari, BiaPy and ``bioimageio.core``
 open: ``rdf.yaml``; ``weights.onnx`` (the model file itself, metadata included, with its sha256 and opset);
-test input/output tensors (``.npy``) computed by our runtime on a crop of a sample image; a cover (the
+test input/output tensors (``.npy``, and as TIFF sample tensors) computed by our runtime on a crop of a
+sample image; a cover (the
 image and its segmentation overlaid, 2:1); a generated ``README.md`` (training data, held-out scores,
 intended use, limits). Everything the rdf says comes from the model's own metadata:
 
@@ -99,6 +100,7 @@ def export_package(
         (folder / "weights.onnx").write_bytes(onnx_bytes)
         np.save(folder / "test_input.npy", image[None].astype(np.float32))
         np.save(folder / "test_output.npy", proba[None])
+        _write_samples(folder, image, proba)
         _write_cover(folder / "cover.png", image, proba, metadata)
         (folder / "README.md").write_text(_documentation(metadata, name, description, image.shape), encoding="utf-8")
         descr = _describe(
@@ -157,6 +159,15 @@ def _predict(onnx_bytes: bytes, metadata: ModelMetadata, image: np.ndarray) -> n
     runtime = Runtime(onnx_bytes, device="cpu")
     logits = runtime.run(metadata.normalization.apply(image)[None])
     return np.asarray(activate(logits, metadata.output_activation)[0], dtype=np.float32)
+
+
+def _write_samples(folder: Path, image: np.ndarray, proba: np.ndarray) -> None:
+    """The test tensors as TIFF sample tensors (viewable with any image reader; the zoo's FAIR checks
+    ask for them). Singleton channel axes are dropped, as the zoo allows."""
+    import tifffile
+
+    tifffile.imwrite(folder / "sample_input.tif", image[0] if image.shape[0] == 1 else image)
+    tifffile.imwrite(folder / "sample_output.tif", proba)
 
 
 def _write_cover(path: Path, image: np.ndarray, proba: np.ndarray, metadata: ModelMetadata) -> None:
@@ -259,6 +270,7 @@ def _describe(
         description="raw image; normalised per image and channel by the preprocessing",
         axes=input_axes,
         test_tensor=zoo.FileDescr(source=folder / "test_input.npy"),
+        sample_tensor=zoo.FileDescr(source=folder / "sample_input.tif"),
         data=zoo.IntervalOrRatioDataDescr(type="float32"),
         preprocessing=preprocessing,
     )]
@@ -267,6 +279,7 @@ def _describe(
         description=f"per-pixel class probabilities ({', '.join(metadata.class_names)})",
         axes=output_axes,
         test_tensor=zoo.FileDescr(source=folder / "test_output.npy"),
+        sample_tensor=zoo.FileDescr(source=folder / "sample_output.tif"),
         data=zoo.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         postprocessing=postprocessing_for(metadata.output_activation),
     )]
@@ -341,7 +354,7 @@ def _documentation(metadata: ModelMetadata, name: str | None, description: str |
     for key in ("steps", "batch_size", "tile", "loss", "hardware", "train_seconds", "precision"):
         if key in metadata.training:
             lines.append(f"- {key}: {metadata.training[key]}")
-    lines += ["", "## Held-out scores"]
+    lines += ["", "## Validation", "Held-out scores (images not used for training):"]
     lines += [f"- {k}: {v:.5g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in scores.items()] or ["- none recorded."]
     lines += [
         "",

@@ -25,13 +25,12 @@ Packages written by ``unet-export bioimageio`` carry our own ONNX file, metadata
 rdf says what our exporter writes for that metadata (:func:`preprocessing_for` etc.), the file's own
 metadata is used, so the package predicts bit-identically to the ``.onnx`` it was made from.
 
-TorchScript weights (no ONNX entry) are converted to ONNX once with torch (the ``train`` extra) and cached
-under ``$UNET_SDK_CACHE`` (default ``~/.cache/unet-sdk``) by the weights' sha256.
+TorchScript and PyTorch state-dict weights (no ONNX entry) are converted to ONNX once with torch (the
+``train`` extra) and cached (:mod:`sdk.bioimageio_weights`).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
@@ -574,6 +573,9 @@ def _checked(data: bytes, entry: dict[str, Any], what: str, where: str) -> bytes
 
 
 def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cache_dir: Any) -> bytes:
+    """The ONNX weights; else TorchScript or PyTorch state-dict weights converted once (cached, needs torch)."""
+    from . import bioimageio_weights
+
     weights = rdf.get("weights")
     if not isinstance(weights, dict) or not weights:
         raise ModelError(f"{where}: the rdf lists no weights")
@@ -582,55 +584,27 @@ def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cach
         if onnx_entry.get("external_data"):
             raise ModelError(f"{where}: ONNX weights with external data are unsupported; pack them into one file")
         return _checked(files.read(onnx_entry.get("source"), "the onnx weights"), onnx_entry, "onnx", where)
+    metadata = metadata_from_rdf(rdf, where=where)
     torchscript = weights.get("torchscript")
     if isinstance(torchscript, dict):
         data = _checked(files.read(torchscript.get("source"), "the torchscript weights"), torchscript, "torchscript", where)
-        return _converted_torchscript(data, rdf, where, cache_dir)
-    raise ModelError(
-        f"{where}: no weights unet-sdk can run: it runs onnx (and torchscript, converted), the package has "
-        f"{', '.join(sorted(weights))}"
-    )
-
-
-def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where converted weights are kept: ``cache_dir``, else ``$UNET_SDK_CACHE``, else ~/.cache/unet-sdk."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("UNET_SDK_CACHE", Path.home() / ".cache" / "unet-sdk"))
-
-
-def _converted_torchscript(data: bytes, rdf: Mapping[str, Any], where: str, cache_dir: Any) -> bytes:
-    """ONNX from TorchScript weights, converted once and cached by the weights' digest."""
-    target = cache_directory(cache_dir) / "bioimageio" / f"{hashlib.sha256(data).hexdigest()}.onnx"
-    if target.is_file():
-        return target.read_bytes()
-    try:
-        import torch
-    except ImportError as exc:
-        raise RuntimeUnavailableError(
-            f"{where}: the package has TorchScript weights only; converting them to ONNX needs torch: "
-            "pip install 'unet-sdk[train]' (once: the result is cached)"
-        ) from exc
-    from .io import atomic_output
-
-    inp = rdf["inputs"][0]
-    metadata = metadata_from_rdf(rdf, where=where)
-    side = metadata.valid_input_size_at_least(max(metadata.min_input_size, 4 * metadata.input_size_multiple))
-    example = torch.zeros((1, metadata.in_channels) + (side,) * metadata.spatial_dims)
-    module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-    names = ["batch", "channel"] + [a["id"] for a in inp["axes"][2:]]
-    dynamic = {0: "batch"} | {i: n for i, n in enumerate(names) if i >= 2}
-    buffer = io.BytesIO()
-    logger.info("%s: converting TorchScript weights to ONNX (once; cached in %s)", where, target.parent)
-    with torch.no_grad():
-        torch.onnx.export(
-            module, (example,), buffer, dynamo=False, input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": dynamic, "output": dynamic}, opset_version=17,
+        return bioimageio_weights.torchscript_to_onnx(data, metadata, where=where, cache_dir=cache_dir)
+    state = weights.get("pytorch_state_dict")
+    if isinstance(state, dict):
+        data = _checked(files.read(state.get("source"), "the pytorch_state_dict weights"), state, "pytorch_state_dict", where)
+        architecture = state.get("architecture")
+        if not isinstance(architecture, dict) or not isinstance(architecture.get("callable"), str):
+            raise ModelError(f"{where}: pytorch_state_dict weights without an architecture callable")
+        code = None
+        if "source" in architecture:
+            code = _checked(files.read(architecture["source"], "the architecture source"), architecture, "architecture", where)
+        return bioimageio_weights.state_dict_to_onnx(
+            data, architecture, code, metadata, where=where, cache_dir=cache_dir, strict=bool(state.get("strict", True))
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target, overwrite=True) as tmp:
-        Path(tmp).write_bytes(buffer.getvalue())
-    return buffer.getvalue()
+    raise ModelError(
+        f"{where}: no weights unet-sdk can run (onnx; torchscript or pytorch_state_dict, converted): the package "
+        f"has {', '.join(sorted(weights))}"
+    )
 
 
 # -- the ONNX file's own metadata ---------------------------------------------------------------
