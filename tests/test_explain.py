@@ -1,0 +1,234 @@
+"""Seg-Grad-CAM from the ONNX explanation graph against PyTorch autograd, finite differences and tiling.
+
+The exported models are tiny U-Nets (depth 2, 4 features) with non-trivial batch-norm statistics, so the
+graph writer works on what export really writes: batch norm folded into the convolutions and the two-class
+head folded into logit differences ending in a sigmoid.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from export.explain_graph import add_explanation  # noqa: E402
+from export.gradcam import seg_grad_cam  # noqa: E402
+from export.onnx_export import build_metadata, export_onnx  # noqa: E402
+from export.unet import UNet  # noqa: E402
+from sdk import Segmenter  # noqa: E402
+from sdk.errors import InvalidInputError, ModelError  # noqa: E402
+from sdk.explain import (  # noqa: E402
+    ACTIVATIONS_OUTPUT,
+    CLASS_INPUT,
+    GRADIENTS_OUTPUT,
+    METADATA_KEY,
+    REGION_INPUT,
+    Explanation,
+    explainer_of,
+)
+from sdk.model_metadata import Normalization  # noqa: E402
+from sdk.tiling import plan_tiles  # noqa: E402
+
+RTOL = 1e-4  # relative to the largest magnitude of the reference
+
+
+def _unet(spatial_dims=2, padding="same", seed=0):
+    torch.manual_seed(seed)
+    model = UNet(spatial_dims=spatial_dims, depth=2, base_features=4, padding=padding)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _export(tmp_path_factory, spatial_dims, padding):
+    model = _unet(spatial_dims, padding)
+    metadata = build_metadata(model, class_names=("background", "object"), normalization=Normalization("fixed"))
+    path = tmp_path_factory.mktemp("explain") / "m.onnx"
+    export_onnx(model, path, metadata=metadata, check_parity=False)
+    proto = onnx.load(str(path))
+    return model, add_explanation(proto).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def unet2d(tmp_path_factory):
+    return _export(tmp_path_factory, 2, "same")
+
+
+@pytest.fixture(scope="module")
+def unet3d(tmp_path_factory):
+    return _export(tmp_path_factory, 3, "same")
+
+
+@pytest.fixture(scope="module")
+def unet_valid(tmp_path_factory):
+    return _export(tmp_path_factory, 2, "valid")
+
+
+def _graph_run(model_bytes, layer, x, region, target_class, classes=2):
+    explanation = Explanation.from_props({p.key: p.value for p in onnx.ModelProto.FromString(model_bytes).metadata_props})
+    session = ort.InferenceSession(model_bytes + explanation.layers[layer].graph, providers=["CPUExecutionProvider"])
+    return session.run([ACTIVATIONS_OUTPUT, GRADIENTS_OUTPUT], {
+        "image": x, REGION_INPUT: region[:, None].astype(np.float32),
+        CLASS_INPUT: np.eye(classes, dtype=np.float32)[target_class],
+    })
+
+
+def _predicted_class(logits):
+    """The class predicted at the first sample's centre (an untrained net may predict one class only)."""
+    return int(logits[(0, slice(None)) + tuple(n // 2 for n in logits.shape[2:])].argmax())
+
+
+def _region(kind, logits, target_class, rng):
+    if kind == "predicted":
+        return (logits.argmax(1) == target_class).astype(np.float32)
+    if kind == "random":
+        return (rng.random(logits[:, 0].shape) < 0.3).astype(np.float32)
+    box = np.zeros(logits[:, 0].shape, np.float32)
+    box[(slice(None),) + tuple(slice(n // 4, n // 2) for n in box.shape[1:])] = 1.0
+    return box
+
+
+def _close(got, expected):
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL * scale)
+
+
+@pytest.mark.parametrize("fixture,size,layer,region_kind,target_class", [
+    ("unet2d", (32, 48), "down.0", "predicted", None),
+    ("unet2d", (32, 48), "bottleneck", "random", 0),
+    ("unet2d", (32, 48), "bottleneck", "box", 1),
+    ("unet2d", (32, 48), "up_blocks.0", "predicted", None),
+    ("unet2d", (32, 48), "up_blocks.1", "box", 0),
+    ("unet3d", (8, 16, 12), "down.1", "box", 1),
+    ("unet3d", (8, 16, 12), "bottleneck", "predicted", None),
+    ("unet3d", (8, 16, 12), "up_blocks.0", "random", 0),
+    ("unet_valid", (60, 52), "down.0", "random", 1),
+    ("unet_valid", (60, 52), "bottleneck", "predicted", None),
+    ("unet_valid", (60, 52), "up_blocks.1", "box", 0),
+])
+def test_graph_equals_autograd(request, fixture, size, layer, region_kind, target_class):
+    model, model_bytes = request.getfixturevalue(fixture)
+    rng = np.random.default_rng(zlib.crc32(f"{fixture} {layer} {region_kind}".encode()))
+    x = rng.standard_normal((2, 1) + size).astype(np.float32)  # a batch of two
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    target_class = _predicted_class(logits) if target_class is None else target_class
+    region = _region(region_kind, logits, target_class, rng)
+    reference = seg_grad_cam(model, torch.from_numpy(x), target_class=target_class, region=torch.from_numpy(region),
+                             layer=layer)
+    activations, gradients = _graph_run(model_bytes, layer, x, region, target_class)
+    _close(activations, reference.activations.numpy())
+    _close(gradients, reference.gradients.numpy())
+
+
+@pytest.mark.parametrize("fixture,size,layer", [
+    ("unet2d", (32, 48), "bottleneck"), ("unet2d", (40, 24), "down.1"), ("unet3d", (8, 16, 12), "bottleneck"),
+])
+@pytest.mark.parametrize("region_kind", ["predicted", "box"])
+def test_segmenter_map_equals_reference(request, fixture, size, layer, region_kind):
+    model, model_bytes = request.getfixturevalue(fixture)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(size).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)[None, None]).numpy()
+    target_class = _predicted_class(logits)
+    region = _region(region_kind, logits, target_class, rng)
+    reference = seg_grad_cam(model, torch.from_numpy(x)[None, None], target_class=target_class,
+                             region=torch.from_numpy(region), layer=layer)
+    segmenter = Segmenter(model_bytes, device="cpu", tile=size)  # one tile: the whole image
+    heat = segmenter.explain(x, target_class=target_class, layer=layer,
+                             region=None if region_kind == "predicted" else region[0].astype(bool))
+    assert heat.shape == size and heat.dtype == np.float32
+    _close(heat, reference.heat[0].numpy())
+
+
+def test_finite_differences_of_the_score(unet2d):
+    """<gradient, v> against (S(A + eps v) - S(A - eps v)) / (2 eps), perturbing the layer's output in a float64
+    copy of the network: checks the graph's gradient without autograd."""
+    model, model_bytes = unet2d
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
+    region = (rng.random((1, 32, 32)) < 0.5).astype(np.float32)
+    double = UNet(**model.config).double().eval()
+    double.load_state_dict(model.state_dict())
+    for layer in ("bottleneck", "up_blocks.0"):
+        activations, gradients = _graph_run(model_bytes, layer, x, region, target_class=1)
+        direction = rng.standard_normal(activations.shape)
+        eps = 1e-4
+        scores = []
+        for sign in (1.0, -1.0):
+            def shift(_module, _inputs, output, sign=sign):
+                return output + sign * eps * torch.from_numpy(direction)
+
+            handle = double.get_submodule(layer).register_forward_hook(shift)
+            with torch.no_grad():
+                logits = double(torch.from_numpy(x).double())
+            handle.remove()
+            scores.append(float(((logits[:, 1] - logits[:, 0]) * torch.from_numpy(region).double()).sum()))
+        numeric = (scores[0] - scores[1]) / (2 * eps)
+        analytic = float(np.sum(gradients.astype(np.float64) * direction))
+        assert abs(numeric - analytic) <= 1e-3 * max(1.0, abs(numeric)), (layer, numeric, analytic)
+
+
+def test_perturbing_the_input_changes_the_gradients(unet2d):
+    """Gradients baked in as constants (pytorch #89675) would not move; ours move, and still match autograd."""
+    model, model_bytes = unet2d
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
+    region = np.ones((1, 32, 32), np.float32)
+    _, before = _graph_run(model_bytes, "bottleneck", x, region, 1)
+    moved = (x + 0.5 * rng.standard_normal(x.shape)).astype(np.float32)
+    _, after = _graph_run(model_bytes, "bottleneck", moved, region, 1)
+    assert np.max(np.abs(after - before)) > 0.05 * np.max(np.abs(before))
+    reference = seg_grad_cam(model, torch.from_numpy(moved), target_class=1, region=torch.from_numpy(region),
+                             layer="bottleneck")
+    _close(after, reference.gradients.numpy())
+
+
+def test_tiles_pool_weights_over_the_whole_image(unet2d):
+    """Small overlap-tiles (halo 16 px, the tiny U-Net's receptive field is ~±20 px with decaying weight) give
+    the whole-image map: weights pooled over all tiles, maps per tile. Weights per tile would differ."""
+    _, model_bytes = unet2d
+    x = np.random.default_rng(6).standard_normal((96, 112)).astype(np.float32)
+    region = np.zeros(x.shape, bool)
+    region[20:50, 30:90] = True
+    whole = Segmenter(model_bytes, device="cpu", tile=128).explain(x, region=region, layer="down.1")
+    tiled_segmenter = Segmenter(model_bytes, device="cpu", tile=64, overlap=0.5)
+    assert len(plan_tiles(x.shape, tiled_segmenter.metadata, tile=64, overlap=0.5, merge="none")) > 4
+    tiled = tiled_segmenter.explain(x, region=region, layer="down.1")
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=2e-3 * whole.max())
+    assert np.corrcoef(tiled.ravel(), whole.ravel())[0, 1] > 0.9999
+
+
+def test_model_without_explanation_graph_says_how_to_re_export(unet2d):
+    proto = onnx.ModelProto.FromString(unet2d[1])
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    segmenter = Segmenter(proto.SerializeToString(), device="cpu")
+    with pytest.raises(ModelError, match="--explain"):
+        segmenter.explain(np.zeros((32, 32), np.float32), region=np.ones((32, 32), bool))
+
+
+def test_bad_arguments_are_typed_errors(unet2d):
+    _, model_bytes = unet2d
+    segmenter = Segmenter(model_bytes, device="cpu")
+    x = np.zeros((32, 32), np.float32)
+    ones = np.ones((32, 32), bool)
+    with pytest.raises(InvalidInputError, match="bottleneck"):  # names the layers there are
+        segmenter.explain(x, region=ones, layer="decoder.9")
+    with pytest.raises(InvalidInputError, match="background, object"):
+        segmenter.explain(x, region=ones, target_class="cell")
+    with pytest.raises(InvalidInputError, match="class"):
+        segmenter.explain(x, region=ones, target_class=2)
+    with pytest.raises(InvalidInputError, match="shape"):
+        segmenter.explain(x, region=np.ones((16, 32), bool))
+    with pytest.raises(InvalidInputError, match="empty"):
+        segmenter.explain(x, region=np.zeros((32, 32), bool))
+    assert list(explainer_of(segmenter).explanation.layers) == ["down.0", "down.1", "bottleneck", "up_blocks.0",
+                                                                "up_blocks.1"]
