@@ -7,7 +7,7 @@ resident memory a run adds, divided by the tile's pixels, is the network's bytes
 embedded ISBI model; linear in the tile's pixel count, measured once per model and process).
 
 * :func:`memory_budget` — the budget: a fraction (:data:`DEFAULT_BUDGET_FRACTION`) of the memory available
-  now, or an explicit number of bytes (``"2GiB"`` strings are parsed by :func:`parse_bytes`).
+  now, or ``UNET_SDK_MEMORY_BUDGET``, or an explicit number of bytes (``"2GiB"``: :func:`parse_bytes`).
 * :func:`largest_tile` — the largest accepted tile side whose activations fit in a budget.
 * :func:`default_tile` — what :class:`~sdk.segmenter.Segmenter` uses when no ``tile`` is given.
 """
@@ -28,9 +28,11 @@ from .errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_FRACTION = 0.25  # of the memory available when the budget is taken (the machine is shared)
+BUDGET_VARIABLE = "UNET_SDK_MEMORY_BUDGET"  # the default budget for every Segmenter of a process, e.g. "1GB"
 MIN_TILE = {2: 256, 3: 48}  # below this a tile recomputes more halo than it keeps (96-px halo: 256 keeps ~1/3)
 CALIBRATION_SIDES = {2: (128, 256), 3: (32, 48)}  # two small tiles: the slope excludes fixed overhead
 FALLBACK_BYTES_PER_PIXEL = 1024.0  # where resident memory cannot be read (not Linux) or on a GPU
+MIN_MEASURED_BYTES_PER_PIXEL = 8.0  # below this a measurement saw no activations (they were freed)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -76,7 +78,10 @@ def available_memory() -> int:
 
 
 def memory_budget(budget: int | str | None = None) -> int:
-    """``budget`` in bytes, or by default :data:`DEFAULT_BUDGET_FRACTION` of :func:`available_memory`."""
+    """``budget`` in bytes; by default the environment's :data:`BUDGET_VARIABLE` (e.g. ``2GB``), else
+    :data:`DEFAULT_BUDGET_FRACTION` of :func:`available_memory`."""
+    if budget is None:
+        budget = os.environ.get(BUDGET_VARIABLE) or None
     if budget is not None:
         return parse_bytes(budget)
     return int(DEFAULT_BUDGET_FRACTION * available_memory())
@@ -118,8 +123,13 @@ def tile_bytes_per_pixel(runtime: Any, key: str | None = None) -> float:
             runtime.release_memory()
             (p0, b0), (p1, b1) = points
             slope = (b1 - b0) / (p1 - p0)
-            # a slope swamped by another thread's allocations falls back to the larger run's average
-            value = slope if slope > 0 else max(b1 / p1, 1.0)
+            # a slope swamped by another thread's freeing falls back to the larger run's average; a run that
+            # kept nothing resident (no arena) measured nothing, and the conservative constant stands
+            value = slope if slope > 0 else b1 / p1
+            if value < MIN_MEASURED_BYTES_PER_PIXEL:
+                logger.info("tile memory of %s not measurable (%.1f B/px); assuming %g", key[0], value,
+                            FALLBACK_BYTES_PER_PIXEL)
+                value = FALLBACK_BYTES_PER_PIXEL
         # input and output buffers of the tile (float32) come on top of the activations
         value += 4.0 * (meta.in_channels + meta.num_classes)
         if source != "<bytes>":  # models given as bytes have no name to cache them by

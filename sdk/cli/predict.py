@@ -31,6 +31,7 @@ import numpy as np
 from .._progress import ProgressBar
 from .._version import __version__
 from ..calibration import Calibration
+from ..distributed import command as distributed_command
 from ..errors import InvalidInputError, OutputExistsError, UnetSdkError
 from ..inference import labels_from_proba
 from ..io import (
@@ -97,6 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--axes", help="input axes when the file does not say: YX, CYX, YXC, NYX, NCYX, ZYX, CZYX")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    distributed_command.add_arguments(parser)  # --workers / --scheduler / --chunks / --memory-budget
     parser.set_defaults(func=run)
 
 
@@ -230,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     sources = expand_inputs(args.inputs, args.key)
     kind = output_kind(proba=args.proba, instances=args.instances)
     jobs = plan_outputs(sources, args.output, args.format, kind=kind, overlay=args.overlay)
+    if distributed_command.requested(args):  # on Dask: resumes its own unfinished outputs
+        return distributed_command.run(args, jobs, kind)
     if not args.force:
         existing = existing_outputs(jobs)
         if existing:

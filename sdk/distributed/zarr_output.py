@@ -131,6 +131,7 @@ def predict_to_zarr(
     overwrite: bool = False,
     ngff_version: str = DEFAULT_NGFF_VERSION,
     progress: Callable[[int, int], None] | None = None,
+    calibration: Calibration | None = None,
     **options: Any,
 ) -> WriteReport:
     """Predict ``source`` (an OME-Zarr or zarr path, or an array) into the OME-Zarr ``target`` on the Dask
@@ -138,7 +139,8 @@ def predict_to_zarr(
 
     ``chunks``: the output's chunks (default: one image at a time, :data:`DEFAULT_CHUNK` per spatial axis).
     ``options`` go to :func:`predict_dask` (``tile``, ``blend``, ``device``, ``memory_budget``, ...).
-    ``progress(done, total)`` is called as chunks finish. Raises, before any work: :class:`InvalidInputError`
+    ``progress(done, total)`` is called as chunks finish. ``calibration``: the input's axes, pixel size and
+    units where ``source`` does not carry them (an OME-Zarr does); the output keeps them. Raises, before any work: :class:`InvalidInputError`
     when input and output share a store or ``chunks`` do not tile the output; :class:`OutputExistsError`
     when ``target`` exists and is not an unfinished run of this prediction (``overwrite=True`` replaces it).
     After the run: :class:`PredictionIncompleteError` if some chunks failed.
@@ -147,7 +149,8 @@ def predict_to_zarr(
     from dask.highlevelgraph import HighLevelGraph
 
     target = Path(target)
-    array, calibration, source_root = _open_input(source)
+    array, own_calibration, source_root = _open_input(source)
+    calibration = own_calibration or calibration
     if source_root is not None and _overlapping(source_root, target.resolve()):
         raise InvalidInputError(f"input {source_root} and output {target} are the same store (or one holds the other)")
     client, own_client = connect(client)
