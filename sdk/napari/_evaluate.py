@@ -28,6 +28,15 @@ SWEEP, ONE_THRESHOLD = "ISBI 2012 sweep", "one threshold"
 MAX_OBJECT_ROWS = 500  # the table lists the objects that contribute most; the scores cover all
 
 
+def legend_html(clusters: dict | None = None, pixels: dict | None = None) -> str:
+    """The error colours as a legend, with cluster and pixel counts per type once known."""
+    items = []
+    for error_type, (name, color) in ERROR_STYLES.items():
+        count = "" if clusters is None else f": {clusters[error_type]} ({pixels[error_type]} px)"
+        items.append(f'<span style="color:{color}">&#9632;</span>&nbsp;{name}{count}')
+    return " &nbsp; ".join(items)
+
+
 def error_colormap() -> DirectLabelColormap:
     """One colour per :class:`~sdk.metrics.ErrorType`; no error (0) and unknown values transparent."""
     colors = {None: "transparent", 0: "transparent"}
@@ -85,6 +94,8 @@ class EvaluateWidget(QWidget):
         self.previous_button.clicked.connect(lambda: self.go_to_error(self._marker - 1))
         self.next_button.clicked.connect(lambda: self.go_to_error(self._marker + 1))
         self.marker_label = QLabel()
+        self.legend = QLabel(legend_html())
+        self.legend.setWordWrap(True)
         self.objects = _table(["object", "VI part", "pixels", "entropy (bits)", "share (bits)"])
         self.objects.cellClicked.connect(lambda row, _column: self.go_to_object(row))
         self.status = QLabel()
@@ -97,6 +108,7 @@ class EvaluateWidget(QWidget):
         form.addRow(self.run_button)
         form.addRow(self.status)
         form.addRow(self.scores)
+        form.addRow(self.legend)
         form.addRow(row(self.previous_button, self.next_button))
         form.addRow(self.marker_label)
         form.addRow(QLabel("variation of information per object (largest shares first)"))
@@ -189,7 +201,9 @@ class EvaluateWidget(QWidget):
         types = [ERROR_STYLES[t][0] for t in clusters.types]
         colors = [ERROR_STYLES[t][1] for t in clusters.types] if len(clusters) else "white"
         self.viewer.add_points(clusters.positions, name="error markers", features={"type": types, "pixels": clusters.sizes},
-                               symbol="ring", face_color=colors, size=12, border_width=0, **self._placement)
+                               symbol="ring", face_color=colors, size=7, border_width=0, opacity=0.8,
+                               **self._placement)
+        self.legend.setText(legend_html(clusters.counts(), clusters.pixels()))
         self._marker = -1
         self.marker_label.setText(f"{len(clusters)} errors; 'next error' jumps to the largest")
         self._show_marker_buttons()
@@ -203,7 +217,9 @@ class EvaluateWidget(QWidget):
             for label, size, entropy, share in zip(entropies.labels.tolist(), entropies.sizes, entropies.entropy,
                                                    entropies.share):
                 if share > 0:
-                    rows.append((share, f"{'truth' if part == 'split' else 'proposal'} {label}", part, int(size),
+                    side = "truth" if part == "split" else "proposal"
+                    name = f"{side} {label}" if label != 0 else f"{side} background (0)"
+                    rows.append((share, name, part, int(size),
                                  float(entropy), at.get(label)))
         rows.sort(key=lambda r: -r[0])
         rows = rows[:MAX_OBJECT_ROWS]

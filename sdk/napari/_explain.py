@@ -118,4 +118,4 @@ class ExplainWidget(ModelTaskWidget):
             **self.placement(layer, heat.ndim),
         )
         self.status.setText(f"Seg-Grad-CAM of {target!r} at layer {self.explained_layer.currentText()!r} in "
-                            f"{seconds:.1f} s ({self.last_tiles[1]} tile passes)")
+                            f"{seconds:.1f} s ({self.steps_text('tile step')})")

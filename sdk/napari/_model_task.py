@@ -211,6 +211,11 @@ class ModelTaskWidget(QWidget):
         """Scale and translation of an ``ndim``-dimensional result of ``layer`` (its trailing axes)."""
         return dict(scale=tuple(layer.scale)[-ndim:], translate=tuple(layer.translate)[-ndim:])
 
+    def steps_text(self, noun: str = "tile") -> str:
+        """How many tile steps the last run reported, e.g. "1 tile", "25 tiles"."""
+        total = self.last_tiles[1]
+        return f"{total} {noun}{'' if total == 1 else 's'}"
+
     def _on_tiles(self, done: int, total: int) -> None:
         self.last_tiles = (done, total)
         if self._pbar is not None:

@@ -150,7 +150,7 @@ class SegmentWidget(ModelTaskWidget):
                 self.viewer.add_labels(lazy[name], name=f"{layer.name} {name}",
                                        metadata={"unet_sdk": dict(record, kind=name)}, **placement)
         self.status.setText(f"{', '.join(result)} of {layer.name!r} in {seconds:.1f} s on {segmenter.device} "
-                            f"({self.last_tiles[1]} tiles)")
+                            f"({self.steps_text()})")
 
     def _browse_zarr(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "folder for zarr outputs")

@@ -54,6 +54,10 @@ class ErrorClusters:
         """Clusters per error type (the types without clusters included, as 0)."""
         return {t: int(np.count_nonzero(self.types == t)) for t in ERROR_STYLES}
 
+    def pixels(self) -> dict[ErrorType, int]:
+        """Error pixels per type (the clusters of a type partition its pixels)."""
+        return {t: int(self.sizes[self.types == t].sum()) for t in ERROR_STYLES}
+
 
 def object_markers(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per object of a label image (every nonzero value): ``(labels, positions, sizes)``, sorted by label;
