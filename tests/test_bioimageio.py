@@ -280,6 +280,34 @@ def test_malformed_packages_are_model_errors(default_package, tmp_path, edit, me
         load_package(folder)
 
 
+def _torch_package(tmp_path: Path, net, x: np.ndarray, weights) -> tuple[Path, np.ndarray]:
+    """A spec-built package of a torch network ``net`` (2 -> 3 channels, same size, sigmoid postprocessing)
+    with ``weights`` (a WeightsDescr); returns it and the network's logits for ``x``."""
+    import torch
+
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x)).numpy()
+    np.save(tmp_path / "in.npy", x)
+    np.save(tmp_path / "out.npy", 1 / (1 + np.exp(-logits)))
+    space_in = [zoo.SpaceInputAxis(id=zoo.AxisId(a), size=zoo.ParameterizedSize(min=8, step=1)) for a in "yx"]
+    space_out = [zoo.SpaceOutputAxis(id=zoo.AxisId(a), size=zoo.SizeReference(
+        tensor_id=zoo.TensorId("raw"), axis_id=zoo.AxisId(a))) for a in "yx"]
+    descr = zoo.ModelDescr(
+        name="tiny torch net", description="a test network", authors=[zoo.Author(name="test")],
+        cite=[zoo.CiteEntry(text="test", doi=zoo.Doi("10.1007/978-3-319-24574-4_28"))], license=zoo.LicenseId("MIT"),
+        inputs=[zoo.InputTensorDescr(
+            id=zoo.TensorId("raw"), axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["a", "b"])] + space_in,
+            test_tensor=zoo.FileDescr(source=tmp_path / "in.npy"),
+        )],
+        outputs=[zoo.OutputTensorDescr(
+            id=zoo.TensorId("out"), axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["p", "q", "r"])] + space_out,
+            test_tensor=zoo.FileDescr(source=tmp_path / "out.npy"), postprocessing=[zoo.SigmoidDescr()],
+        )],
+        weights=weights,
+    )
+    return save_bioimageio_package(descr, output_path=tmp_path / "package.zip"), logits
+
+
 def test_torchscript_package_is_converted_once_and_cached(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
 
@@ -295,29 +323,10 @@ def test_torchscript_package_is_converted_once_and_cached(tmp_path, monkeypatch)
     net = torch.jit.script(Net().eval())
     net.save(str(tmp_path / "net.pt"))
     x = np.random.default_rng(4).random((1, 2, 40, 24)).astype(np.float32)
-    with torch.no_grad():
-        logits = net(torch.from_numpy(x)).numpy()
-    np.save(tmp_path / "in.npy", x)
-    np.save(tmp_path / "out.npy", 1 / (1 + np.exp(-logits)))
-    space_in = [zoo.SpaceInputAxis(id=zoo.AxisId(a), size=zoo.ParameterizedSize(min=8, step=1)) for a in "yx"]
-    space_out = [zoo.SpaceOutputAxis(id=zoo.AxisId(a), size=zoo.SizeReference(
-        tensor_id=zoo.TensorId("raw"), axis_id=zoo.AxisId(a))) for a in "yx"]
-    descr = zoo.ModelDescr(
-        name="tiny torchscript net", description="a test network", authors=[zoo.Author(name="test")],
-        cite=[zoo.CiteEntry(text="test", doi=zoo.Doi("10.1007/978-3-319-24574-4_28"))], license=zoo.LicenseId("MIT"),
-        inputs=[zoo.InputTensorDescr(
-            id=zoo.TensorId("raw"), axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["a", "b"])] + space_in,
-            test_tensor=zoo.FileDescr(source=tmp_path / "in.npy"),
-        )],
-        outputs=[zoo.OutputTensorDescr(
-            id=zoo.TensorId("out"), axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["p", "q", "r"])] + space_out,
-            test_tensor=zoo.FileDescr(source=tmp_path / "out.npy"), postprocessing=[zoo.SigmoidDescr()],
-        )],
-        weights=zoo.WeightsDescr(torchscript=zoo.TorchscriptWeightsDescr(
-            source=tmp_path / "net.pt", pytorch_version=zoo.Version(torch.__version__.split("+")[0]),
-        )),
-    )
-    package = save_bioimageio_package(descr, output_path=tmp_path / "ts.zip")
+    weights = zoo.WeightsDescr(torchscript=zoo.TorchscriptWeightsDescr(
+        source=tmp_path / "net.pt", pytorch_version=zoo.Version(torch.__version__.split("+")[0]),
+    ))
+    package, logits = _torch_package(tmp_path, net, x, weights)
     monkeypatch.setenv("UNET_SDK_CACHE", str(tmp_path / "cache"))
     proba = Segmenter(str(package)).predict_proba(x[0])
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits[0])), atol=1e-5)
@@ -353,30 +362,11 @@ def test_state_dict_package_runs_package_code_only_when_trusted(tmp_path, monkey
     torch.save(net.state_dict(), tmp_path / "weights.pt")
     (tmp_path / "arch.py").write_text(ARCHITECTURE)
     x = np.random.default_rng(5).random((1, 2, 20, 28)).astype(np.float32)
-    with torch.no_grad():
-        logits = net(torch.from_numpy(x)).numpy()
-    np.save(tmp_path / "in.npy", x)
-    np.save(tmp_path / "out.npy", 1 / (1 + np.exp(-logits)))
-    space_in = [zoo.SpaceInputAxis(id=zoo.AxisId(a), size=zoo.ParameterizedSize(min=8, step=1)) for a in "yx"]
-    space_out = [zoo.SpaceOutputAxis(id=zoo.AxisId(a), size=zoo.SizeReference(
-        tensor_id=zoo.TensorId("raw"), axis_id=zoo.AxisId(a))) for a in "yx"]
-    descr = zoo.ModelDescr(
-        name="tiny state dict net", description="a test network", authors=[zoo.Author(name="test")],
-        cite=[zoo.CiteEntry(text="test", doi=zoo.Doi("10.1007/978-3-319-24574-4_28"))], license=zoo.LicenseId("MIT"),
-        inputs=[zoo.InputTensorDescr(
-            id=zoo.TensorId("raw"), axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["a", "b"])] + space_in,
-            test_tensor=zoo.FileDescr(source=tmp_path / "in.npy"),
-        )],
-        outputs=[zoo.OutputTensorDescr(
-            id=zoo.TensorId("out"), axes=[zoo.BatchAxis(), zoo.ChannelAxis(channel_names=["p", "q", "r"])] + space_out,
-            test_tensor=zoo.FileDescr(source=tmp_path / "out.npy"), postprocessing=[zoo.SigmoidDescr()],
-        )],
-        weights=zoo.WeightsDescr(pytorch_state_dict=zoo.PytorchStateDictWeightsDescr(
-            source=tmp_path / "weights.pt", pytorch_version=zoo.Version(torch.__version__.split("+")[0]),
-            architecture=zoo.ArchitectureFromFileDescr(source=tmp_path / "arch.py", callable="Net", kwargs={"classes": 3}),
-        )),
-    )
-    package = save_bioimageio_package(descr, output_path=tmp_path / "sd.zip")
+    weights = zoo.WeightsDescr(pytorch_state_dict=zoo.PytorchStateDictWeightsDescr(
+        source=tmp_path / "weights.pt", pytorch_version=zoo.Version(torch.__version__.split("+")[0]),
+        architecture=zoo.ArchitectureFromFileDescr(source=tmp_path / "arch.py", callable="Net", kwargs={"classes": 3}),
+    ))
+    package, logits = _torch_package(tmp_path, net, x, weights)
     monkeypatch.setenv("UNET_SDK_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("UNET_SDK_TRUST_PACKAGE_CODE", raising=False)
     with pytest.raises(ModelError, match="UNET_SDK_TRUST_PACKAGE_CODE=1"):
