@@ -11,6 +11,10 @@ Cases (image: a uint8 memmap on disk, labels written into a uint8 memmap ``out=`
   convolution and softmax, ``tests/onnx_fixtures.py``), so what is measured is the SDK's own memory
   (statistics, tiles, merging), not the network's activations, which follow the tile in any case.
 * ``predict-isbi2012-int8``: the same with the embedded int8 U-Net on a ``--real-size`` image.
+* ``threads512``: one 512^2 predict with the embedded fp32 U-Net and ``threads=512`` (issue 11 item 8:
+  ORT started 512 spinning threads on 2 cores; now capped at 2 per core), and with the default threads.
+
+Every predict uses ``tile=--tile`` (1024), so both trees run the same tiles.
 
 Figures: the peak of the process's *anonymous* memory (``RssAnon``, sampled every 2 ms: the pages of
 the memmaps themselves are file-backed and reclaimable, and would hide the copies) above the memory
@@ -79,7 +83,7 @@ def _worker(spec: dict) -> dict:
         model = make_model("pointwise", seed=0)[0]
     else:
         model = spec["model"]
-    segmenter = Segmenter(model, threads=spec["threads"], device="cpu")
+    segmenter = Segmenter(model, threads=spec["threads"], device="cpu", tile=spec["tile"])
     before = _rss_anon_mb()
     sampler = _PeakSampler()
     sampler.start()
@@ -132,6 +136,8 @@ def main() -> int:
         "--baseline", default="cdb63e1", help="git revision of sdk/ to compare with (default: the last before bounded statistics)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--skip-threads512", action="store_true", help="skip the slow threads=512 baseline")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
@@ -140,12 +146,18 @@ def main() -> int:
         scratch = Path(scratch)
         baseline = _export_sdk(args.baseline, scratch / "baseline")
         roots = {"this tree": str(ROOT), f"baseline {args.baseline}": str(baseline)}
-        sizes = {"statistics": args.size, "predict": args.size}
+        fp32, int8 = str(ROOT / "sdk/models/isbi2012_unet.onnx"), str(ROOT / "sdk/models/isbi2012_unet_int8.onnx")
+        cases = [  # (name, what runs, image side, model, threads)
+            ("statistics", "statistics", args.size, "pointwise", args.threads),
+            ("predict", "predict", args.size, "pointwise", args.threads),
+        ]
         if args.real_size:
-            sizes["predict-isbi2012-int8"] = args.real_size
+            cases.append(("predict-isbi2012-int8", "predict", args.real_size, int8, args.threads))
+        if not args.skip_threads512:
+            cases += [("threads512", "predict", 512, fp32, 512), ("threads-default", "predict", 512, fp32, None)]
         images = {}
         rng = np.random.default_rng(0)
-        for side in sorted(set(sizes.values())):
+        for side in sorted({side for _, _, side, _, _ in cases}):
             path = scratch / f"image{side}.npy"
             image = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(side, side))
             for row in range(0, side, 1024):  # written in bands: the benchmark itself stays small
@@ -153,19 +165,19 @@ def main() -> int:
             image.flush()
             del image
             images[side] = str(path)
-        report = {"machine": _machine(), "size": args.size, "real_size": args.real_size, "cases": {}}
-        for case, side in sizes.items():
-            model = "pointwise" if case != "predict-isbi2012-int8" else str(ROOT / "sdk/models/isbi2012_unet_int8.onnx")
+        report = {"machine": _machine(), "tile": args.tile, "cases": {}}
+        for name, case, side, model, threads in cases:
             rows = {}
-            for name, root in roots.items():
-                spec = {"root": root, "case": case.split("-")[0], "image": images[side], "out": str(scratch / "out.npy"),
-                        "model": model, "threads": args.threads}
-                rows[name] = _run(spec)
-                print(f"{case:24s} {side:6d}^2  {name:24s} peak +{rows[name]['peak_anon_mb_above_start']:8.1f} MB  "
-                      f"{rows[name]['seconds']:7.2f} s", flush=True)
+            for tree, root in roots.items():
+                spec = {"root": root, "case": case, "image": images[side], "out": str(scratch / "out.npy"),
+                        "model": model, "threads": threads, "tile": args.tile}
+                rows[tree] = _run(spec)
+                print(f"{name:24s} {side:6d}^2  {tree:24s} peak +{rows[tree]['peak_anon_mb_above_start']:8.1f} MB  "
+                      f"{rows[tree]['seconds']:7.2f} s", flush=True)
             new, old = rows["this tree"], rows[f"baseline {args.baseline}"]
             rows["peak_ratio_baseline_over_this"] = round(old["peak_anon_mb_above_start"] / max(new["peak_anon_mb_above_start"], 0.1), 1)
-            report["cases"][f"{case} {side}^2"] = rows
+            rows["time_ratio_baseline_over_this"] = round(old["seconds"] / max(new["seconds"], 1e-3), 2)
+            report["cases"][f"{name} {side}^2"] = rows
     report["machine"]["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

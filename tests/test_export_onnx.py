@@ -1,4 +1,6 @@
 """ONNX export: ONNX Runtime reproduces PyTorch, metadata round-trips, fp16/int8, bad files fail clearly."""
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,8 @@ def test_metadata_round_trip_and_size_rules(tmp_path):
     path = export_onnx(model, tmp_path / "m.onnx", metadata=metadata)
     back = read_metadata(path)
     assert back.training == {**metadata.training, "precision": "fp32"}
+    graph = onnx.load(str(path)).graph.SerializeToString()
+    assert back.weights_sha256 == hashlib.sha256(graph).hexdigest()  # the digest of what was written
     for field in ("spatial_dims", "in_channels", "class_names", "padding", "input_size_multiple",
                   "input_size_offset", "min_input_size", "output_margin", "foreground_class",
                   "normalization", "tile_size", "output_activation"):
@@ -123,6 +127,11 @@ def test_int8_static_qdq(tmp_path):
                    and n.input[0] in {w.name for w in int8_weights} and len(scales[n.input[1]].dims) == 1]
     assert per_channel  # one scale per output channel
     assert read_metadata(q).training["precision"].startswith("int8 static QDQ")
+    # each file carries the digest of its own graph (not the fp32 digest it copied its metadata from)
+    from sdk import Segmenter
+
+    digests = {read_metadata(p).weights_sha256 for p in (q, fp32)}
+    assert len(digests) == 2 and Segmenter(q).weights_verified and Segmenter(fp32).weights_verified
     x = calib[0][None]
     got = _run(q, x)
     diff = np.abs(got - _run(fp32, x)).max()

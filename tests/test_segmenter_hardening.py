@@ -482,3 +482,17 @@ def test_dir_lists_the_public_api():
     names = dir(sdk)
     assert {"Segmenter", "metrics", "ModelError", "__version__"} <= set(names)
     assert not {"TYPE_CHECKING", "importlib", "logging", "ModuleType"} & set(names)
+
+
+def test_info_reports_whether_the_digest_was_checked(tmp_path, capsys, pointwise):
+    import json
+
+    from sdk.cli.main import main
+
+    unverified = tmp_path / "plain.onnx"
+    unverified.write_bytes(pointwise[0])
+    for model, verified in (("isbi2012-int8", True), (str(unverified), False)):
+        assert main(["info", model, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["weights_verified"] is verified
+    assert main(["info", str(unverified)]) == 0
+    assert "weights: not verified" in capsys.readouterr().out
