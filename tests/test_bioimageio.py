@@ -23,7 +23,7 @@ from sdk.bioimageio import ZooPreprocessing, ZooStep, load_package, preprocessin
 from sdk.errors import ModelError, OutputExistsError
 from sdk.io import read_image
 from sdk.model_metadata import Normalization
-from sdk.models import sample_image_path
+from sdk.models import DEFAULT_MODEL_NAME, EMBEDDED_MODELS, embedded_model_path, sample_image_path
 from tests.onnx_fixtures import make_model
 
 ATOL = REPRODUCIBILITY_TOLERANCE["absolute_tolerance"]
@@ -38,21 +38,36 @@ def _passed(package: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def default_package(tmp_path_factory) -> Path:
-    return export_package(None, tmp_path_factory.mktemp("zoo") / "isbi2012.zip")
+def embedded_package(tmp_path_factory):
+    """The package of an embedded model, by name (built once per module)."""
+    built: dict[str, Path] = {}
+
+    def package(name: str) -> Path:
+        if name not in built:
+            built[name] = export_package(name, tmp_path_factory.mktemp("zoo") / f"{name}.zip")
+        return built[name]
+
+    return package
+
+
+@pytest.fixture(scope="module")
+def default_package(embedded_package) -> Path:
+    return embedded_package(DEFAULT_MODEL_NAME)
 
 
 # -- export -----------------------------------------------------------------------------------------
-def test_default_model_package_passes_bioimageio_test(default_package):
-    checks = _passed(default_package)
+@pytest.mark.parametrize("name", sorted(EMBEDDED_MODELS))
+def test_embedded_model_packages_pass_bioimageio_test(embedded_package, name):
+    package = embedded_package(name)
+    checks = _passed(package)
     assert "Reproduce test outputs from test inputs (onnx)" in checks
     # the dynamic-shape runs: sizes min + n * step (n = 0, 1, 2) at batch sizes 1 and 2
     runs = [c for c in checks if c.startswith("Run onnx inference for inputs with batch_size")]
     assert len(runs) == 6
-    with zipfile.ZipFile(default_package) as package:
-        rdf = yaml.safe_load(package.read("rdf.yaml"))
-        weights = package.read("weights.onnx")
-    assert weights == Path(Segmenter()._runtime.source).read_bytes()  # the model file itself
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        weights = archive.read("weights.onnx")
+    assert weights == embedded_model_path(name).read_bytes()  # the model file itself
     assert rdf["weights"]["onnx"]["sha256"] == hashlib.sha256(weights).hexdigest()
     assert rdf["weights"]["onnx"]["opset_version"] == onnx.load_from_string(weights).opset_import[0].version
     space = rdf["outputs"][0]["axes"][2]
@@ -83,7 +98,7 @@ def test_test_tensors_agree_with_numpy_zscore(default_package):
     z = (x - x.mean()) / max(x.std(), 1e-6)
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(Segmenter()._runtime.source), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(embedded_model_path(DEFAULT_MODEL_NAME)), providers=["CPUExecutionProvider"])
     reference = session.run(None, {"image": z.astype(np.float32)})[0]
     np.testing.assert_allclose(y, reference, atol=1e-5)
 
