@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from napari_helpers import click_and_wait, docked  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from sdk.metrics import ErrorType, isbi2012, variation_of_information, warping_error  # noqa: E402
@@ -37,10 +38,7 @@ def flawed_proposal(truth: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    w = EvaluateWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    return w
+    return docked(make_napari_viewer, EvaluateWidget)
 
 
 def evaluate(qtbot, widget, truth, proposal, *, mode=SWEEP, threshold=0.5):
@@ -48,9 +46,7 @@ def evaluate(qtbot, widget, truth, proposal, *, mode=SWEEP, threshold=0.5):
     widget.proposal.set_layer(proposal)
     widget.mode.setCurrentText(mode)
     widget.threshold.setValue(threshold)
-    assert widget.run_button.isEnabled(), widget.run_button.toolTip()
-    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    click_and_wait(qtbot, widget)
     return {widget.scores.item(r, 0).text(): widget.scores.item(r, 1).text() for r in range(widget.scores.rowCount())}
 
 
@@ -90,6 +86,25 @@ def test_sweep_scores_error_layers_and_markers_equal_the_metrics(qtbot, widget):
     assert sum(float(r[4]) for r in rows if r[1] == "split") == pytest.approx(vi.split, abs=1e-4)
     assert sum(float(r[4]) for r in rows if r[1] == "merge") == pytest.approx(vi.merge, abs=1e-4)
     assert float(scores["VI split (bits)"]) == pytest.approx(vi.split, rel=1e-5)
+
+    # a click on a table row centres the view on a pixel of that object
+    side, label = rows[0][0].split(" ")[0], int(rows[0][0].rstrip(")").split(" ")[-1].strip("("))
+    rect = widget.objects.visualItemRect(widget.objects.item(0, 0))
+    qtbot.mouseClick(widget.objects.viewport(), Qt.LeftButton, pos=rect.center())
+    y, x = (np.asarray(viewer.camera.center[-2:]) - (10, 20)).astype(int)
+    assert (truth_objects if side == "truth" else proposal_objects)[y, x] == label
+
+
+def test_a_stack_is_scored_slice_by_slice_and_next_error_goes_to_its_slice(qtbot, widget):
+    truth = np.stack([cell_grid(), cell_grid()])
+    p = np.stack([np.clip(np.where(truth[0] > 0, 0.8, 0.15), 0, 1), flawed_proposal(truth[1])])
+    viewer = widget.viewer
+    scores = evaluate(qtbot, widget, viewer.add_labels(truth, name="truth"), viewer.add_image(p, name="P"))
+    assert float(scores["warping error (ISBI)"]) == pytest.approx(isbi2012(truth, p).warping_error, rel=1e-5)
+    markers = viewer.layers["error markers"]
+    assert set(markers.data[:, 0].astype(int)) == {1}  # the errors are all on the flawed slice
+    qtbot.mouseClick(widget.next_button, Qt.LeftButton)
+    assert viewer.dims.current_step[0] == 1
 
 
 def test_next_error_centres_the_view_on_the_largest_cluster_first(qtbot, widget):

@@ -9,8 +9,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from napari_helpers import click_and_wait, docked  # noqa: E402
 from onnx_fixtures import make_model  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
 
 from export.explain_graph import add_explanation  # noqa: E402
 from sdk import Segmenter  # noqa: E402
@@ -29,10 +29,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture
 def widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    w = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    return w
+    return docked(make_napari_viewer, ExplainWidget)
 
 
 def test_heat_map_equals_segmenter_explain(qtbot, widget, models):
@@ -49,8 +46,7 @@ def test_heat_map_equals_segmenter_explain(qtbot, widget, models):
     widget.explained_layer.setCurrentText("c1")
     widget.target_class.setCurrentText("class0")
     assert widget.region.currentText() == PREDICTED
-    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    click_and_wait(qtbot, widget)
 
     expected = Segmenter(models / "explainable.onnx", tile=16).explain(image, target_class=0, layer="c1")
     heat = viewer.layers["img Grad-CAM(class0)"]
@@ -62,8 +58,7 @@ def test_heat_map_equals_segmenter_explain(qtbot, widget, models):
     region[5:15, 10:30] = 2
     viewer.add_labels(region, name="roi")
     widget.region.setCurrentText("roi")
-    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    click_and_wait(qtbot, widget)
     expected = Segmenter(models / "explainable.onnx", tile=16).explain(image, target_class=0, layer="c1",
                                                                        region=region > 0)
     np.testing.assert_allclose(viewer.layers[-1].data, expected, rtol=1e-6, atol=1e-7)

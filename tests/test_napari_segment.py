@@ -12,6 +12,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 measure = pytest.importorskip("skimage.measure")
 
+from napari_helpers import click_and_wait, docked  # noqa: E402
 from onnx_fixtures import make_model  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
@@ -31,10 +32,7 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture
 def widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    return w
+    return docked(make_napari_viewer, SegmentWidget)
 
 
 def choose(widget, *, model, tile=0, outputs=("labels",), zarr=""):
@@ -43,12 +41,6 @@ def choose(widget, *, model, tile=0, outputs=("labels",), zarr=""):
     for name, box in widget.outputs.items():
         box.setChecked(name in outputs)
     widget.zarr_path.setText(str(zarr))
-
-
-def run_and_wait(qtbot, widget):
-    assert widget.run_button.isEnabled(), widget.run_button.toolTip()
-    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
 
 
 def test_run_is_disabled_with_the_reason_until_the_input_fits(widget, model_path, tmp_path):
@@ -84,7 +76,7 @@ def test_outputs_equal_the_segmenter_called_directly(qtbot, widget, model_path):
     image = rng.normal(size=(46, 60)).astype(np.float32)
     widget.viewer.add_image(image, name="cells", scale=(2.0, 0.5))
     choose(widget, model=model_path, tile=16, outputs=("labels", "probabilities", "instances"))
-    run_and_wait(qtbot, widget)
+    click_and_wait(qtbot, widget)
 
     reference = Segmenter(model_path, tile=16)
     tiles = []
@@ -132,7 +124,7 @@ def test_outputs_larger_than_memory_go_to_zarr_and_are_shown_lazily(qtbot, widge
     choose(widget, model=model_path, outputs=("labels", "probabilities"), zarr=tmp_path / "missing")
     assert not widget.run_button.isEnabled() and "does not exist" in widget.run_button.toolTip()
     choose(widget, model=model_path, outputs=("labels", "probabilities"), zarr=tmp_path)
-    run_and_wait(qtbot, widget)
+    click_and_wait(qtbot, widget)
 
     reference = Segmenter(model_path)
     labels_layer = widget.viewer.layers["stack labels"]
@@ -155,7 +147,7 @@ def test_split_touching_instances_equal_predict_instances(qtbot, widget, model_p
     widget.viewer.add_image(image, name="img")
     choose(widget, model=model_path, outputs=("instances",))
     widget.split_touching.setChecked(True)
-    run_and_wait(qtbot, widget)
+    click_and_wait(qtbot, widget)
     expected = Segmenter(model_path).predict_instances(image, split_touching=True)
     np.testing.assert_array_equal(widget.viewer.layers["img instances"].data, expected)
     assert [layer.name for layer in widget.viewer.layers] == ["img", "img instances"]  # no unasked layers
