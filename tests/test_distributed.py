@@ -234,3 +234,52 @@ def test_many_files_one_task_each_as_the_cli_writes_them(client, valid2d, tmp_pa
     (tmp_path / "out" / ".unet-sdk-run.json").write_text(json.dumps({**record, "complete": False}))
     jobs[1].target.unlink()
     assert predict_files(str(model_path), jobs, run_job=run_job, client=client, tile=32) == [jobs[1].target]
+
+
+def test_cli_zarr_to_ome_zarr_on_a_scheduler_resumes_nothing_when_complete(client, valid2d, tmp_path, capsys):
+    from sdk.cli.main import main
+
+    (tmp_path / "m.onnx").write_bytes(valid2d)
+    stack = np.random.default_rng(10).normal(size=(2, 70, 60)).astype(np.float32)
+    zarr_copy(tmp_path / "in.zarr", stack, (1, 35, 30))
+    args = ["predict", str(tmp_path / "in.zarr"), "-o", str(tmp_path / "out.zarr"), "-m", str(tmp_path / "m.onnx"),
+            "--tile", "32", "--scheduler", client.scheduler.address, "--chunks", "32", "--no-progress"]
+    assert main(args) == 0
+    out = read_ngff(tmp_path / "out.zarr")
+    assert out.array.chunks == (1, 32, 32) and np.array_equal(out.array[...], reference(valid2d, stack, tile=32))
+    assert main(args) == 2 and "is complete" in capsys.readouterr().err
+    assert main(args + ["--force", "--proba"]) == 0
+    assert np.array_equal(read_ngff(tmp_path / "out.zarr").array[...], reference(valid2d, stack, proba=True, tile=32))
+
+
+def test_cli_many_files_on_a_scheduler_write_what_one_machine_writes(client, valid2d, tmp_path):
+    from sdk.cli.main import main
+    from sdk.io import read_image, write_array
+
+    (tmp_path / "m.onnx").write_bytes(valid2d)
+    rng = np.random.default_rng(11)
+    (tmp_path / "in").mkdir()
+    for k in range(3):
+        write_array(tmp_path / "in" / f"s{k}.tif", rng.normal(size=(50 + k, 40)).astype(np.float32))
+    common = [str(tmp_path / "in"), "-m", str(tmp_path / "m.onnx"), "--tile", "32", "--no-progress"]
+    assert main(["predict", *common, "-o", str(tmp_path / "one")]) == 0
+    assert main(["predict", *common, "-o", str(tmp_path / "dask"), "--scheduler", client.scheduler.address]) == 0
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == ["s0_labels.tif", "s1_labels.tif", "s2_labels.tif"]
+    for name in names:
+        assert np.array_equal(read_image(tmp_path / "dask" / name), read_image(tmp_path / "one" / name))
+
+
+def test_cli_local_cluster_prints_its_dashboard_and_bad_options_are_errors(valid2d, tmp_path, capsys):
+    from sdk.cli.main import main
+
+    (tmp_path / "m.onnx").write_bytes(valid2d)
+    zarr_copy(tmp_path / "in.zarr", np.zeros((40, 40), np.float32), (20, 20))
+    base = ["predict", str(tmp_path / "in.zarr"), "-m", str(tmp_path / "m.onnx"), "--tile", "32", "--no-progress"]
+    assert main(base + ["-o", str(tmp_path / "a.zarr"), "--chunks", "16"]) == 2
+    assert "--chunks sets the chunks of a distributed zarr output" in capsys.readouterr().err
+    assert main(base + ["-o", str(tmp_path / "b.zarr"), "--workers", "1", "--instances"]) == 2
+    assert "run on one machine" in capsys.readouterr().err
+    assert main(base + ["-o", str(tmp_path / "c.zarr"), "--workers", "1"]) == 0
+    assert "dashboard http" in capsys.readouterr().err
+    assert np.array_equal(read_ngff(tmp_path / "c.zarr").array[...], reference(valid2d, np.zeros((40, 40), np.float32), tile=32))
