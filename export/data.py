@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from sdk.errors import InvalidInputError
-from sdk.io import is_image_path, read_image
+from sdk.io import is_image_path, read_image, split_image_path
 from sdk.model_metadata import Normalization
 
 from .augment import Augmenter
@@ -43,8 +43,9 @@ ISBI2012_SOURCE = (
 
 def load_stack(path: str | Path) -> np.ndarray:
     """Read a TIFF/NPY/... stack, or a directory of equally-sized images (sorted by name) as a stack."""
+    _, key = split_image_path(path)
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and key is None and path.suffix.lower() != ".zarr":
         files = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
         if not files:
             raise InvalidInputError(f"{path}: directory holds no readable images")

@@ -1,12 +1,13 @@
 """`unet-sdk evaluate`: outputs equal the library's report, exit codes, refusals, plots, --model."""
 import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sdk.cli.main import main
-from sdk.io import write_array
+from sdk.io import read_image, write_array
 from sdk.metrics.evaluate import evaluate
 from sdk.metrics.report import Report
 from test_evaluate import membrane_stack
@@ -152,3 +153,26 @@ def test_model_on_a_directory_names_images_it_could_not_predict(tmp_path, stack,
     out = capsys.readouterr().out
     assert rc == 1
     assert "b: not predicted:" in out and "b.tif: cannot read" in out
+
+
+def test_overlay_title_numbers_come_from_the_one_threshold_drawn(tmp_path, stack_files, monkeypatch):
+    """The title once showed an item's warping error at its own best threshold beside the mismatch
+    count at the pooled one; every number must now be the warping error at the drawn threshold."""
+    pytest.importorskip("matplotlib")
+    from sdk.metrics import plots, warping_error
+
+    titles = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite: (
+        titles.append((path, fig.get_suptitle())), save(fig, path, overwrite))[1])
+    gt, pred = stack_files
+    assert main(["evaluate", str(gt), str(pred), "--plots", str(tmp_path / "plots"), "--worst", "1",
+                 "--no-progress"]) == 0
+    overlay_title = next(text for path, text in titles if Path(path).name.startswith("overlay_"))
+    report_threshold = float(overlay_title.split("threshold ")[1].split(":")[0])
+    truth, proposal = read_image(gt), read_image(pred)
+    name = overlay_title.split(":")[0]  # e.g. gt[2]
+    z = int(name.split("[")[1].rstrip("]"))
+    result = warping_error(truth[z], proposal[z], threshold=report_threshold)
+    assert f"warping error {result.error:.4g}" in overlay_title
+    assert f"{int(result.mismatches)} px mismatched" in overlay_title

@@ -59,3 +59,20 @@ def test_valid_padding_trains_and_validates_on_whole_samples(tmp_path):
         got = _whole_sample_logits(model, image)
     assert got.shape == (1, 2, 40, 40)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_trains_valid_padding_and_reports_steps_without_none(tmp_path, capsys):
+    import tifffile
+
+    from export.cli import main
+
+    images, labels = _synthetic(n=3, size=40)
+    tifffile.imwrite(tmp_path / "images.tif", images.astype(np.float32))
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    rc = main(["train", "--images", str(tmp_path / "images.tif"), "--labels", str(tmp_path / "labels.tif"),
+               "--out", str(tmp_path / "run"), "--steps", "2", "--epoch-steps", "2", "--depth", "2",
+               "--base-features", "2", "--tile", "30", "--batch-size", "1", "--padding", "valid",
+               "--threads", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "run" / "best.pt").is_file()
+    assert "2 steps ->" in err and "None" not in err

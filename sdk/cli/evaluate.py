@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     not_predicted: dict[str, str] = {}
     if args.model is not None:
         proposal, not_predicted = predict_proposals(
-            args.model, args.images, device=args.device, progress=_progress(args)
+            args.model, _keyed(args.images), device=args.device, progress=_progress(args)
         )
         proposal_kind = "probabilities"
 
