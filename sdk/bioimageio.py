@@ -3,7 +3,7 @@
 A package is an ``rdf.yaml`` (or ``bioimageio.yaml``) plus the files it names, as a folder or a zip.
 :func:`load_package` returns a :class:`ZooModel`: the ONNX weights (checked against their ``sha256``)
 and a :class:`~sdk.model_metadata.ModelMetadata` read from the rdf, so a zoo model gets the same tiling,
-devices and memory bounds as our own. Only numpy and a YAML parser (PyYAML's ``safe_load``, which builds
+devices and memory bounds as our own. Only numpy and a YAML parser (PyYAML's safe loader, which builds
 plain lists and dicts, never objects) are used; ``bioimageio.spec`` is not needed.
 
 How the rdf maps onto our metadata:
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 SUPPORTED_FORMAT = "0.5"
 MAX_RDF_BYTES = 2**20  # an rdf is a few kB; refuse to parse anything that is not one
+MAX_FILE_BYTES = 2**31  # ONNX Runtime loads single-file models below 2 GB; nothing in a package is larger
 FIXED_ZMUV_EPS = 1e-6  # bioimageio.core divides fixed_zero_mean_unit_variance by std + 1e-6
 DEFAULT_TILE = {2: 512, 3: 96}  # the Segmenter's defaults, used to express a halo as an overlap fraction
 
@@ -107,8 +108,7 @@ def postprocessing_for(activation: str) -> list[dict[str, Any]]:
 class ZooStep:
     """One preprocessing step of an rdf: its ``id`` and ``kwargs``, resolved to our (C, *spatial) layout.
 
-    ``reduce`` holds the image axes a statistic is taken over (channel 0, space 1..), ``along_channel``
-    says whether per-channel constants are given.
+    ``reduce`` holds the image axes a statistic is taken over (channel 0, space 1..).
     """
 
     id: str
@@ -214,9 +214,12 @@ def is_package(path: str | os.PathLike) -> bool:
 
 
 class _PackageFiles:
-    """Reads files named relative to the rdf, from a folder or a zip; refuses URLs and escapes."""
+    """Reads files named relative to the rdf, from a folder or a zip; refuses URLs, escapes (``..``,
+    absolute paths, symlinks out of the folder) and files larger than their limit (zip bombs)."""
 
     def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise ModelError(f"{path}: no such file or folder")
         self.path = path
         self._zip: zipfile.ZipFile | None = None
         if path.suffix.lower() == ".zip":
@@ -239,7 +242,14 @@ class _PackageFiles:
             self.rdf_name = path.name
             self.root = path.parent
 
-    def read(self, name: str, what: str) -> bytes:
+    def __enter__(self) -> "_PackageFiles":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+    def read(self, name: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
         if not isinstance(name, str) or not name:
             raise ModelError(f"{self.path}: {what} names no file ({name!r})")
         if "://" in name:
@@ -252,8 +262,15 @@ class _PackageFiles:
             raise ModelError(f"{self.path}: {what} {name!r} points outside the package")
         try:
             if self._zip is not None:
-                return self._zip.read(str(relative))
-            return (self.root / relative).read_bytes()
+                size = self._zip.getinfo(str(relative)).file_size
+            else:
+                path = (self.root / relative).resolve()
+                if not path.is_relative_to(self.root.resolve()):
+                    raise ModelError(f"{self.path}: {what} {name!r} links outside the package")
+                size = path.stat().st_size
+            if size > limit:
+                raise ModelError(f"{self.path}: {what} {name!r} is {size} bytes (at most {limit} are read)")
+            return self._zip.read(str(relative)) if self._zip is not None else path.read_bytes()
         except (KeyError, OSError) as exc:
             raise ModelError(f"{self.path}: {what} {name!r} is missing from the package") from exc
 
@@ -271,21 +288,15 @@ def _yaml_loader(yaml: Any) -> type:
     return Yaml12SafeLoader
 
 
-def read_rdf(path: str | os.PathLike) -> tuple[dict[str, Any], _PackageFiles]:
-    """The rdf of a package (rdf file, folder or zip) as plain data, and a reader of its files."""
+def _parse_rdf(files: _PackageFiles) -> dict[str, Any]:
     try:
         import yaml
     except ImportError as exc:
         raise RuntimeUnavailableError(
             "reading BioImage Model Zoo packages needs PyYAML: pip install 'unet-sdk[cpu]' (or pyyaml)"
         ) from exc
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such file or folder")
-    files = _PackageFiles(path)
-    text = files.read(files.rdf_name, "the rdf")
-    if len(text) > MAX_RDF_BYTES:
-        raise ModelError(f"{path}: {files.rdf_name} is {len(text)} bytes, too large for a model description")
+    path = files.path
+    text = files.read(files.rdf_name, "the rdf", MAX_RDF_BYTES)
     try:
         rdf = yaml.load(text, Loader=_yaml_loader(yaml))
     except yaml.YAMLError as exc:
@@ -300,16 +311,17 @@ def read_rdf(path: str | os.PathLike) -> tuple[dict[str, Any], _PackageFiles]:
             f"{path}: model format_version {version or '(none)'} is not supported (unet-sdk reads "
             f"{SUPPORTED_FORMAT}.x); convert it with bioimageio.spec: `bioimageio update-format {path}`"
         )
-    return rdf, files
+    return rdf
 
 
 def load_package(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> ZooModel:
     """Read a zoo package into a :class:`ZooModel`; :class:`ModelError` naming what is malformed or
     unsupported."""
-    rdf, files = read_rdf(path)
     where = str(path)
-    metadata = metadata_from_rdf(rdf, where=where)
-    onnx_bytes = _onnx_weights(rdf, files, where, cache_dir)
+    with _PackageFiles(Path(path)) as files:
+        rdf = _parse_rdf(files)
+        metadata = metadata_from_rdf(rdf, where=where)
+        onnx_bytes = _onnx_weights(rdf, files, where, cache_dir)
     own = _own_metadata(onnx_bytes, where)
     if own is not None:
         if _same_model(own, metadata, rdf):
@@ -454,6 +466,8 @@ def _activation(postprocessing: list, where: str) -> str:
     for step in postprocessing:
         op = step.get("id") if isinstance(step, dict) else None
         kwargs = step.get("kwargs") or {} if isinstance(step, dict) else {}
+        if not isinstance(kwargs, dict):
+            raise ModelError(f"{where}: postprocessing {op!r} kwargs are not a mapping")
         if op == "ensure_dtype" and kwargs.get("dtype") in ("float32", "float64"):
             continue
         if op in ("sigmoid", "softmax") and activation == "none":
@@ -483,7 +497,10 @@ def _preprocessing_steps(inp: dict, channel: dict, space: list[dict], where: str
         raise ModelError(f"{where}: input preprocessing is not a list")
     for entry in raw:
         op = entry.get("id") if isinstance(entry, dict) else None
-        kwargs = dict(entry.get("kwargs") or {}) if isinstance(entry, dict) else {}
+        raw_kwargs = entry.get("kwargs") or {} if isinstance(entry, dict) else {}
+        if not isinstance(raw_kwargs, dict):
+            raise ModelError(f"{where}: preprocessing {op!r} kwargs are not a mapping")
+        kwargs = dict(raw_kwargs)
         if op not in PREPROCESSING_IDS:
             raise ModelError(
                 f"{where}: preprocessing {op!r} is unsupported by unet-sdk (supported: {', '.join(PREPROCESSING_IDS)})"

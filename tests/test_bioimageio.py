@@ -287,6 +287,10 @@ def _edited(default_package: Path, tmp_path: Path, edit) -> Path:
         (lambda rdf, folder: rdf["weights"]["onnx"].update(source="https://example.org/w.onnx"), "URL"),
         (lambda rdf, folder: rdf["weights"]["onnx"].update(source="../w.onnx"), "outside the package"),
         (lambda rdf, folder: rdf.update(format_version="0.4.10"), "format_version 0.4.10"),
+        (lambda rdf, folder: (folder / "weights.onnx").unlink() or (folder / "weights.onnx").symlink_to("/etc/hostname"),
+         "links outside the package"),
+        (lambda rdf, folder: rdf["inputs"][0]["preprocessing"][1].update(kwargs=[1, 2]), "kwargs are not a mapping"),
+        (lambda rdf, folder: rdf["inputs"][0]["preprocessing"][1]["kwargs"].update(eps="tiny"), "not a finite number"),
     ],
 )
 def test_malformed_packages_are_model_errors(default_package, tmp_path, edit, message):
