@@ -208,7 +208,7 @@ def cmd_onnx(args) -> int:
     )
     path = export_onnx(
         model, args.output, metadata=metadata, precision=args.precision, check_parity=not args.no_parity,
-        overwrite=args.force,
+        overwrite=args.force, explain=args.explain,
     )
     print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, {args.precision}")
     return 0
@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="recommended merge: weighted blending, or 'none' = overlap-tile with halo cropping",
     )
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("--explain", action="store_true",
+                   help="add the Seg-Grad-CAM explanation graphs (unet-sdk explain; fp32 only)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=cmd_onnx)
 

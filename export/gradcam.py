@@ -12,10 +12,13 @@ bottleneck). The class score ``z_c`` is the logit ``y_c``, or for two classes th
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,52 @@ def seg_grad_cam(
     mode = "bilinear" if len(spatial) == 2 else "trilinear"
     heat = F.interpolate(cam, size=image.shape[2:], mode=mode, align_corners=False)[:, 0]
     return GradCam(activations.detach(), gradients.detach(), weights.detach(), heat.detach(), score.detach())
+
+
+def verify_explanation(model: torch.nn.Module, proto, *, tolerance: float = 1e-4, seed: int = 0) -> float:
+    """Largest difference, relative to the reference's largest magnitude, between every explanation graph in
+    ``proto`` and autograd (random image of a parity size, random region, the foreground class, head folded
+    as exported); :class:`~export.onnx_export.ParityError` above ``tolerance``."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from sdk.explain import ACTIVATIONS_OUTPUT, CLASS_INPUT, GRADIENTS_OUTPUT, REGION_INPUT, Explanation
+    from sdk.model_metadata import ModelMetadata
+
+    from .onnx_export import INPUT_NAME, ParityError, parity_sizes
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata, explanation = ModelMetadata.from_props(props), Explanation.from_props(props)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, metadata.in_channels) + parity_sizes(model, 1)[0]).astype(np.float32)
+    with torch.no_grad():
+        out_shape = model(torch.from_numpy(x)).shape
+    region = (rng.random((1,) + tuple(out_shape[2:])) < 0.5).astype(np.float32)
+    c = metadata.foreground_class
+    worst = 0.0
+    for name, layer in explanation.layers.items():
+        session = ort.InferenceSession(proto.SerializeToString() + layer.graph, providers=["CPUExecutionProvider"])
+        got = session.run([ACTIVATIONS_OUTPUT, GRADIENTS_OUTPUT], {
+            INPUT_NAME: x, REGION_INPUT: region[:, None], CLASS_INPUT: np.eye(metadata.num_classes, dtype=np.float32)[c]})
+        reference = seg_grad_cam(model, torch.from_numpy(x), target_class=c, region=torch.from_numpy(region), layer=name)
+        for value, expected in zip(got, (reference.activations.numpy(), reference.gradients.numpy())):
+            difference = float(np.max(np.abs(value - expected)) / max(float(np.max(np.abs(expected))), 1e-30))
+            worst = max(worst, difference)
+            if not difference <= tolerance:
+                raise ParityError(f"explanation graph of layer {name!r} differs from autograd by {difference:.3g} "
+                                  f"(relative, > {tolerance:g})")
+    return worst
+
+
+def add_checked_explanation(model: torch.nn.Module, proto, *, check: bool = True):
+    """``proto`` with its explanation graphs (:func:`export.explain_graph.add_explanation`), verified against
+    autograd unless ``check`` is false."""
+    from .explain_graph import add_explanation
+
+    if any(init.data_type == 10 for init in proto.graph.initializer):  # TensorProto.FLOAT16
+        raise ValueError("explanation graphs are written for fp32 models; export with --precision fp32")
+    proto = add_explanation(proto)
+    if check:
+        worst = verify_explanation(model, proto)
+        logger.info("explanation graphs match autograd to %.2g (relative)", worst)
+    return proto

@@ -250,8 +250,12 @@ def export_onnx(
     precision: str = "fp32",
     check_parity: bool = True,
     overwrite: bool = False,
+    explain: bool = False,
 ) -> Path:
     """Export ``model`` to one self-contained ONNX file at ``path`` with ``metadata``; return the path.
+
+    ``explain=True`` adds the Seg-Grad-CAM explanation graphs (:mod:`export.explain_graph`), checked against
+    PyTorch autograd like the probabilities (fp32 only).
 
     ``precision="fp16"`` stores weights and activations in half precision (inputs/outputs stay float32;
     useful on CUDA, no faster on CPU). Raises :class:`ParityError` (leaving no file) if ONNX Runtime does
@@ -313,6 +317,10 @@ def export_onnx(
     _set_metadata(proto, dataclasses.replace(metadata, training=training))
     if check_parity:
         verify_parity(model, proto, tolerance=PARITY_TOLERANCE[precision])
+    if explain:
+        from .gradcam import add_checked_explanation
+
+        proto = add_checked_explanation(model, proto, check=check_parity)
     _save_model(proto, path, overwrite)
     logger.info("wrote %s (%s, %.2f MB)", path, precision, path.stat().st_size / 1e6)
     return path
