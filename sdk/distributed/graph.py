@@ -126,7 +126,8 @@ def build_prediction(
         per worker.
     array : dask array, zarr array, memmap, numpy array or any array with numpy slicing
         Laid out as ``axes`` (inferred as by ``Segmenter.predict``). Zarr arrays and memmaps are read
-        by the workers in place, window by window.
+        by the workers in place, window by window (statistics too, in bounded memory); a Dask or numpy
+        array travels as chunks, and its statistics task gathers one whole image on one worker.
     chunks : None, int or tuple
         Chunks of the returned array (e.g. the zarr chunks it will be stored in). ``None``: the blocks
         it is computed in (tile-aligned, irregular).

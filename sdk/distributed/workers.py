@@ -85,6 +85,8 @@ def worker_segmenter(spec: ModelSpec, settings: Settings) -> Segmenter:
     device = settings.devices.get(address, settings.device)
     if address in settings.threads:
         threads = settings.threads[address]
+    elif settings.threads:  # a worker that joined later (e.g. restarted): as many as its peers
+        threads = min(settings.threads.values())
     elif worker is not None:
         threads = max(1, default_threads() // max(1, worker.state.nthreads))
     else:

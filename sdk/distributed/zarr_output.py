@@ -164,7 +164,7 @@ def predict_to_zarr(
         if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in chunking):
             raise InvalidInputError(f"chunks {chunk_spec}: zarr needs one chunk size per axis (the last may be smaller)")
         chunk_shape = tuple(c[0] for c in chunking)
-        record = _run_record(spec.digest, settings, output, layout.shape, array.dtype, source if isinstance(source, (str, os.PathLike)) else type(source).__name__)
+        record = _run_record(spec.digest, settings, output, layout.shape, array.dtype, str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else type(source).__name__)
         store = _prepare_output(target, record, overwrite, result.shape, result.dtype, chunk_shape,
                                 output_axes(layout.axes, calibration, output), calibration, ngff_version, output)
         grid = tuple(len(c) for c in chunking)
