@@ -142,6 +142,27 @@ def load_image(path: str | os.PathLike, *, key: str | None = None) -> LoadedImag
         raise InvalidInputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
 
 
+def peek_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The array shape of an NPY, TIFF or zarr file without reading its pixels; None for other files or
+    when the file cannot tell (the readers then say what is wrong)."""
+    container, key = split_image_path(path)
+    suffix = _suffix(container)
+    try:
+        if suffix == ".npy":
+            return tuple(np.load(container, mmap_mode="r", allow_pickle=False).shape)
+        if suffix in TIFF_SUFFIXES:
+            tifffile = require_package("tifffile", "cpu")
+            with tifffile.TiffFile(container) as tif:
+                return tuple(tif.series[0].shape)
+        if suffix == ".zarr" and key is not None:
+            zarr = require_package("zarr", "zarr")
+            node = zarr.open(str(container), mode="r")[key]
+            return tuple(node.shape) if hasattr(node, "shape") else None
+    except Exception:  # unreadable: reported by the real read
+        return None
+    return None
+
+
 def _load_npz(path: Path, key: str | None) -> np.ndarray:
     with np.load(path, allow_pickle=False) as data:
         names = list(data.keys())

@@ -62,9 +62,9 @@ def test_npy_and_zarr_probabilities(files, model_path, capsys, suffix):
     assert main(["predict", str(folder / "img.tif"), "-o", str(target), "--proba", "-m", str(model_path),
                  "--no-progress"]) == 0
     argv = ["evaluate", str(folder / "truth.tif"), str(target), "-o", str(folder / "r.json"), "--no-progress"]
-    if suffix == ".npy":  # NPY holds no record of its classes: nothing scored, no report, until --channel
+    if suffix == ".npy":  # NPY holds no record of its classes: name the class
         assert main(argv) == 2
-        assert not (folder / "r.json").exists()
+        assert "--channel K" in capsys.readouterr().err and not (folder / "r.json").exists()
         argv += ["--channel", "1"]
     assert main(argv) == 0, capsys.readouterr().err
     expected = isbi2012(truth, Segmenter(model_path).predict_proba(image)[1])
@@ -90,6 +90,15 @@ def test_a_folder_of_predictions_pairs_with_the_truth_folder(files, model_path, 
                  "-m", str(model_path), "--no-progress"]) == 0
     assert main(["evaluate", str(folder / "truth"), str(folder / "objects"), "--no-progress",
                  "--metrics", "vi"]) == 0
+
+
+def test_no_report_when_nothing_was_scored(files, capsys):
+    folder, _, truth = files
+    tifffile.imwrite(folder / "short.tif", truth[:, :-2])  # every slice has the wrong shape
+    rc = main(["evaluate", str(folder / "truth.tif"), str(folder / "short.tif"), "-o", str(folder / "r.json"),
+               "--csv", str(folder / "r.csv"), "--no-progress"])
+    assert rc == 2 and "no report written" in capsys.readouterr().err
+    assert not (folder / "r.json").exists() and not (folder / "r.csv").exists()
 
 
 def test_plots_without_matplotlib_fail_before_scoring(files, monkeypatch, capsys):

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._progress import ProgressBar
 from ..errors import InvalidInputError
-from ..io import load_image, split_image_path
+from ..io import load_image, peek_shape, split_image_path
 from .options import add_device_argument
 
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     truth = _keyed(args.truth)
     proposal, proposal_kind = args.proposal, args.proposal_kind
     if proposal is not None:
-        proposal, chosen = proposal_source(proposal, channel=args.channel)
+        proposal, chosen = proposal_source(proposal, channel=args.channel, truth_shape=peek_shape(truth))
         proposal_kind = "probabilities" if chosen else proposal_kind
     not_predicted: dict[str, str] = {}
     if args.model is not None:
@@ -141,13 +141,16 @@ def _keyed(spec: str) -> str:
     return f"{container}:{key}" if key is not None else spec
 
 
-def proposal_source(spec: str, *, channel: int | None) -> tuple[object, bool]:
+def proposal_source(
+    spec: str, *, channel: int | None, truth_shape: tuple[int, ...] | None = None
+) -> tuple[object, bool]:
     """The proposal to score and whether it is a probability channel chosen here.
 
     A probability file that records its classes (``unet-sdk predict --proba`` output), or any file with
     ``channel``, gives that class's channel. A directory gives a mapping {input name: array or path},
     names taken from each output's record of its source (``a_proba.tif`` of ``a.tif`` pairs with
-    ``a.tif``); other files stay paths, read by the evaluation itself."""
+    ``a.tif``); other files stay paths, read by the evaluation itself. A file without such a record
+    shaped like one map per class of a truth of ``truth_shape`` is refused with a hint to --channel."""
     container, _ = split_image_path(spec)
     if container.is_dir() and container.suffix.lower() != ".zarr":
         from ..io import image_stem, is_image_path
@@ -172,6 +175,13 @@ def proposal_source(spec: str, *, channel: int | None) -> tuple[object, bool]:
         return _keyed(spec), False
     loaded = load_image(spec)
     if channel is None and (loaded.record or {}).get("kind") != "probabilities":
+        shape = loaded.array.shape
+        if truth_shape and shape[1:] == tuple(truth_shape) and shape[0] > 1:
+            raise InvalidInputError(
+                f"{spec} has shape {shape}: one probability map per class for a truth of shape "
+                f"{tuple(truth_shape)}, with no record of which class is foreground; pass --channel K "
+                "(e.g. --channel 1 for the ISBI model's 'cell')"
+            )
         return _keyed(spec), False
     return _class_channel(loaded, channel, spec), True
 

@@ -222,7 +222,9 @@ def existing_outputs(jobs: list[Job]) -> list[str]:
     found = [str(j.target) for j in jobs if os.path.lexists(j.target)]
     for job in jobs:
         if job.overlay is not None:
-            found += sorted(str(p) for p in job.overlay.parent.glob(glob.escape(job.overlay.name) + "*.png"))
+            name = glob.escape(job.overlay.name)
+            found += sorted(str(p) for pattern in (f"{name}.png", f"{name}_z[0-9]*.png")
+                            for p in job.overlay.parent.glob(pattern))
     return found
 
 
