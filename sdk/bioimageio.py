@@ -200,9 +200,24 @@ class ZooModel:
     source: str
     name: str
     rdf: Mapping[str, Any] = field(repr=False)
+    weights_format: str = "onnx"  # the rdf's weights entry the ONNX comes from (converted unless "onnx")
+    weights_verified: bool = False  # the rdf gave that entry's sha256 and the file matched it
+    metadata_source: str = "rdf"  # "onnx": the weights' own unet-sdk metadata (a package we exported)
 
     def __str__(self) -> str:
         return self.source
+
+    def summary(self) -> dict[str, Any]:
+        """What ``unet-sdk info`` shows of the package beyond the metadata."""
+        return {
+            "name": self.name,
+            "format_version": self.rdf.get("format_version"),
+            "license": self.rdf.get("license"),
+            "weights_formats": sorted(self.rdf.get("weights") or {}),
+            "weights_run": self.weights_format + ("" if self.weights_format == "onnx" else " (converted to ONNX)"),
+            "weights_sha256_verified": self.weights_verified,
+            "metadata_from": "the ONNX file's unet-sdk metadata" if self.metadata_source == "onnx" else "the rdf",
+        }
 
 
 def is_package(path: str | os.PathLike) -> bool:
@@ -321,18 +336,22 @@ def load_package(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None
     with _PackageFiles(Path(path)) as files:
         rdf = _parse_rdf(files)
         metadata = metadata_from_rdf(rdf, where=where)
-        onnx_bytes = _onnx_weights(rdf, files, where, cache_dir)
+        onnx_bytes, weights_format = _onnx_weights(rdf, files, where, cache_dir)
     own = _own_metadata(onnx_bytes, where)
+    metadata_source = "rdf"
     if own is not None:
         if _same_model(own, metadata, rdf):
-            metadata = own
+            metadata, metadata_source = own, "onnx"
         else:
             logger.warning(
                 "%s: the ONNX file's own unet-sdk metadata disagrees with the rdf; following the rdf", where
             )
     name = str(rdf.get("name", Path(where).stem))
     logger.info("read BioImage Model Zoo package %s (%r)", where, name)
-    return ZooModel(onnx=onnx_bytes, metadata=metadata, source=where, name=name, rdf=rdf)
+    return ZooModel(
+        onnx=onnx_bytes, metadata=metadata, source=where, name=name, rdf=rdf, weights_format=weights_format,
+        weights_verified="sha256" in rdf["weights"][weights_format], metadata_source=metadata_source,
+    )
 
 
 def _only(items: Any, what: str, where: str) -> dict[str, Any]:
@@ -589,8 +608,9 @@ def _checked(data: bytes, entry: dict[str, Any], what: str, where: str) -> bytes
     return data
 
 
-def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cache_dir: Any) -> bytes:
-    """The ONNX weights; else TorchScript or PyTorch state-dict weights converted once (cached, needs torch)."""
+def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cache_dir: Any) -> tuple[bytes, str]:
+    """The ONNX weights and the weights format they come from: the onnx entry, else TorchScript or PyTorch
+    state-dict weights converted once (cached, needs torch)."""
     from . import bioimageio_weights
 
     weights = rdf.get("weights")
@@ -600,12 +620,12 @@ def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cach
     if isinstance(onnx_entry, dict):
         if onnx_entry.get("external_data"):
             raise ModelError(f"{where}: ONNX weights with external data are unsupported; pack them into one file")
-        return _checked(files.read(onnx_entry.get("source"), "the onnx weights"), onnx_entry, "onnx", where)
+        return _checked(files.read(onnx_entry.get("source"), "the onnx weights"), onnx_entry, "onnx", where), "onnx"
     metadata = metadata_from_rdf(rdf, where=where)
     torchscript = weights.get("torchscript")
     if isinstance(torchscript, dict):
         data = _checked(files.read(torchscript.get("source"), "the torchscript weights"), torchscript, "torchscript", where)
-        return bioimageio_weights.torchscript_to_onnx(data, metadata, where=where, cache_dir=cache_dir)
+        return bioimageio_weights.torchscript_to_onnx(data, metadata, where=where, cache_dir=cache_dir), "torchscript"
     state = weights.get("pytorch_state_dict")
     if isinstance(state, dict):
         data = _checked(files.read(state.get("source"), "the pytorch_state_dict weights"), state, "pytorch_state_dict", where)
@@ -615,9 +635,10 @@ def _onnx_weights(rdf: Mapping[str, Any], files: _PackageFiles, where: str, cach
         code = None
         if "source" in architecture:
             code = _checked(files.read(architecture["source"], "the architecture source"), architecture, "architecture", where)
-        return bioimageio_weights.state_dict_to_onnx(
+        converted = bioimageio_weights.state_dict_to_onnx(
             data, architecture, code, metadata, where=where, cache_dir=cache_dir, strict=bool(state.get("strict", True))
         )
+        return converted, "pytorch_state_dict"
     raise ModelError(
         f"{where}: no weights unet-sdk can run (onnx; torchscript or pytorch_state_dict, converted): the package "
         f"has {', '.join(sorted(weights))}"

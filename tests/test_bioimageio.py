@@ -139,6 +139,8 @@ def test_cli_writes_a_package_and_reads_it(tmp_path, capsys):
     assert sdk_main(["info", str(package), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == str(package) and report["metadata"]["class_names"] == ["class0", "class1"]
+    assert report["bioimageio"]["metadata_from"] == "the ONNX file's unet-sdk metadata"
+    assert report["bioimageio"]["weights_sha256_verified"] is True
 
 
 def test_normalization_without_zoo_equivalent_is_refused():
@@ -241,6 +243,7 @@ def test_foreign_package_predicts_like_bioimageio_core(tmp_path, kind):
     package = _foreign_package(tmp_path, kind)
     segmenter = Segmenter(str(package), tile=32)
     meta = segmenter.metadata
+    assert load_package(package).summary()["metadata_from"] == "the rdf"
     assert (meta.padding, meta.blend, meta.output_activation) == (
         ("valid", "none", "softmax") if kind == "valid" else ("same", "none", "softmax")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..bioimageio import ZooModel
 from ..models import EMBEDDED_MODELS, resolve_model
 from ..runtime import available_providers
 from ..explain import explainable_layers
@@ -23,8 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = str(resolve_model(args.model))
-    segmenter = Segmenter(path)  # device="auto": shows where inference would actually run
+    model = resolve_model(args.model)
+    path = str(model)
+    segmenter = Segmenter(model)  # device="auto": shows where inference would actually run
     meta = segmenter.metadata
     report = {
         "model": path,
@@ -41,10 +43,14 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": segmenter.batch_size,
         },
     }
+    if isinstance(model, ZooModel):
+        report["bioimageio"] = model.summary()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"model: {path}")
+    for key, value in report.get("bioimageio", {}).items():
+        print(f"  bioimageio {key}: {value}")
     for key, value in report["metadata"].items():
         print(f"  {key}: {value}")
     print(f"providers available: {', '.join(report['providers_available'])}")
