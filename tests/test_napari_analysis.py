@@ -111,3 +111,34 @@ def test_error_clusters_match_scikit_image_components_and_the_core_counts(seed):
         assert sorted(clusters.sizes[clusters.types == error_type].tolist()) == sorted(expected)
     for position, error_type in zip(clusters.positions, clusters.types):
         assert result.classification[tuple(position)] == error_type
+
+
+def test_sdk_never_imports_napari_or_qt(tmp_path):
+    """``import sdk`` and every module outside the plugin's widget modules work without napari/Qt."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sdk
+
+    code = (
+        "import importlib, pkgutil, sys, sdk\n"
+        "names = [m.name for m in pkgutil.walk_packages(sdk.__path__, 'sdk.')\n"
+        "         if not m.name.startswith(('sdk.napari._', 'sdk.cli.__main__'))]\n"
+        "for name in names:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError as exc:\n"
+        "        if exc.name not in ('torch', 'distributed', 'dask', 'zarr', 'yaml', 'bioimageio'):\n"
+        "            raise\n"
+        "gui = sorted(m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy'))\n"
+        "print(len(names), gui)\n"
+        "assert not gui, gui\n"
+    )
+    # the same sdk as this test imports (the installed package, or the source tree under python -m pytest)
+    env = dict(os.environ, PYTHONPATH=str(Path(sdk.__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[0]) > 20  # the walk really imported the package's modules

@@ -115,8 +115,10 @@ class ModelTaskWidget(QWidget):
 
     # -- models ------------------------------------------------------------------------------------
     def segmenter(self, model: str, device: str, tile: int | None = None, tta: bool = False) -> Segmenter:
-        """A loaded Segmenter for these settings (kept for the next run); raises what loading raised."""
-        key = (model, device, tile, tta)
+        """A loaded Segmenter for these settings (kept for the next run); raises what loading raised.
+        A model file is loaded again once it changes (its modification time is part of the key)."""
+        path = Path(model)
+        key = (model, path.stat().st_mtime_ns if path.exists() else None, device, tile, tta)
         cached = self._segmenters.get(key)
         if cached is None:
             try:
