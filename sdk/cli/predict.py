@@ -231,6 +231,11 @@ def existing_outputs(jobs: list[Job]) -> list[str]:
 # -- the command ----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", 0) > 0
+    instance_options = {"split_touching": args.split_touching}
+    if args.seed_threshold is not None:
+        instance_options["seed_threshold"] = args.seed_threshold
+    if (args.split_touching or args.seed_threshold is not None) and not args.instances:
+        raise InvalidInputError("--split-touching and --seed-threshold go with --instances")
     sources = expand_inputs(args.inputs, args.key)
     kind = output_kind(proba=args.proba, instances=args.instances)
     jobs = plan_outputs(sources, args.output, args.format, kind=kind, overlay=args.overlay)
@@ -250,11 +255,6 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         tta=args.tta,
     )
-    instance_options = {"split_touching": args.split_touching}
-    if args.seed_threshold is not None:
-        instance_options["seed_threshold"] = args.seed_threshold
-    if (args.split_touching or args.seed_threshold is not None) and not args.instances:
-        raise InvalidInputError("--split-touching and --seed-threshold go with --instances")
     show = not args.no_progress and not quiet
     failures: list[tuple[str, str]] = []
     with ProgressBar(len(jobs), "files", enabled=show and sys.stderr.isatty() and len(jobs) > 1) as files:
