@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import inspect
 import logging
 import os
 import sys
@@ -53,6 +54,7 @@ from .overlay import write_overlays
 
 logger = logging.getLogger(__name__)
 
+_SEED_DEFAULT = inspect.signature(Segmenter.predict_instances).parameters["seed_threshold"].default
 FORMATS = {"tif": ".tif", "png": ".png", "npy": ".npy", "zarr": ".zarr"}
 SUFFIX_FORMATS = {".tif": "tif", ".tiff": "tif", ".png": "png", ".npy": "npy", ".zarr": "zarr"}
 # names that look like files of a type predict cannot write: an error, not a directory of that name
@@ -83,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="with --instances: separate touching objects (seeded watershed on the probability)")
     parser.add_argument("--seed-threshold", type=float, metavar="P",
                         help="with --split-touching: seeds are where the probability is at least P "
-                             "(default: Segmenter.predict_instances')")
+                             f"(default: {_SEED_DEFAULT})")
     parser.add_argument("--overlay", action="store_true",
                         help="also write a PNG per image or slice with the foreground class tinted")
     parser.add_argument("--format", choices=sorted(FORMATS), help="output format (default: from OUT, else tif)")
@@ -95,7 +97,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, help="tiles per network call")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
-    parser.add_argument("--axes", help="input axes when the file does not say: YX, CYX, YXC, NYX, NCYX, ZYX, CZYX")
+    parser.add_argument("--axes", help=f"input axes when the file does not say: {', '.join(AXES_2D + AXES_3D)}")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     distributed_command.add_arguments(parser)  # --workers / --scheduler / --chunks / --memory-budget
