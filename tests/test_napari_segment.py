@@ -12,6 +12,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 measure = pytest.importorskip("skimage.measure")
 
+from napari.utils import progress  # noqa: E402
 from napari_helpers import click_and_wait, docked  # noqa: E402
 from onnx_fixtures import make_model  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
@@ -103,6 +104,8 @@ def test_cancel_stops_between_tiles(qtbot, widget, tmp_path):
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
     assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: widget.last_tiles[0] > 0, timeout=60_000)
+    bar = widget._pbar  # the tile count shows in napari's activity dock
+    assert bar in progress._all_instances and bar.total == widget.last_tiles[1] and bar.n > 0
     qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     done, total = widget.last_tiles
@@ -151,3 +154,18 @@ def test_split_touching_instances_equal_predict_instances(qtbot, widget, model_p
     expected = Segmenter(model_path).predict_instances(image, split_touching=True)
     np.testing.assert_array_equal(widget.viewer.layers["img instances"].data, expected)
     assert [layer.name for layer in widget.viewer.layers] == ["img", "img instances"]  # no unasked layers
+
+
+def test_a_bioimageio_package_is_a_model_too(qtbot, widget, tmp_path):
+    pytest.importorskip("bioimageio.spec")
+    from export.bioimageio import export_package
+
+    onnx_path = tmp_path / "valid.onnx"
+    onnx_path.write_bytes(make_model("valid", seed=8)[0])
+    package = export_package(onnx_path, tmp_path / "model.zip", test_side=24)
+    image = np.random.default_rng(9).normal(size=(36, 44)).astype(np.float32)
+    widget.viewer.add_image(image, name="img")
+    choose(widget, model=package, tile=16, outputs=("labels",))
+    click_and_wait(qtbot, widget)
+    np.testing.assert_array_equal(widget.viewer.layers["img labels"].data,
+                                  Segmenter(str(package), tile=16).predict(image))
