@@ -24,7 +24,7 @@ from sdk.errors import ModelError, OutputExistsError
 from sdk.io import read_image
 from sdk.model_metadata import Normalization
 from sdk.models import DEFAULT_MODEL_NAME, EMBEDDED_MODELS, embedded_model_path, sample_image_path
-from tests.onnx_fixtures import make_model
+from onnx_fixtures import make_model
 
 ATOL = REPRODUCIBILITY_TOLERANCE["absolute_tolerance"]
 
