@@ -103,6 +103,9 @@ def verify_explanation(model: torch.nn.Module, proto, *, tolerance: float = 1e-4
             INPUT_NAME: x, REGION_INPUT: region[:, None], CLASS_INPUT: np.eye(metadata.num_classes, dtype=np.float32)[c]})
         reference = seg_grad_cam(model, torch.from_numpy(x), target_class=c, region=torch.from_numpy(region), layer=name)
         for value, expected in zip(got, (reference.activations.numpy(), reference.gradients.numpy())):
+            if value.shape != expected.shape:
+                raise ParityError(f"explanation graph of layer {name!r} gives shape {value.shape}, autograd "
+                                  f"{expected.shape}")
             difference = float(np.max(np.abs(value - expected)) / max(float(np.max(np.abs(expected))), 1e-30))
             worst = max(worst, difference)
             if not difference <= tolerance:

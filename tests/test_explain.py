@@ -4,6 +4,7 @@ The exported models are tiny U-Nets (depth 2, 4 features) with non-trivial batch
 graph writer works on what export really writes: batch norm folded into the convolutions and the two-class
 head folded into logit differences ending in a sigmoid.
 """
+import json
 import zlib
 
 import numpy as np
@@ -14,8 +15,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from export.explain_graph import add_explanation  # noqa: E402
-from export.gradcam import seg_grad_cam  # noqa: E402
-from export.onnx_export import build_metadata, export_onnx  # noqa: E402
+from export.gradcam import seg_grad_cam, verify_explanation  # noqa: E402
+from export.onnx_export import ParityError, build_metadata, export_onnx  # noqa: E402
 from export.unet import UNet  # noqa: E402
 from sdk import Segmenter  # noqa: E402
 from sdk.errors import InvalidInputError, ModelError  # noqa: E402
@@ -44,18 +45,19 @@ def _unet(spatial_dims=2, padding="same", seed=0):
     return model.eval()
 
 
-def _export(tmp_path_factory, spatial_dims, padding):
+def _export(tmp_path_factory, spatial_dims, padding, *, hook=False):
+    """(module, model bytes): through ``export_onnx(explain=True)`` (``hook``) or by adding the graphs to the
+    written file (what ``python -m export.explain_graph`` does)."""
     model = _unet(spatial_dims, padding)
     metadata = build_metadata(model, class_names=("background", "object"), normalization=Normalization("fixed"))
     path = tmp_path_factory.mktemp("explain") / "m.onnx"
-    export_onnx(model, path, metadata=metadata, check_parity=False)
-    proto = onnx.load(str(path))
-    return model, add_explanation(proto).SerializeToString()
+    export_onnx(model, path, metadata=metadata, check_parity=False, explain=hook)
+    return model, path.read_bytes() if hook else add_explanation(onnx.load(str(path))).SerializeToString()
 
 
 @pytest.fixture(scope="module")
 def unet2d(tmp_path_factory):
-    return _export(tmp_path_factory, 2, "same")
+    return _export(tmp_path_factory, 2, "same", hook=True)
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +234,17 @@ def test_bad_arguments_are_typed_errors(unet2d):
         segmenter.explain(x, region=np.zeros((32, 32), bool))
     assert list(explainer_of(segmenter).explanation.layers) == ["down.0", "down.1", "bottleneck", "up_blocks.0",
                                                                 "up_blocks.1"]
+
+
+def test_export_check_catches_a_wrong_graph(unet2d):
+    """The check export runs (``verify_explanation``) passes on the real graphs and fails when a layer's
+    graph computes another layer's gradients."""
+    model, model_bytes = unet2d
+    proto = onnx.ModelProto.FromString(model_bytes)
+    assert verify_explanation(model, proto) <= RTOL
+    entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
+    layers = json.loads(entry.value)["layers"]
+    layers["up_blocks.0"]["graph"], layers["up_blocks.1"]["graph"] = layers["up_blocks.1"]["graph"], layers["up_blocks.0"]["graph"]
+    entry.value = json.dumps({**json.loads(entry.value), "layers": layers})
+    with pytest.raises(ParityError, match="up_blocks"):
+        verify_explanation(model, proto)
