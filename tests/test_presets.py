@@ -60,15 +60,30 @@ def scored(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout)
 
 
-def test_found_by_data_dir_env_and_current_folder(installed, data, tmp_path):
-    folder, model = data
+def test_installed_copy_finds_the_data_from_another_folder(installed, data, tmp_path):
+    folder, model = data  # the lookup order itself is checked in-process below
     args = ["evaluate", str(model), "--preset", "isbi2012", "--repeats", "1"]
-    by_option = scored(run_export(installed, tmp_path, *args, "--data-dir", str(folder)))
-    assert by_option["samples"] == "25-29"
-    by_env_parent = scored(run_export(installed, tmp_path, *args, env_data=str(folder.parent)))  # DIR/isbi2012
-    in_cwd = scored(run_export(installed, folder, *args))
-    for result in (by_env_parent, in_cwd):
-        assert result["rand_error"] == by_option["rand_error"]
+    by_env = scored(run_export(installed, tmp_path, *args, env_data=str(folder.parent)))  # $UNET_SDK_DATA/isbi2012
+    assert by_env["samples"] == "25-29" and 0.0 <= by_env["rand_error"] <= 1.0
+
+
+def test_lookup_order(data, tmp_path, monkeypatch):
+    from export.data import DATA_ENV, ISBI2012_FILES, find_preset_dir
+
+    folder, _ = data
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ISBI2012_FILES:
+        (other / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ENV, str(other))
+    assert find_preset_dir("isbi2012", ISBI2012_FILES, folder, "") == folder  # --data-dir first
+    assert find_preset_dir("isbi2012", ISBI2012_FILES, None, "") == other  # then the environment
+    monkeypatch.delenv(DATA_ENV)
+    monkeypatch.chdir(folder)
+    assert find_preset_dir("isbi2012", ISBI2012_FILES, None, "") == folder  # then the current folder
+    monkeypatch.chdir(folder.parent)
+    assert find_preset_dir("isbi2012", ISBI2012_FILES, None, "") == folder  # ./isbi2012
 
 
 def test_missing_data_says_where_it_looked_and_what_to_get(installed, data, tmp_path):
