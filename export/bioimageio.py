@@ -89,6 +89,8 @@ def export_package(
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass overwrite=True (CLI: --force) to replace it")
     source = resolve_model(model)
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+        raise ModelError(f"{model}: not an .onnx model file (or the name of an embedded model)")
     onnx_bytes = Path(source).read_bytes()
     metadata = ModelMetadata.from_props(read_model_file(onnx_bytes, str(source)).props)
     space = ("z", "y", "x")[-metadata.spatial_dims:]
@@ -103,11 +105,15 @@ def export_package(
         _write_samples(folder, image, proba)
         _write_cover(folder / "cover.png", image, proba, metadata)
         (folder / "README.md").write_text(_documentation(metadata, name, description, image.shape), encoding="utf-8")
-        descr = _describe(
-            folder, metadata, onnx_bytes, preprocessing, space,
-            name=name or _default_name(metadata), description=description or _default_description(metadata),
-            authors=authors, license=license, pixels=_pixel_size(metadata, pixel_size, unit),
-        )
+        pixels = _pixel_size(metadata, pixel_size, unit)
+        try:
+            descr = _describe(
+                folder, metadata, onnx_bytes, preprocessing, space,
+                name=name or _default_name(metadata), description=description or _default_description(metadata),
+                authors=authors, license=license, pixels=pixels,
+            )
+        except ValueError as exc:  # pydantic's ValidationError: e.g. an unknown SPDX license or space unit
+            raise InvalidInputError(f"the package description is invalid for bioimageio.spec: {exc}") from exc
         with atomic_output(output, overwrite=overwrite) as tmp:
             save_bioimageio_package(descr, output_path=Path(tmp), local_files_only=True)
     logger.info("wrote %s (%.2f MB)", output, output.stat().st_size / 1e6)

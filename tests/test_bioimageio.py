@@ -20,7 +20,7 @@ from bioimageio.spec.model import v0_5 as zoo
 from export.bioimageio import REPRODUCIBILITY_TOLERANCE, export_package
 from sdk import Segmenter
 from sdk.bioimageio import ZooPreprocessing, ZooStep, load_package, preprocessing_for
-from sdk.errors import ModelError, OutputExistsError
+from sdk.errors import InvalidInputError, ModelError, OutputExistsError
 from sdk.io import read_image
 from sdk.model_metadata import Normalization
 from sdk.models import DEFAULT_MODEL_NAME, EMBEDDED_MODELS, embedded_model_path, sample_image_path
@@ -121,6 +121,10 @@ def test_any_model_package_passes_and_round_trips(tmp_path, kind, dims, normaliz
     np.testing.assert_array_equal(Segmenter(str(package), tile=16).predict_proba(image), expected)
     with pytest.raises(OutputExistsError):
         export_package(model, package)
+    with pytest.raises(InvalidInputError, match="license"):
+        export_package(model, tmp_path / "other.zip", license="no such license", test_side=24)
+    with pytest.raises(ModelError, match="not an .onnx model"):
+        export_package(package, tmp_path / "again.zip")
 
 
 def test_cli_writes_a_package_and_reads_it(tmp_path, capsys):
