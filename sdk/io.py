@@ -221,6 +221,7 @@ def _load_tiff(path: Path) -> LoadedImage:
             scales, record = _ome_calibration(tif.ome_metadata)
         elif tif.is_shaped and tif.shaped_metadata:
             record = tif.shaped_metadata[0].get(RECORD_KEY)
+            axes = _shaped_axes(tif.shaped_metadata[0], array.shape) or axes
     if axes is None or len(axes) != array.ndim:
         return LoadedImage(array, None, record)
     steps = [scales.get(a, (1.0, None)) for a in axes]
@@ -238,6 +239,18 @@ def _known_axes(letters: str) -> str | None:
     if set(letters) - set(IMAGEJ_ORDER) or len(set(letters)) != len(letters):
         return None
     return letters
+
+
+def _shaped_axes(meta: dict, shape: tuple[int, ...]) -> str | None:
+    """Axes of a tifffile "shaped" TIFF (it stores the writer's numpy shape): the ones it names, else a
+    trailing axis of at most 4 after two larger ones is channels-last, numpy's and scikit-image's
+    convention, as in (H, W, 2) or (Z, H, W, 3)."""
+    named = meta.get("axes")
+    if isinstance(named, str):
+        return _known_axes(named)
+    if len(shape) in (3, 4) and shape[-1] <= 4 < min(shape[-3:-1]):
+        return "ZYXC"[-len(shape):]
+    return None
 
 
 def _imagej_calibration(meta: dict, page) -> tuple[dict, dict | None]:

@@ -72,10 +72,14 @@ def test_colour_files_are_predicted_as_grey(tmp_path, model_path, segmenter, kin
     assert np.mean(labels == expected) > 0.999
 
 
-def test_two_channel_tiff_is_a_channel_axis_not_a_stack(tmp_path, model_path, capsys):
-    two = np.stack([_image(4), _image(5)], axis=-1)  # (H, W, 2), written as samples of one image
-    tifffile.imwrite(tmp_path / "two.tif", two, photometric="minisblack", planarconfig="contig",
-                     extrasamples=["unspecified"])
+@pytest.mark.parametrize("layout", ["samples", "numpy"])
+def test_two_channel_tiff_is_a_channel_axis_not_a_stack(tmp_path, model_path, capsys, layout):
+    two = np.stack([_image(4), _image(5)], axis=-1)  # (H, W, 2)
+    if layout == "samples":  # two samples per pixel, as microscope software writes them
+        tifffile.imwrite(tmp_path / "two.tif", two, photometric="minisblack", planarconfig="contig",
+                         extrasamples=["unspecified"])
+    else:  # tifffile's default: the numpy array's shape recorded in the file
+        tifffile.imwrite(tmp_path / "two.tif", two)
     assert predict(tmp_path / "two.tif", "-o", tmp_path / "o.tif", "-m", model_path) == 2
     assert "channel" in capsys.readouterr().err  # a 1-channel model: a typed error, not 40 strips
     two_channel = tmp_path / "two_channel.onnx"
