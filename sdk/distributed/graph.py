@@ -1,8 +1,8 @@
 """``predict_dask``: a lazy Dask array of labels or probabilities, equal to ``Segmenter.predict`` of the
 whole array.
 
-The graph has three kinds of tasks: the model (one key: an embedded name or the file's bytes, sent to a
-worker once), the normalisation statistics of each image (one task per image of a stack; the whole
+The graph has three kinds of tasks: the shared context (one key holding the model, as an embedded name or
+the file's bytes, the settings and the block plan; sent to a worker once), the normalisation statistics of each image (one task per image of a stack; the whole
 image's, computed by :meth:`~sdk.model_metadata.Normalization.statistics` itself in bounded memory, so
 they are the single-machine statistics bit for bit), and one task per block of the tile plan
 (:mod:`sdk.distributed.blocks`) that reads its input window, halo included, and predicts it.
