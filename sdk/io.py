@@ -8,8 +8,8 @@ channel is). :func:`write_array` writes that calibration back: TIFF as an ImageJ
 can hold the data type (Fiji and napari read the pixel size), else as OME-TIFF; zarr as OME-Zarr.
 
 Writers are atomic: data goes to a temporary sibling ``.NAME.unet-sdk-partial-HOST-PID-*`` first and is
-renamed into place, so a crash never leaves a half-written file under the real name; a temporary left by a
-killed process is removed by the next write of the same output. An existing output (also a dangling
+renamed into place, so a crash never leaves a half-written file under the real name; temporaries left by
+killed processes are removed by the next write into the same folder. An existing output (also a dangling
 symlink) is only replaced when ``overwrite=True``. TIFF and PNG need the ``cpu``/``gpu`` extra (tifffile,
 Pillow); zarr needs the ``zarr`` extra.
 """
@@ -299,27 +299,38 @@ def _partial_prefix(path: Path) -> str:
     return f".{path.name}{PARTIAL_MARK}{socket.gethostname()}-"
 
 
-def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries of ``path`` left by killed processes of this host; returns what went."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    prefix = _partial_prefix(path)
+_SWEPT: set[str] = set()  # folders already cleared of stale partials by this process
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries in ``folder`` that processes of this host left when they were killed
+    (their process id no longer runs); returns what went. Other hosts' temporaries are left alone."""
+    folder = Path(folder)
+    mark = f"{PARTIAL_MARK}{socket.gethostname()}-"
     removed = []
-    if not parent.is_dir():
-        return removed
-    for candidate in parent.iterdir():
-        if not candidate.name.startswith(prefix):
-            continue
-        pid_text = candidate.name[len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or _process_alive(int(pid_text)):
-            continue
-        if candidate.is_dir() and not candidate.is_symlink():
-            shutil.rmtree(candidate, ignore_errors=True)
-        else:
-            candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-        logger.warning("removed %s, left by an interrupted write of %s", candidate, path)
+    with contextlib.suppress(OSError):
+        for candidate in folder.iterdir():
+            name = candidate.name
+            if not name.startswith(".") or mark not in name:
+                continue
+            pid_text = name.split(mark, 1)[1].split("-", 1)[0]
+            if not pid_text.isdigit() or _process_alive(int(pid_text)):
+                continue
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+            logger.warning("removed %s, left by an interrupted write", candidate)
     return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """:func:`remove_stale_partials` for each output folder once per process, not at every write."""
+    key = str(folder.resolve())
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        remove_stale_partials(folder)
 
 
 def _process_alive(pid: int) -> bool:
@@ -337,8 +348,8 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else remove it.
 
     Raises :class:`OutputExistsError` up front if ``path`` exists (a dangling symlink counts) and
-    ``overwrite`` is false. Works for files and for directories (zarr stores). Temporaries of ``path``
-    left behind by a killed process on this host are removed first.
+    ``overwrite`` is false. Works for files and for directories (zarr stores). Temporaries left in the
+    output folder by killed processes of this host are removed first (once per folder and process).
     """
     path = Path(path)
     if os.path.lexists(path) and not overwrite:
@@ -346,7 +357,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InvalidInputError(f"{path}: output directory {parent} does not exist")
-    remove_stale_partials(path)
+    _sweep_once(parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{_partial_prefix(path)}{os.getpid()}-", suffix=path.suffix, dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)

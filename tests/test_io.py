@@ -146,12 +146,14 @@ def test_partials_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     from sdk.io import PARTIAL_MARK, remove_stale_partials
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    prefix = f".out.npy{PARTIAL_MARK}{socket.gethostname()}-"
-    stale = tmp_path / f"{prefix}{dead.stdout.strip()}-abc.npy"
-    live = tmp_path / f"{prefix}{os.getpid()}-def.npy"  # this process: still writing
-    other_output = tmp_path / f".other.npy{PARTIAL_MARK}{socket.gethostname()}-{dead.stdout.strip()}-x.npy"
-    for path in (stale, live, other_output):
+                          text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    stale = tmp_path / f".out.npy{PARTIAL_MARK}{host}-{dead}-abc.npy"
+    stale_dir = tmp_path / f".b.zarr{PARTIAL_MARK}{host}-{dead}-d.zarr"
+    live = tmp_path / f".out.npy{PARTIAL_MARK}{host}-{os.getpid()}-def.npy"  # this process: still writing
+    elsewhere = tmp_path / f".out.npy{PARTIAL_MARK}another-host-{dead}-x.npy"  # its pids mean nothing here
+    for path in (stale, live, elsewhere):
         path.write_bytes(b"partial")
-    assert remove_stale_partials(tmp_path / "out.npy") == [stale]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_output.name])
+    (stale_dir / "0").mkdir(parents=True)
+    assert sorted(remove_stale_partials(tmp_path)) == sorted([stale, stale_dir])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name])
