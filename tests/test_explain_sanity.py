@@ -13,6 +13,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from export.explain_graph import add_explanation, unet_layers  # noqa: E402
 from sdk import Segmenter  # noqa: E402
+from sdk.errors import RuntimeUnavailableError  # noqa: E402
 from sdk.io import read_image  # noqa: E402
 from sdk.models import default_model_path, sample_image_path  # noqa: E402
 
@@ -110,3 +111,16 @@ def test_map_follows_class_and_region(shipped):
         for b in maps:
             if a < b:
                 assert spearmanr(maps[a].ravel(), maps[b].ravel())[0] < 0.9, (a, b)
+
+
+@pytest.mark.cuda
+def test_cuda_explanations_match_the_cpu(marked_scene):
+    try:
+        cuda = Segmenter(marker_model(), device="cuda")
+    except RuntimeUnavailableError as exc:
+        pytest.skip(f"CUDA is not usable here: {exc}")
+    cpu = Segmenter(marker_model(), device="cpu")
+    for layer in ("features", "context", "decision"):
+        expected = cpu.explain(marked_scene, layer=layer)
+        np.testing.assert_allclose(cuda.explain(marked_scene, layer=layer), expected, rtol=0,
+                                   atol=1e-4 * expected.max())
