@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
         f"{config.steps} steps{limit} -> {args.out}",
         file=sys.stderr,
     )
-    with ProgressBar(config.steps, "train", enabled=None if args.progress else False) as bar:
+    with ProgressBar(config.steps, "train", enabled=None if args.progress and not args.quiet else False) as bar:
 
         def on_step(step: int, loss: float) -> None:
             bar.desc = f"train loss {loss:.3f}"
