@@ -124,3 +124,18 @@ def test_cuda_explanations_match_the_cpu(marked_scene):
         expected = cpu.explain(marked_scene, layer=layer)
         np.testing.assert_allclose(cuda.explain(marked_scene, layer=layer), expected, rtol=0,
                                    atol=1e-4 * expected.max())
+
+
+def test_explanation_tiles_fit_the_memory_budget(monkeypatch):
+    """An explanation run needs several times predict's memory: on the CPU the tiles shrink to fit the budget
+    that sizes predict's tiles, keeping the shared halo in pixels; small tiles are kept as they are."""
+    from sdk import sizing
+    from sdk.explain import EXPLAIN_MEMORY_FACTOR, explanation_tiles
+
+    monkeypatch.setenv(sizing.BUDGET_VARIABLE, "64MB")
+    segmenter = Segmenter(marker_model(), device="cpu", tile=1024, overlap=0.25)
+    tile, overlap = explanation_tiles(segmenter, (2048, 2048))
+    per_pixel = sizing.tile_bytes_per_pixel(segmenter._runtime) * EXPLAIN_MEMORY_FACTOR
+    assert tile[0] < 1024 and tile[0] ** 2 * per_pixel <= 64e6 * 1.05 or tile[0] == sizing.MIN_TILE[2]
+    assert overlap * tile[0] == pytest.approx(min(256, 0.75 * tile[0]))
+    assert explanation_tiles(segmenter, (256, 256)) == ((1024, 1024), 0.25)  # one small tile: unchanged
