@@ -7,6 +7,9 @@
 
 #include <cstdint>
 #include <stdexcept>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string>
 #include <utility>
 #include <vector>
@@ -355,7 +358,13 @@ PYBIND11_MODULE(_core, m) {
           "sum_sq_{counts,truth,proposal}, xlogx_{counts,truth,proposal} (log2), zero_total, zero_sum_sq_counts.");
     m.def("label_components", &py_label_components, py::arg("mask"), py::arg("volumetric"), py::arg("full"),
           "(labels uint32 (Z, H, W), count): components of mask > 0, per slice or in 3D, face or full connectivity.");
-    m.def("release_memory", &release_scratch_memory,
+    m.def("release_memory",
+          [] {
+              release_scratch_memory();
+#ifdef __GLIBC__
+              malloc_trim(0);  // and what the allocator keeps of freed memory
+#endif
+          },
           "Frees the scratch memory the metrics keep between calls (workspaces of small images).");
     m.def("contingency_cache_bytes",
           [] { return ScratchCache<ContingencyWorkspace>::total([](const ContingencyWorkspace& w) { return w.bytes(); }); },

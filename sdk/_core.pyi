@@ -107,3 +107,14 @@ def simple_table_2d() -> npt.NDArray[np.uint8]:
 def is_simple_3d(code: int) -> bool:
     """Is the centre of a 3x3x3 neighbourhood simple (foreground 6-, background 26-connected)?
     Bit k = neighbour k in raster order (dz, dy, dx), centre skipped."""
+
+def release_memory() -> None:
+    """Frees the scratch memory kept between calls (workspaces of small images, small contingency
+    workspaces); calls running now keep theirs until they finish."""
+
+def contingency_cache_bytes() -> int:
+    """Bytes held by the contingency workspaces kept between calls (each at most 32 MB, at most one per
+    hardware thread)."""
+
+def max_threads() -> int:
+    """Most threads one call starts: 4 per hardware thread (fewer when there is less work)."""

@@ -155,6 +155,31 @@ static void test_contingency() {
     CHECK(u.rows.size() == 2 && u.rows[0] == 0 && u.cols[0] == 0 && u.counts[1] == 2);
 }
 
+// Labels spread too wide for direct ids are renumbered by sorting (dense_ids): the table equals that of
+// the same partition with small labels, whatever the number of threads (several sorted parts merged).
+static void test_contingency_wide_labels() {
+    const std::size_t n = 600000;  // above kParallelElements: one block per thread
+    std::vector<std::uint64_t> wide(n), small(n), proposal(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        small[i] = (i * 7919 / 13) % 1000;
+        wide[i] = small[i] << 40;
+        proposal[i] = i % 37 == 0 ? ~std::uint64_t(0) - i : i / 1000;  // direct for the first elements only
+    }
+    const auto table = [&](const std::vector<std::uint64_t>& a, unsigned threads) {
+        return contingency_table<std::uint64_t, std::uint64_t>(reinterpret_cast<const char*>(a.data()),
+                                                              reinterpret_cast<const char*>(proposal.data()),
+                                                              {std::int64_t(n)}, {8}, {8}, false, false, threads);
+    };
+    const Contingency expected = table(small, 1);
+    CHECK(expected.truth_values.size() == 1000 && expected.truth_values[999] == 999);
+    for (const unsigned threads : {1u, 2u, 3u}) {
+        const Contingency t = table(wide, threads);
+        CHECK(t.truth_values.size() == 1000 && t.truth_values[999] == std::uint64_t(999) << 40);
+        CHECK(t.proposal_values == expected.proposal_values && t.truth_sizes == expected.truth_sizes);
+        CHECK(t.rows == expected.rows && t.cols == expected.cols && t.counts == expected.counts);
+    }
+}
+
 // Classification with component labels taken from the truth (the ISBI sweep's shortcut, which
 // follows added pixels to never-flipped ones) must equal classification by labelling the warped
 // image, on many random small images (noise images warp whole components of added pixels too).
@@ -291,6 +316,7 @@ int main() {
     test_components();
     test_warping_merger();
     test_contingency();
+    test_contingency_wide_labels();
     test_classification_from_truth_labels();
     test_parallel_for();
     test_thread_start_failure();

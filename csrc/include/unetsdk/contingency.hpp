@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -16,57 +17,6 @@
 #include "thread_pool.hpp"
 
 namespace unetsdk {
-
-// Open-addressing hash map from uint64 keys to V (linear probing, power-of-two capacity).
-template <class V>
-class HashMap64 {
-public:
-    HashMap64() { rehash(64); }
-
-    // Returns the slot of key, inserting it with value init if absent.
-    V& at_or_insert(std::uint64_t key, const V& init, bool& inserted) {
-        if ((size_ + 1) * 2 > keys_.size()) rehash(keys_.size() * 2);
-        std::size_t i = mix(key) & mask_;
-        while (used_[i]) {
-            if (keys_[i] == key) {
-                inserted = false;
-                return values_[i];
-            }
-            i = (i + 1) & mask_;
-        }
-        used_[i] = 1, keys_[i] = key, values_[i] = init, ++size_;
-        inserted = true;
-        return values_[i];
-    }
-
-    // The value of key, or nullptr if absent.
-    const V* find(std::uint64_t key) const {
-        for (std::size_t i = mix(key) & mask_; used_[i]; i = (i + 1) & mask_)
-            if (keys_[i] == key) return &values_[i];
-        return nullptr;
-    }
-
-private:
-    static std::size_t mix(std::uint64_t x) {  // splitmix64 finaliser
-        x ^= x >> 30, x *= 0xbf58476d1ce4e5b9ULL;
-        x ^= x >> 27, x *= 0x94d049bb133111ebULL;
-        return static_cast<std::size_t>(x ^ (x >> 31));
-    }
-    void rehash(std::size_t capacity) {
-        std::vector<std::uint64_t> old_keys = std::move(keys_);
-        std::vector<V> old_values = std::move(values_);
-        std::vector<std::uint8_t> old_used = std::move(used_);
-        keys_.assign(capacity, 0), values_.assign(capacity, V{}), used_.assign(capacity, 0);
-        mask_ = capacity - 1, size_ = 0;
-        bool inserted;
-        for (std::size_t i = 0; i < old_keys.size(); ++i)
-            if (old_used[i]) at_or_insert(old_keys[i], old_values[i], inserted);
-    }
-    std::vector<std::uint64_t> keys_;
-    std::vector<V> values_;
-    std::vector<std::uint8_t> used_;
-    std::size_t mask_ = 0, size_ = 0;
-};
 
 // Allocator whose resize() leaves new elements uninitialised (for buffers that are written next).
 template <class T>
@@ -182,64 +132,60 @@ inline std::uint64_t order_key(T bits, bool is_signed) {
     return static_cast<std::uint64_t>(is_signed ? static_cast<T>(bits ^ (T(1) << (sizeof(T) * 8 - 1))) : bits);
 }
 
-// Label (as its order key) -> id. Direct when the value range is small (the usual case: labels 0..n):
-// id = key - lo, ids in value order, thread-safe. Else a hash map giving ids in first-seen order (one
-// thread only).
+// Label (as its order key) -> id, ids in value order. Direct when the value range is small (the usual
+// case: labels 0..n): id = key - lo. Else dense: the labels were renumbered 0..d-1 (dense_ids) and keys
+// holds their sorted distinct keys.
 template <class T>
 class LabelIds {
 public:
-    LabelIds(std::uint64_t lo, std::uint64_t hi, std::uint64_t n_elements, bool is_signed)
-        : lo_(lo), span_(hi - lo), signed_(is_signed), direct_(hi - lo <= n_elements + 65536 && hi - lo <= 0xFFFFFFFFull) {}
-    bool direct() const { return direct_; }
-    // ids are < capacity() (after all id() calls)
-    std::size_t capacity() const { return direct_ ? static_cast<std::size_t>(span_) + 1 : keys_.size(); }
-    std::uint32_t id_of_key(std::uint64_t key) {  // key: order_key of the label
-        if (direct_) return static_cast<std::uint32_t>(key - lo_);
-        bool inserted;
-        std::uint32_t& slot = hashed_.at_or_insert(key, static_cast<std::uint32_t>(keys_.size()), inserted);
-        if (inserted) keys_.push_back(key);
-        return slot;
+    // Whether labels with keys in [lo, hi] of an array of n elements get direct ids.
+    static bool fits_direct(std::uint64_t lo, std::uint64_t hi, std::uint64_t n) {
+        return hi - lo <= n + 65536 && hi - lo <= 0xFFFFFFFFull;
     }
-    // The id of a key seen by id_of_key (direct: of any key in the range), or ~0u.
+    LabelIds(std::uint64_t lo, std::uint64_t hi, bool is_signed)
+        : lo_(lo), signed_(is_signed), dense_(false), capacity_(static_cast<std::size_t>(hi - lo) + 1) {}
+    LabelIds(std::vector<std::uint64_t> keys, bool is_signed)
+        : lo_(0), signed_(is_signed), dense_(true), capacity_(keys.size()), keys_(std::move(keys)) {}
+    bool dense() const { return dense_; }
+    // ids are < capacity()
+    std::size_t capacity() const { return capacity_; }
+    // The id of a label's key, or ~0u if no element has it (direct: if it is outside the range).
     std::uint32_t find(std::uint64_t key) const {
-        if (direct_) return key >= lo_ && key - lo_ <= span_ ? static_cast<std::uint32_t>(key - lo_) : ~0u;
-        const std::uint32_t* id = hashed_.find(key);
-        return id ? *id : ~0u;
+        if (!dense_) return key >= lo_ && key - lo_ < capacity_ ? static_cast<std::uint32_t>(key - lo_) : ~0u;
+        const auto it = std::lower_bound(keys_.begin(), keys_.end(), key);
+        return it != keys_.end() && *it == key ? static_cast<std::uint32_t>(it - keys_.begin()) : ~0u;
     }
+    // Frees the dense keys once no find() or ranks() follows.
+    void forget_keys() { std::vector<std::uint64_t>().swap(keys_); }
     // Of the ids with size[id] > 0: rank[id] = position in value order (~0u for absent ids), order =
     // the ids in value order, sorted = their label bits.
     void ranks(const std::vector<std::int64_t>& size, std::vector<std::uint32_t>& rank, std::vector<std::uint32_t>& order,
                std::vector<std::uint64_t>& sorted) const {
         rank.assign(capacity(), ~0u);
         order.clear();
-        if (direct_) {
-            for (std::size_t id = 0; id < size.size(); ++id)
-                if (size[id] > 0) order.push_back(static_cast<std::uint32_t>(id));
-        } else {
-            order.resize(keys_.size());
-            std::iota(order.begin(), order.end(), 0u);
-            std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return keys_[x] < keys_[y]; });
-        }
+        for (std::size_t id = 0; id < size.size(); ++id)
+            if (size[id] > 0) order.push_back(static_cast<std::uint32_t>(id));
         sorted.resize(order.size());
         for (std::size_t r = 0; r < order.size(); ++r) {
             const std::uint32_t id = order[r];
             rank[id] = static_cast<std::uint32_t>(r);
-            const std::uint64_t key = direct_ ? lo_ + id : keys_[id];
-            sorted[r] = order_key(static_cast<T>(key), signed_);
+            sorted[r] = order_key(static_cast<T>(dense_ ? keys_[id] : lo_ + id), signed_);
         }
     }
 
 private:
-    std::uint64_t lo_, span_;
-    bool signed_, direct_;
-    HashMap64<std::uint32_t> hashed_;
-    std::vector<std::uint64_t> keys_;  // hashed: the key of each id
+    std::uint64_t lo_;
+    bool signed_, dense_;
+    std::size_t capacity_;
+    std::vector<std::uint64_t> keys_;  // dense: the key of each id
 };
 
 // Inputs below this many elements are counted by one thread: starting threads costs more.
 constexpr std::int64_t kParallelElements = std::int64_t(1) << 19;
 // Most elements in one block of the run pass: run lengths (and offsets in a block) fit 32 bits.
 constexpr std::int64_t kMaxBlock = 0xFFFFFFFF;
+// Elements whose label range decides, before the run pass, that a side needs dense ids.
+constexpr std::int64_t kRangeSample = std::int64_t(1) << 16;
 
 struct KeyRange {
     std::uint64_t lo_a = ~0ULL, hi_a = 0, lo_b = ~0ULL, hi_b = 0;
@@ -250,16 +196,15 @@ struct KeyRange {
 };
 
 // The runs of equal (truth, proposal) labels in the elements [begin, end) of the layout; returns their
-// number. Narrow records (2 words): (low 32 bits of the truth key | low 32 bits of the proposal key << 32,
+// number. Records (2 words): (low 32 bits of the truth key | low 32 bits of the proposal key << 32,
 // offset of the run's first element from begin); enough when each key range spans less than 2^32 (the
-// keys are then lo + (low bits - low bits of lo) mod 2^32). Wide records (3 words): (truth key, proposal
-// key, offset). Branch-free: each element is written as the next record, which is kept (the write
-// position advances) only where a label changes, so label boundaries cost no mispredicted branches.
-template <class A, class B, bool Wide>
+// keys are then lo + (low bits - low bits of lo) mod 2^32). Branch-free: each element is written as the
+// next record, which is kept (the write position advances) only where a label changes, so label
+// boundaries cost no mispredicted branches.
+template <class A, class B>
 std::size_t collect_runs(const char* a, const char* b, const Layout& lay, std::int64_t begin, std::int64_t end,
                          bool a_signed, bool b_signed, Buffer<std::uint64_t>& out, KeyRange& range) {
-    constexpr std::size_t kWords = Wide ? 3 : 2;
-    out.resize(kWords * static_cast<std::size_t>(end - begin));
+    out.resize(2 * static_cast<std::size_t>(end - begin));
     const A flip_a = a_signed ? static_cast<A>(A(1) << (sizeof(A) * 8 - 1)) : A(0);  // key = order_key(bits)
     const B flip_b = b_signed ? static_cast<B>(B(1) << (sizeof(B) * 8 - 1)) : B(0);
     std::uint64_t* w = out.data();
@@ -279,17 +224,15 @@ std::size_t collect_runs(const char* a, const char* b, const Layout& lay, std::i
         std::int64_t x = 0;
         if (base == 0) {  // the block's first element starts a run
             ra = la = ha = static_cast<A>(pa[0] ^ fa), rb = lb = hb = static_cast<B>(pb[0] ^ fb);
-            if constexpr (Wide) wp[0] = ra, wp[1] = rb, wp[2] = 0;
-            else wp[0] = std::uint64_t(static_cast<std::uint32_t>(ra)) | std::uint64_t(static_cast<std::uint32_t>(rb)) << 32, wp[1] = 0;
-            wp += kWords, x = 1;
+            wp[0] = std::uint64_t(static_cast<std::uint32_t>(ra)) | std::uint64_t(static_cast<std::uint32_t>(rb)) << 32, wp[1] = 0;
+            wp += 2, x = 1;
         }
         for (; x < count; ++x) {
             const A ka = static_cast<A>(pa[x] ^ fa);
             const B kb = static_cast<B>(pb[x] ^ fb);
-            if constexpr (Wide) wp[0] = ka, wp[1] = kb, wp[2] = base + static_cast<std::uint64_t>(x);
-            else wp[0] = std::uint64_t(static_cast<std::uint32_t>(ka)) | std::uint64_t(static_cast<std::uint32_t>(kb)) << 32,
-                 wp[1] = base + static_cast<std::uint64_t>(x);
-            wp += kWords * static_cast<std::size_t>((ka != ra) | (kb != rb));
+            wp[0] = std::uint64_t(static_cast<std::uint32_t>(ka)) | std::uint64_t(static_cast<std::uint32_t>(kb)) << 32,
+            wp[1] = base + static_cast<std::uint64_t>(x);
+            wp += 2 * static_cast<std::size_t>((ka != ra) | (kb != rb));
             ra = ka, rb = kb;
             la = std::min(la, ka), ha = std::max(ha, ka), lb = std::min(lb, kb), hb = std::max(hb, kb);
         }
@@ -297,7 +240,52 @@ std::size_t collect_runs(const char* a, const char* b, const Layout& lay, std::i
         offset += static_cast<std::uint64_t>(count);
     });
     range.lo_a = lo_a, range.hi_a = hi_a, range.lo_b = lo_b, range.hi_b = hi_b;
-    return static_cast<std::size_t>(w - out.data()) / kWords;
+    return static_cast<std::size_t>(w - out.data()) / 2;
+}
+
+// Labels of an array renumbered 0..d-1 in value order, for label ranges too wide for direct ids: the
+// elements' (key, position) pairs are sorted (a part per worker, then merged): ids[position] (layout
+// order) = the rank of the key among the d distinct keys, which go to keys. Memory: 16 bytes per element
+// (+ 8 while merging), then 4 (ids) + 8 per distinct label. Needs fewer than 2^32 elements.
+template <class T>
+void dense_ids(const char* data, const Layout& lay, const std::vector<std::int64_t>& strides, bool is_signed, unsigned workers,
+               Buffer<std::uint32_t>& ids, std::vector<std::uint64_t>& keys) {
+    const std::int64_t n = lay.size();
+    if (n > std::int64_t(0xFFFFFFFF)) throw std::length_error("contingency: more than 2^32 - 1 elements with labels spread this wide");
+    const Layout one{lay.shape, strides, strides};
+    struct Item {
+        std::uint64_t key;
+        std::uint32_t position;
+        bool operator<(const Item& o) const { return key < o.key; }
+    };
+    Buffer<Item> items(static_cast<std::size_t>(n));
+    const auto bound = [&](std::size_t k) { return static_cast<std::size_t>(n * static_cast<std::int64_t>(k) / workers); };
+    parallel_for(workers, workers, [&](std::size_t k, unsigned) {
+        std::vector<T> buf, unused;
+        Item* out = items.data() + bound(k);
+        auto position = static_cast<std::uint32_t>(bound(k));
+        for_each_segment<T, T>(data, data, one, static_cast<std::int64_t>(bound(k)), static_cast<std::int64_t>(bound(k + 1)), buf,
+                               unused, [&](const T* values, const T*, std::int64_t count) {
+                                   for (std::int64_t x = 0; x < count; ++x) *out++ = Item{order_key(values[x], is_signed), position++};
+                               });
+        std::sort(items.data() + bound(k), items.data() + bound(k + 1));
+    });
+    for (std::size_t width = 1; width < workers; width *= 2)  // merge the sorted parts pairwise
+        parallel_for(workers, workers, [&](std::size_t k, unsigned) {
+            if (k % (2 * width) == 0 && k + width < workers)
+                std::inplace_merge(items.data() + bound(k), items.data() + bound(k + width),
+                                   items.data() + bound(std::min<std::size_t>(k + 2 * width, workers)));
+        });
+    std::size_t distinct = 0;
+    for (std::size_t i = 0; i < items.size(); ++i) distinct += i == 0 || items[i].key != items[i - 1].key;
+    keys.resize(distinct);
+    ids.resize(static_cast<std::size_t>(n));
+    std::uint32_t id = 0;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i > 0 && items[i].key != items[i - 1].key) ++id;
+        keys[id] = items[i].key;
+        ids[items[i].position] = id;
+    }
 }
 
 }  // namespace detail
@@ -332,9 +320,8 @@ constexpr std::size_t kMaxCachedContingencyBytes = std::size_t(32) << 20;
 namespace detail {
 
 // The runs of a (truth) and b (proposal), one block of elements per thread (more blocks when a block
-// would exceed kMaxBlock elements), in ws.runs as narrow records whose 32-bit fields, minus base_a /
-// base_b, are the label ids (direct ids: the low bits of the range's lowest key; hashed ids: 0, the
-// fields rewritten).
+// would exceed kMaxBlock elements), in ws.runs as records whose 32-bit fields, minus base_a / base_b,
+// are the label ids (direct ids: the low bits of the range's lowest key; dense ids: 0).
 template <class A, class B>
 struct LabelRuns {
     LabelIds<A> ids_a;
@@ -358,6 +345,18 @@ struct LabelRuns {
     }
 };
 
+// Byte strides of a contiguous array of the layout's shape (in the layout's order).
+inline std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape, std::int64_t itemsize) {
+    std::vector<std::int64_t> strides(shape.size());
+    std::int64_t step = itemsize;
+    for (std::size_t k = shape.size(); k-- > 0;) strides[k] = step, step *= shape[k];
+    return strides;
+}
+
+// The runs and ids of both arrays. Runs are collected with the labels as they are; a side whose labels
+// span too wide a range for direct ids (seen in the first kRangeSample elements, or after the run pass)
+// is renumbered (dense_ids: by sorting, in memory proportional to the elements, where a hash map of the
+// labels needs several times more) and the runs collected from its ids.
 template <class A, class B>
 LabelRuns<A, B> label_runs(const char* a, const char* b, const std::vector<std::int64_t>& shape,
                            const std::vector<std::int64_t>& strides_a, const std::vector<std::int64_t>& strides_b,
@@ -370,42 +369,58 @@ LabelRuns<A, B> label_runs(const char* a, const char* b, const std::vector<std::
     if (ws.runs.size() < blocks) ws.runs.resize(blocks);
     std::vector<std::size_t> count(blocks);
     std::vector<KeyRange> ranges(blocks);
-    const auto collect = [&](auto wide) {
+    const auto collect = [&](auto ta, auto tb, const char* pa, const char* pb, const Layout& l, bool sa, bool sb) {
         parallel_for(blocks, workers, [&](std::size_t k, unsigned) {
-            count[k] = collect_runs<A, B, decltype(wide)::value>(a, b, lay, bound(k), bound(k + 1), a_signed, b_signed,
-                                                                 ws.runs[k], ranges[k]);
+            count[k] = collect_runs<decltype(ta), decltype(tb)>(pa, pb, l, bound(k), bound(k + 1), sa, sb, ws.runs[k], ranges[k]);
         });
+        KeyRange all;
+        for (const KeyRange& r : ranges) all.merge(r);
+        return all;
     };
-    collect(std::false_type{});
-    KeyRange all;
-    for (const KeyRange& r : ranges) all.merge(r);
-    const bool wide = all.hi_a - all.lo_a > 0xFFFFFFFFull || all.hi_b - all.lo_b > 0xFFFFFFFFull;
-    if (wide) collect(std::true_type{});  // 64-bit labels spread over more than 2^32 values: full keys
-    LabelRuns<A, B> out{LabelIds<A>(all.lo_a, all.hi_a, static_cast<std::uint64_t>(n), a_signed),
-                        LabelIds<B>(all.lo_b, all.hi_b, static_cast<std::uint64_t>(n), b_signed), workers, count,
-                        std::vector<std::uint64_t>(blocks)};
+    // labels spread too wide in the first elements are spread too wide in all: no collection to throw away
+    const auto un = static_cast<std::uint64_t>(n);
+    KeyRange first;
+    {
+        Buffer<std::uint64_t> sample;
+        collect_runs<A, B>(a, b, lay, 0, std::min<std::int64_t>(n, kRangeSample), a_signed, b_signed, sample, first);
+    }
+    bool direct_a = LabelIds<A>::fits_direct(first.lo_a, first.hi_a, un), direct_b = LabelIds<B>::fits_direct(first.lo_b, first.hi_b, un);
+    LabelRuns<A, B> out{LabelIds<A>(0, 0, a_signed), LabelIds<B>(0, 0, b_signed), workers, count, std::vector<std::uint64_t>(blocks)};
     for (std::size_t k = 0; k < blocks; ++k) out.length[k] = static_cast<std::uint64_t>(bound(k + 1) - bound(k));
-    if (out.ids_a.direct() && out.ids_b.direct()) {
-        out.base_a = static_cast<std::uint32_t>(all.lo_a), out.base_b = static_cast<std::uint32_t>(all.lo_b);
-        return out;
-    }
-    // hashed ids (assigned by one thread, in scan order): the records' fields become the ids
-    for (std::size_t k = 0; k < blocks; ++k) {
-        std::uint64_t* v = ws.runs[k].data();
-        for (std::size_t i = 0; i < count[k]; ++i) {
-            std::uint64_t key_a, key_b, first;
-            if (wide) {
-                key_a = v[3 * i], key_b = v[3 * i + 1], first = v[3 * i + 2];
-            } else {
-                key_a = all.lo_a + static_cast<std::uint32_t>(static_cast<std::uint32_t>(v[2 * i]) - static_cast<std::uint32_t>(all.lo_a));
-                key_b = all.lo_b + static_cast<std::uint32_t>(static_cast<std::uint32_t>(v[2 * i] >> 32) - static_cast<std::uint32_t>(all.lo_b));
-                first = v[2 * i + 1];
-            }
-            // narrow in place: record i's words are read before they (or, wide, record i - 1's) are written
-            v[2 * i] = std::uint64_t(out.ids_a.id_of_key(key_a)) | std::uint64_t(out.ids_b.id_of_key(key_b)) << 32;
-            v[2 * i + 1] = first;
+    if (direct_a && direct_b) {
+        const KeyRange all = collect(A{}, B{}, a, b, lay, a_signed, b_signed);
+        direct_a = LabelIds<A>::fits_direct(all.lo_a, all.hi_a, un), direct_b = LabelIds<B>::fits_direct(all.lo_b, all.hi_b, un);
+        if (direct_a && direct_b) {
+            out.ids_a = LabelIds<A>(all.lo_a, all.hi_a, a_signed), out.ids_b = LabelIds<B>(all.lo_b, all.hi_b, b_signed);
+            out.base_a = static_cast<std::uint32_t>(all.lo_a), out.base_b = static_cast<std::uint32_t>(all.lo_b);
+            out.count = count;
+            return out;
         }
+        for (auto& runs : ws.runs) Buffer<std::uint64_t>().swap(runs);  // free before sorting
     }
+    Buffer<std::uint32_t> dense_a, dense_b;
+    Layout dense = lay;
+    const char* pa = a;
+    const char* pb = b;
+    if (!direct_a) {
+        std::vector<std::uint64_t> keys;
+        dense_ids<A>(a, lay, lay.sa, a_signed, workers, dense_a, keys);
+        out.ids_a = LabelIds<A>(std::move(keys), a_signed);
+        dense.sa = contiguous_strides(lay.shape, sizeof(std::uint32_t)), pa = reinterpret_cast<const char*>(dense_a.data());
+    }
+    if (!direct_b) {
+        std::vector<std::uint64_t> keys;
+        dense_ids<B>(b, lay, lay.sb, b_signed, workers, dense_b, keys);
+        out.ids_b = LabelIds<B>(std::move(keys), b_signed);
+        dense.sb = contiguous_strides(lay.shape, sizeof(std::uint32_t)), pb = reinterpret_cast<const char*>(dense_b.data());
+    }
+    KeyRange all;  // of the ids of a dense side (base 0), of the labels of a direct one
+    if (direct_a) all = collect(A{}, std::uint32_t{}, pa, pb, dense, a_signed, false);
+    else if (direct_b) all = collect(std::uint32_t{}, B{}, pa, pb, dense, false, b_signed);
+    else all = collect(std::uint32_t{}, std::uint32_t{}, pa, pb, dense, false, false);
+    if (direct_a) out.ids_a = LabelIds<A>(all.lo_a, all.hi_a, a_signed), out.base_a = static_cast<std::uint32_t>(all.lo_a);
+    if (direct_b) out.ids_b = LabelIds<B>(all.lo_b, all.hi_b, b_signed), out.base_b = static_cast<std::uint32_t>(all.lo_b);
+    out.count = count;
     return out;
 }
 
@@ -521,7 +536,7 @@ void count_groups(const std::vector<std::size_t>& start, const std::vector<std::
 //
 // One pass over the data, each thread on its own block of elements, collects the runs of equal
 // (truth, proposal) labels (labels come in runs along rows) and the label ranges; the runs' labels
-// become ids (directly, or hashed when a range is too wide). The runs are bucketed by truth label
+// become ids (directly, or renumbered by sorting when a range is too wide). The runs are bucketed by truth label
 // and each bucket's columns counted with a marker per proposal label: linear time, no hashing of pairs,
 // and a canonical result (labels in value order, entries by (row, col)) whatever the memory layout or
 // the number of threads.
@@ -698,7 +713,12 @@ ContingencySummary contingency_summary(const char* a, const char* b, const std::
         if (id < na) group_of[id] = ~0u;
     }
     const std::uint32_t zero_col = lr.ids_b.find(detail::order_key(B(0), b_signed));
+    lr.ids_a.forget_keys(), lr.ids_b.forget_keys();
     detail::group_runs(lr, group_of, na, {}, ws, ws.start);
+    if (ws.bytes() > kMaxCachedContingencyBytes) {  // large input: the runs are in the bucket now
+        for (auto& runs : ws.runs) Buffer<std::uint64_t>().swap(runs);
+        for (auto& counts : ws.runs_of) std::vector<std::uint32_t>().swap(counts);
+    }
     const std::vector<std::size_t> first = detail::partition_groups(ws.start, workers);
 
     struct alignas(64) Part {  // one worker's sums, on cache lines of its own
@@ -707,17 +727,19 @@ ContingencySummary contingency_summary(const char* a, const char* b, const std::
         UInt128 zero_sq;
     };
     std::vector<Part> parts(workers);
-    auto& col_total = ws.size_b;  // per worker, per proposal id: b_j over the worker's rows
-    if (col_total.size() < workers) col_total.resize(workers);
-    parallel_for(workers, workers, [&](std::size_t p, unsigned) { col_total[p].assign(nb, 0); });
+    // b_j over the rows kept, added to by all workers (one array, not one per worker: it may be as large
+    // as the input)
+    const std::unique_ptr<std::atomic<std::int64_t>[]> col_total(new std::atomic<std::int64_t>[nb]);
+    parallel_for(workers, workers, [&](std::size_t p, unsigned) {
+        for (std::size_t j = nb * p / workers; j < nb * (p + 1) / workers; ++j) col_total[j].store(0, std::memory_order_relaxed);
+    });
     detail::count_groups(ws.start, first, nb, ws, [&](std::size_t p, std::size_t, const auto* entries, std::uint32_t m) {
         Part& s = parts[p];
-        std::int64_t* cols = col_total[p].data();
         std::int64_t row = 0;
         for (std::uint32_t k = 0; k < m; ++k) {
             const auto [c, count] = entries[k];
             s.counts.add(static_cast<std::uint64_t>(count));
-            cols[c] += count, row += count;
+            col_total[c].fetch_add(count, std::memory_order_relaxed), row += count;
             if (c == zero_col) s.zero_total += count, s.zero_sq.add_product(static_cast<std::uint64_t>(count), static_cast<std::uint64_t>(count));
         }
         s.total += row;
@@ -726,11 +748,8 @@ ContingencySummary contingency_summary(const char* a, const char* b, const std::
     // b_j: the workers' column totals added up, by worker over consecutive ranges of columns
     parallel_for(workers, workers, [&](std::size_t p, unsigned) {
         CountSums& proposal = parts[p].proposal;
-        for (std::size_t j = nb * p / workers; j < nb * (p + 1) / workers; ++j) {
-            std::int64_t total = 0;
-            for (unsigned q = 0; q < workers; ++q) total += col_total[q][j];
-            proposal.add(static_cast<std::uint64_t>(total));
-        }
+        for (std::size_t j = nb * p / workers; j < nb * (p + 1) / workers; ++j)
+            proposal.add(static_cast<std::uint64_t>(col_total[j].load(std::memory_order_relaxed)));
     });
     Part& all = parts[0];
     for (unsigned p = 1; p < workers; ++p) {
