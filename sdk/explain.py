@@ -29,7 +29,6 @@ else recomputed.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import math
@@ -80,7 +79,6 @@ class Explanation:
 
     layers: Mapping[str, ExplainableLayer]
     default_layer: str
-    score: str  # "log_odds" (two classes) or "logit"
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str = "the model") -> "Explanation":
@@ -93,31 +91,23 @@ class Explanation:
                              f"{MAX_METADATA_CHARS}); {REEXPORT_HINT}")
         try:
             entry = json.loads(text)
-            if entry["schema_version"] > SCHEMA_VERSION:
-                raise ModelError(
-                    f"{source}: explanation schema {entry['schema_version']} is newer than this unet-sdk "
-                    f"understands ({SCHEMA_VERSION}); upgrade unet-sdk"
-                )
+            version = int(entry["schema_version"])
             layers = {
                 name: ExplainableLayer(name, int(layer["channels"]), float(layer["stride"]),
                                        base64.b64decode(layer["graph"], validate=True))
                 for name, layer in entry["layers"].items()
             }
             default = entry["default_layer"]
-            score = entry["score"]
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            if isinstance(exc, ModelError):
-                raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # binascii.Error is a ValueError
             raise ModelError(f"{source}: malformed explanation metadata ({type(exc).__name__}: {exc}); "
                              f"{REEXPORT_HINT}") from exc
-        if not layers or default not in layers:
-            raise ModelError(f"{source}: explanation metadata lists no layers or a default layer it lacks")
-        return cls(layers, default, score)
-
-
-def explanation_of(props: Mapping[str, str]) -> Explanation | None:
-    """The model's :class:`Explanation`, or None if it has no explanation graph."""
-    return Explanation.from_props(props) if METADATA_KEY in props else None
+        if version > SCHEMA_VERSION:
+            raise ModelError(f"{source}: explanation schema {version} is newer than this unet-sdk understands "
+                             f"({SCHEMA_VERSION}); upgrade unet-sdk")
+        if not layers or default not in layers or not all(layer.stride > 0 for layer in layers.values()):
+            raise ModelError(f"{source}: explanation metadata lists no layers, a default layer it lacks or a "
+                             f"non-positive stride; {REEXPORT_HINT}")
+        return cls(layers, default)
 
 
 # -- the functional core --------------------------------------------------------------------------------
@@ -189,13 +179,13 @@ def tiled_seg_grad_cam(
         tile_reg = tile_region(tile)
         if not tile_reg.any() and len(tiles) > 1:
             cached.append(None)  # no region pixel here: its gradient is exactly zero
-            continue
-        activations, gradients = explain_tile(tile_input(tile), tile_reg, class_weights)
-        tile_sum = gradients[0].sum(axis=tuple(range(1, gradients.ndim - 1)), dtype=np.float64)
-        gradient_sum = tile_sum if gradient_sum is None else gradient_sum + tile_sum
-        keep = cache_bytes + activations.nbytes <= ACTIVATION_CACHE_BYTES
-        cached.append(activations[0] if keep else None)
-        cache_bytes += activations.nbytes if keep else 0
+        else:
+            activations, gradients = explain_tile(tile_input(tile), tile_reg, class_weights)
+            tile_sum = gradients[0].sum(axis=tuple(range(1, gradients.ndim - 1)), dtype=np.float64)
+            gradient_sum = tile_sum if gradient_sum is None else gradient_sum + tile_sum
+            keep = cache_bytes + activations.nbytes <= ACTIVATION_CACHE_BYTES
+            cached.append(activations[0] if keep else None)
+            cache_bytes += activations.nbytes if keep else 0
         if progress is not None:
             progress(index + 1, total_steps)
     if gradient_sum is None:

@@ -139,3 +139,25 @@ def test_explanation_tiles_fit_the_memory_budget(monkeypatch):
     assert tile[0] < 1024 and tile[0] ** 2 * per_pixel <= 64e6 * 1.05 or tile[0] == sizing.MIN_TILE[2]
     assert overlap * tile[0] == pytest.approx(min(256, 0.75 * tile[0]))
     assert explanation_tiles(segmenter, (256, 256)) == ((1024, 1024), 0.25)  # one small tile: unchanged
+
+
+@pytest.mark.parametrize("entry,match", [
+    ("{", "malformed"),
+    ({"schema_version": 1, "default_layer": "a", "layers": {"a": {"channels": 1, "stride": 1, "graph": "!!"}}},
+     "malformed"),
+    ({"schema_version": 2, "default_layer": "a", "layers": {"a": {"channels": 1, "stride": 1, "graph": ""}}},
+     "newer"),
+    ({"schema_version": 1, "default_layer": "b", "layers": {"a": {"channels": 1, "stride": 1, "graph": ""}}},
+     "default layer"),
+    ({"schema_version": 1, "default_layer": "a", "layers": {"a": {"channels": 1, "stride": 0, "graph": ""}}},
+     "stride"),
+])
+def test_malformed_explanation_metadata_is_a_model_error(entry, match):
+    import json
+
+    from sdk.errors import ModelError
+    from sdk.explain import METADATA_KEY, Explanation
+
+    text = entry if isinstance(entry, str) else json.dumps(entry)
+    with pytest.raises(ModelError, match=match):
+        Explanation.from_props({METADATA_KEY: text}, "m.onnx")
