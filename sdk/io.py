@@ -385,6 +385,7 @@ def write_array(
     calibration: Calibration | None = None,
     record: dict | None = None,
     labels: str | None = None,
+    channel_names: list[str] | None = None,
 ) -> Path:
     """Write ``array`` atomically as TIFF (multi-page for 3D), PNG (2D/RGB), NPY or zarr, by suffix.
 
@@ -393,6 +394,7 @@ def write_array(
     ``record`` (JSON-able) is stored where :func:`load_image` finds it again (not in PNG/NPY).
     ``labels`` (``"classes"`` or ``"instances"``) marks a label image: TIFF gets a display range
     (and a random-colour LUT for instances) so it opens visibly in Fiji, OME-Zarr an ``image-label``.
+    ``channel_names`` name the ``C`` axis (ImageJ slice labels: Fiji shows them per channel).
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -409,7 +411,8 @@ def write_array(
         raise InvalidInputError(f"{path}: PNG holds 2D or RGB(A) images, got shape {array.shape}")
     with atomic_output(path, overwrite=overwrite) as tmp:
         if suffix in TIFF_SUFFIXES:
-            write_tiff(tmp, array, calibration=calibration, record=record, labels=labels)
+            write_tiff(tmp, array, calibration=calibration, record=record, labels=labels,
+                       channel_names=channel_names)
         elif suffix == ".png":
             require_package("PIL", "cpu")
             from PIL import Image
@@ -461,6 +464,7 @@ def write_tiff(
     calibration: Calibration | None = None,
     record: dict | None = None,
     labels: str | None = None,
+    channel_names: list[str] | None = None,
 ) -> None:
     """Write a (non-atomic) TIFF: an ImageJ hyperstack when the axes and data type allow it (integer
     labels that fit are stored as 16-bit), else OME-TIFF with the calibration, else a plain TIFF."""
@@ -494,6 +498,10 @@ def write_tiff(
             metadata["LUTs"] = [_instance_lut()]
     if record is not None:
         metadata["Properties"] = {RECORD_KEY: json.dumps(record)}
+    if channel_names is not None and "C" in axes and len(channel_names) == imagej_array.shape[axes.index("C")]:
+        # one label per page, pages in TZC order (C varies fastest)
+        pages = int(np.prod(imagej_array.shape[: axes.index("Y")]))
+        metadata["Labels"] = [channel_names[i % len(channel_names)] for i in range(pages)]
     x_step, _ = calibration.of("X")
     y_step, _ = calibration.of("Y")
     tifffile.imwrite(path, imagej_array, imagej=True, resolution=(1.0 / x_step, 1.0 / y_step), metadata=metadata)

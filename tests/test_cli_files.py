@@ -191,6 +191,7 @@ def test_imagej_pixel_size_reaches_labels_and_probabilities(tmp_path, model_path
     with tifffile.TiffFile(tmp_path / "p" / "vol_proba.tif") as tif:
         assert tif.series[0].axes == "ZCYX"  # ImageJ's hyperstack order, classes as channels
         assert tif.imagej_metadata["spacing"] == pytest.approx(0.05)
+        assert tif.imagej_metadata["Labels"] == ["class0", "class1"] * 2  # Fiji names each channel
 
 
 def test_ome_tiff_pixel_size_and_stem(tmp_path, model_path):

@@ -380,7 +380,7 @@ def _predict_into(segmenter, layout: Layout, target: Path, *, kind: str, calibra
                                     instance_options=instance_options)
         write_array(target, result, calibration=calibration, record=record,
                     labels=None if kind == "proba" else "instances" if kind == "instances" else "classes",
-                    overwrite=overwrite)
+                    channel_names=record["class_names"] if kind == "proba" else None, overwrite=overwrite)
         return result
     predict = segmenter.predict_proba if kind == "proba" else segmenter.predict
     shape, dtype = segmenter.output_spec(layout.array.shape, axes=layout.axes, proba=kind == "proba")
