@@ -123,22 +123,15 @@ def probability_pairs(draw):
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@FAST
-@given(pair=label_pairs(), layout=st.sampled_from(sorted(LAYOUTS)), metric=st.sampled_from(sorted(LABEL_METRICS)))
-def test_label_metrics_equal_across_layouts(pair, layout, metric):
-    truth, proposal = pair
-    fn = LABEL_METRICS[metric]
-    expected = outcome(fn, truth, proposal, threads=1)
-    to = LAYOUTS[layout]
-    assert outcome(fn, to(truth), to(proposal), threads=2) == expected
+METRICS_AND_INPUTS = {name: (fn, label_pairs()) for name, fn in LABEL_METRICS.items()}
+METRICS_AND_INPUTS.update({name: (fn, probability_pairs()) for name, fn in PROBABILITY_METRICS.items()})
 
 
-@FAST
-@given(pair=probability_pairs(), layout=st.sampled_from(sorted(LAYOUTS)),
-       metric=st.sampled_from(sorted(PROBABILITY_METRICS)))
-def test_probability_metrics_equal_across_layouts(pair, layout, metric):
-    truth, proposal = pair
-    fn = PROBABILITY_METRICS[metric]
+@settings(FAST, max_examples=60)
+@given(data=st.data(), layout=st.sampled_from(sorted(LAYOUTS)), metric=st.sampled_from(sorted(METRICS_AND_INPUTS)))
+def test_metrics_equal_across_layouts(data, layout, metric):
+    fn, inputs = METRICS_AND_INPUTS[metric]
+    truth, proposal = data.draw(inputs)
     expected = outcome(fn, truth, proposal, threads=1)
     to = LAYOUTS[layout]
     assert outcome(fn, to(truth), to(proposal), threads=2) == expected
