@@ -161,3 +161,20 @@ def test_malformed_explanation_metadata_is_a_model_error(entry, match):
     text = entry if isinstance(entry, str) else json.dumps(entry)
     with pytest.raises(ModelError, match=match):
         Explanation.from_props({METADATA_KEY: text}, "m.onnx")
+
+
+def test_one_segmenter_explains_from_many_threads(marked_scene):
+    from concurrent.futures import ThreadPoolExecutor
+
+    segmenter = Segmenter(marker_model(), device="cpu")
+    jobs = [("context", "marked"), ("features", "marked"), ("decision", "marked"), ("context", "plain")] * 2
+    region = np.zeros(marked_scene.shape, bool)
+    region[40:52, 16:28] = True
+
+    def explain(job):
+        return segmenter.explain(marked_scene, layer=job[0], target_class=job[1], region=region)
+
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(explain, jobs))
+    for job, heat in zip(jobs, together):
+        np.testing.assert_array_equal(heat, explain(job))
