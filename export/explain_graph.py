@@ -58,6 +58,7 @@ from sdk.explain import (
     SCHEMA_VERSION,
 )
 from sdk.io import atomic_output
+from sdk.model_file import read_model_file
 from sdk.model_metadata import ModelMetadata
 
 INPUT_NAME = "image"
@@ -408,11 +409,21 @@ def add_explanation(
 
 def add_explanation_file(source: str | Path, output: str | Path, *, overwrite: bool = False,
                          layers: Mapping[str, str] | None = None) -> Path:
-    """Write ``source`` (a unet-sdk .onnx) with its explanation graphs to ``output``, atomically."""
-    augmented = add_explanation(onnx.load(str(source)), layers=layers)
+    """Write ``source`` (a unet-sdk .onnx) with its explanation graphs to ``output``, atomically.
+
+    Only metadata changes: the graph is written back byte for byte, so a stamped weights digest stays
+    valid (checked on the written file)."""
+    original = Path(source).read_bytes()
+    augmented = add_explanation(onnx.ModelProto.FromString(original), layers=layers)
     onnx.checker.check_model(augmented, full_check=True)
+    before = read_model_file(original, str(source))
     with atomic_output(output, overwrite=overwrite) as tmp:
         onnx.save_model(augmented, str(tmp), save_as_external_data=False)
+        written = Path(tmp).read_bytes()
+        after = read_model_file(written, str(tmp))
+        if written[slice(*after.graph)] != original[slice(*before.graph)]:
+            raise ExplanationGraphError(f"{source}: re-serialising changed the graph's bytes; its weights digest "
+                                        "would no longer verify")
     return Path(output)
 
 
