@@ -1,6 +1,7 @@
 """BioImage Model Zoo packages (bioimage.io, model format 0.5.x) read into what :class:`sdk.Segmenter` runs.
 
 A package is an ``rdf.yaml`` (or ``bioimageio.yaml``) plus the files it names, as a folder or a zip.
+Format 0.4 rdfs are converted to 0.5 by ``bioimageio.spec`` (the zoo's own converter) when it is installed.
 :func:`load_package` returns a :class:`ZooModel`: the ONNX weights (checked against their ``sha256``)
 and a :class:`~sdk.model_metadata.ModelMetadata` read from the rdf, so a zoo model gets the same tiling,
 devices and memory bounds as our own. Only numpy and a YAML parser (PyYAML's safe loader, which builds
@@ -321,12 +322,31 @@ def _parse_rdf(files: _PackageFiles) -> dict[str, Any]:
     if rdf.get("type") != "model":
         raise ModelError(f"{path}: the rdf describes a {rdf.get('type')!r}, not a model")
     version = str(rdf.get("format_version", ""))
-    if version.split(".")[:2] != SUPPORTED_FORMAT.split("."):
+    if version.split(".")[:2] == ["0", "4"]:
+        rdf = _updated(rdf, version, path)
+    elif version.split(".")[:2] != SUPPORTED_FORMAT.split("."):
         raise ModelError(
             f"{path}: model format_version {version or '(none)'} is not supported (unet-sdk reads "
-            f"{SUPPORTED_FORMAT}.x); convert it with bioimageio.spec: `bioimageio update-format {path}`"
+            f"{SUPPORTED_FORMAT}.x, and 0.4.x with bioimageio.spec installed)"
         )
     return rdf
+
+
+def _updated(rdf: dict[str, Any], version: str, path: Path) -> dict[str, Any]:
+    """A format 0.4 rdf in format 0.5, converted by bioimageio.spec (the zoo's own converter)."""
+    try:
+        from bioimageio.spec import ValidationContext, build_description, dump_description
+    except ImportError:
+        raise ModelError(
+            f"{path}: model format_version {version} needs bioimageio.spec to be converted to "
+            f"{SUPPORTED_FORMAT}: pip install bioimageio.spec, or convert it once with `bioimageio update-format`"
+        ) from None
+    descr = build_description(rdf, context=ValidationContext(perform_io_checks=False), format_version="latest")
+    if descr.validation_summary.status not in ("valid-format", "passed"):
+        errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in descr.validation_summary.errors[:3])
+        raise ModelError(f"{path}: the format {version} rdf does not convert to {SUPPORTED_FORMAT} ({errors})")
+    logger.info("%s: format %s converted to %s by bioimageio.spec", path, version, SUPPORTED_FORMAT)
+    return dump_description(descr)
 
 
 def load_package(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> ZooModel:
@@ -519,7 +539,7 @@ def _preprocessing_steps(inp: dict, channel: dict, space: list[dict], where: str
         raw_kwargs = entry.get("kwargs") or {} if isinstance(entry, dict) else {}
         if not isinstance(raw_kwargs, dict):
             raise ModelError(f"{where}: preprocessing {op!r} kwargs are not a mapping")
-        kwargs = dict(raw_kwargs)
+        kwargs = {k: v for k, v in raw_kwargs.items() if v is not None}  # null: the default applies
         if op not in PREPROCESSING_IDS:
             raise ModelError(
                 f"{where}: preprocessing {op!r} is unsupported by unet-sdk (supported: {', '.join(PREPROCESSING_IDS)})"

@@ -3,6 +3,7 @@ the original model, and a package made by bioimageio.spec's own builders predict
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 import zipfile
 from pathlib import Path
@@ -293,7 +294,7 @@ def _edited(default_package: Path, tmp_path: Path, edit) -> Path:
          "postprocessing 'binarize'"),
         (lambda rdf, folder: rdf["weights"]["onnx"].update(source="https://example.org/w.onnx"), "URL"),
         (lambda rdf, folder: rdf["weights"]["onnx"].update(source="../w.onnx"), "outside the package"),
-        (lambda rdf, folder: rdf.update(format_version="0.4.10"), "format_version 0.4.10"),
+        (lambda rdf, folder: rdf.update(format_version="0.3.6"), "format_version 0.3.6 is not supported"),
         (lambda rdf, folder: (folder / "weights.onnx").unlink() or (folder / "weights.onnx").symlink_to("/etc/hostname"),
          "links outside the package"),
         (lambda rdf, folder: rdf["inputs"][0]["preprocessing"][1].update(kwargs=[1, 2]), "kwargs are not a mapping"),
@@ -400,3 +401,48 @@ def test_state_dict_package_runs_package_code_only_when_trusted(tmp_path, monkey
     monkeypatch.setenv("UNET_SDK_TRUST_PACKAGE_CODE", "1")
     proba = Segmenter(str(package)).predict_proba(x[0])
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits[0])), atol=1e-5)
+
+
+def test_format_0_4_package_is_converted_by_bioimageio_spec(tmp_path, monkeypatch):
+    """A hand-written format 0.4 rdf (axes "bcyx", shape min/step, halo list, per_sample z-score) runs
+    after bioimageio.spec's conversion; without bioimageio.spec it is a ModelError saying so."""
+    import onnxruntime as ort
+
+    data, _ = make_model("same", in_channels=1, num_classes=2)
+    proto = onnx.load_from_string(data)
+    del proto.metadata_props[:]
+    (tmp_path / "net.onnx").write_bytes(proto.SerializeToString())
+    x = np.random.default_rng(6).random((1, 1, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "in.npy", x)
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"))
+    np.save(tmp_path / "out.npy", session.run(None, {"image": (x - x.mean()) / (x.std() + 1e-6)})[0])
+    (tmp_path / "README.md").write_text("# old model\n")
+    rdf = {
+        "format_version": "0.4.10", "type": "model", "name": "old model", "description": "a 0.4 model",
+        "authors": [{"name": "test"}], "cite": [{"text": "u", "doi": "10.1007/978-3-319-24574-4_28"}],
+        "license": "MIT", "documentation": "README.md", "tags": ["test"], "timestamp": "2020-01-01T00:00:00",
+        "test_inputs": ["in.npy"], "test_outputs": ["out.npy"],
+        "inputs": [{
+            "name": "image", "axes": "bcyx", "data_type": "float32", "data_range": [0, 1],
+            "shape": {"min": [1, 1, 16, 16], "step": [0, 0, 2, 2]},
+            "preprocessing": [{"name": "zero_mean_unit_variance", "kwargs": {"mode": "per_sample", "axes": "yx"}}],
+        }],
+        "outputs": [{
+            "name": "probabilities", "axes": "bcyx", "data_type": "float32", "halo": [0, 0, 4, 4],
+            "shape": {"reference_tensor": "image", "scale": [1, 2, 1, 1], "offset": [0, 0, 0, 0]},
+        }],
+        "weights": {"onnx": {
+            "source": "net.onnx", "opset_version": 17,
+            "sha256": hashlib.sha256((tmp_path / "net.onnx").read_bytes()).hexdigest(),
+        }},
+    }
+    (tmp_path / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    image = np.random.default_rng(7).random((40, 36)).astype(np.float32)
+    segmenter = Segmenter(str(tmp_path))
+    assert (segmenter.metadata.blend, segmenter.metadata.min_input_size) == ("none", 16)
+    z = (image - image.mean()) / (image.std() + 1e-6)
+    expected = session.run(None, {"image": z[None, None].astype(np.float32)})[0][0]
+    np.testing.assert_allclose(segmenter.predict_proba(image), expected, atol=1e-5)
+    monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if not installed
+    with pytest.raises(ModelError, match="needs bioimageio.spec"):
+        load_package(tmp_path)
