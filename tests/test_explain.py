@@ -248,3 +248,29 @@ def test_export_check_catches_a_wrong_graph(unet2d):
     entry.value = json.dumps({**json.loads(entry.value), "layers": layers})
     with pytest.raises(ParityError, match="up_blocks"):
         verify_explanation(model, proto)
+
+
+@pytest.mark.parametrize("layer", ["down.0", "up_blocks.1"])
+def test_valid_padding_map_lies_on_the_right_pixels(unet_valid, layer):
+    """A valid U-Net sees the image mirror-padded by its margin; a stride-1 layer's map must be the reference
+    map at exactly the output pixels (the layer grid is centred on the input: no interpolation, no shift)."""
+    model, model_bytes = unet_valid
+    segmenter = Segmenter(model_bytes, device="cpu")
+    meta = segmenter.metadata
+    side = meta.valid_input_size_at_least(64)
+    n = side - 2 * meta.output_margin
+    image = np.random.default_rng(8).standard_normal((n, n)).astype(np.float32)
+    region = np.zeros((n, n), bool)
+    region[n // 4: n // 2, n // 3: n // 2] = True
+    padded = np.pad(image, meta.output_margin, mode="reflect")[None, None]
+    for target_class in (1, 0):  # a random network's map may be all zero for one of the classes
+        reference = seg_grad_cam(model, torch.from_numpy(padded), target_class=target_class,
+                                 region=torch.from_numpy(region[None].astype(np.float32)), layer=layer)
+        cam = torch.relu((reference.weights[0, :, None, None] * reference.activations[0]).sum(0)).numpy()
+        crop = (cam.shape[0] - n) // 2
+        expected = cam[crop: crop + n, crop: crop + n]
+        if expected.max() > 0:
+            break
+    assert expected.max() > 0
+    heat = segmenter.explain(image, region=region, layer=layer, target_class=target_class)
+    _close(heat / heat.max(), expected / expected.max())  # the weights' normalisation differs: positions
