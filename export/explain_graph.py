@@ -61,7 +61,6 @@ from sdk.io import atomic_output
 from sdk.model_file import read_model_file
 from sdk.model_metadata import ModelMetadata
 
-INPUT_NAME = "image"
 DEFAULT_LAYER = "bottleneck"  # Vinogradova et al. and their reference code explain the bottleneck
 # a U-Net block's weights are named <block>.<index>.weight (export/unet.py), under the "net." wrapper
 _BLOCK_WEIGHT = re.compile(r"(?:^|\.)(down\.\d+|bottleneck|up_blocks\.\d+)\.\d+\.weight")
@@ -339,7 +338,7 @@ def _probe(model: bytes, metadata: ModelMetadata, side: int) -> tuple[int, int]:
     out_side = side - 2 * metadata.output_margin
     class_weights = np.eye(metadata.num_classes, dtype=np.float32)[metadata.foreground_class]
     activations, gradients = session.run([ACTIVATIONS_OUTPUT, GRADIENTS_OUTPUT], {
-        INPUT_NAME: np.zeros((1, metadata.in_channels) + (side,) * d, np.float32),
+        session.get_inputs()[0].name: np.zeros((1, metadata.in_channels) + (side,) * d, np.float32),
         REGION_INPUT: np.ones((1, 1) + (out_side,) * d, np.float32),
         CLASS_INPUT: class_weights,
     })

@@ -213,8 +213,9 @@ class Explainer:
     """Explanation sessions of one model, one per layer (created on first use; thread-safe)."""
 
     def __init__(self, model_bytes: bytes, explanation: Explanation, *, device: str, threads: int,
-                 source: str, device_id: int = 0) -> None:
+                 source: str, device_id: int = 0, input_name: str = "image") -> None:
         self.model_bytes = model_bytes
+        self.input_name = input_name
         self.explanation = explanation
         self.device = device
         self.device_id = device_id
@@ -257,7 +258,7 @@ class Explainer:
         def run(batch: np.ndarray, region: np.ndarray, class_weights: np.ndarray):
             activations, gradients = session.run(
                 [ACTIVATIONS_OUTPUT, GRADIENTS_OUTPUT],
-                {"image": batch, REGION_INPUT: region, CLASS_INPUT: class_weights},
+                {self.input_name: batch, REGION_INPUT: region, CLASS_INPUT: class_weights},
             )
             return np.asarray(activations, np.float32), np.asarray(gradients, np.float32)
 
@@ -283,7 +284,8 @@ def explainer_of(segmenter: Any) -> Explainer:
                 raise ModelError(f"{runtime.source}: keeps its weights in external files; explanations need a "
                                  "self-contained model (re-export without external data)")
             _EXPLAINERS[segmenter] = Explainer(data, explanation, device=runtime.device, threads=runtime.threads,
-                                               source=runtime.source, device_id=runtime.device_id)
+                                               source=runtime.source, device_id=runtime.device_id,
+                                               input_name=runtime.input_name)
         return _EXPLAINERS[segmenter]
 
 
