@@ -187,8 +187,8 @@ class Segmenter:
         """Seg-Grad-CAM heat map (Vinogradova et al. 2020), float32 >= 0, shaped like :meth:`predict`'s output.
 
         ``target_class`` (index or name; default the foreground class) and ``region`` (a mask of that shape;
-        default the pixels predicted as the class) define the score; ``layer`` is a name from
-        ``sdk.explain.explainer_of(seg).explanation.layers`` (default the bottleneck). Needs a model exported
+        default the pixels predicted as the class) define the score; ``layer`` is one of
+        ``sdk.explain.explainable_layers(seg)`` (default the bottleneck). Needs a model exported
         with its explanation graph (``unet-export onnx --explain``), else :class:`~sdk.errors.ModelError`.
         Tiling, and the formula: :mod:`sdk.explain`.
         """
