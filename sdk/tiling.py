@@ -30,6 +30,7 @@ from .errors import InvalidInputError
 MERGE_MODES = ("none", "gaussian", "constant")
 GAUSSIAN_SIGMA_SCALE = 0.125  # MONAI's default: sigma = tile / 8
 MIN_GAUSSIAN_WEIGHT = 1e-3  # MONAI's floor, keeps the tile corners from dividing by ~0
+FLUSH_ELEMENTS = 1 << 22  # blended rows are divided and written in slabs of about this many values
 
 
 def validate_choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -267,10 +268,14 @@ class BlendMerger:
         rows = min(until, self.plan.shape[0]) - self.band_start
         if rows <= 0:
             return
-        window = (slice(self.band_start, self.band_start + rows),) + tuple(
-            slice(0, n) for n in self.plan.shape[1:]
-        )
-        self.write(window, self.total[:, :rows] / self.weight_sum[:rows])
+        rest = tuple(slice(0, n) for n in self.plan.shape[1:])
+        # in slabs of rows, so the division's (and the writer's argmax) temporaries stay small next to
+        # the band (a 1024-row band of a 16384-px wide image held 2x its size in temporaries)
+        slab = max(1, FLUSH_ELEMENTS // max(1, self.total[:, :1].size))
+        for lo in range(0, rows, slab):
+            hi = min(rows, lo + slab)
+            window = (slice(self.band_start + lo, self.band_start + hi),) + rest
+            self.write(window, self.total[:, lo:hi] / self.weight_sum[lo:hi])
         remaining = self.band_rows - rows
         self.total[:, :remaining] = self.total[:, rows:]  # numpy copies overlapping slices safely
         self.weight_sum[:remaining] = self.weight_sum[rows:]

@@ -496,3 +496,14 @@ def test_info_reports_whether_the_digest_was_checked(tmp_path, capsys, pointwise
         assert json.loads(capsys.readouterr().out)["weights_verified"] is verified
     assert main(["info", str(unverified)]) == 0
     assert "weights: not verified" in capsys.readouterr().out
+
+
+def test_blended_rows_written_in_slabs_are_unchanged(monkeypatch, pointwise):
+    from sdk import tiling
+
+    image = np.random.default_rng(9).random((70, 50))
+    seg = Segmenter(pointwise[0], tile=16, overlap=0.5, blend="gaussian")
+    whole = seg.predict_proba(image)
+    monkeypatch.setattr(tiling, "FLUSH_ELEMENTS", 1)  # one row per slab
+    np.testing.assert_array_equal(seg.predict_proba(image), whole)
+    np.testing.assert_array_equal(seg.predict(image), np.argmax(whole, axis=0))
