@@ -117,4 +117,4 @@ def contingency_cache_bytes() -> int:
     hardware thread)."""
 
 def max_threads() -> int:
-    """Most threads one call starts: 4 per hardware thread (fewer when there is less work)."""
+    """Most threads one call starts: 2 per hardware thread (as the Segmenter) (fewer when there is less work)."""

@@ -249,7 +249,7 @@ print(json.dumps(many))
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(proc.stdout)
     assert figures["peak_above_before"] < 32 * 2**20
-    assert _core.max_threads() == 4 * (os.cpu_count() or 1)
+    assert _core.max_threads() == 2 * (os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ void parallel_for_groups(std::size_t groups, std::size_t items, unsigned threads
 
 // Most threads started per hardware thread: more cannot run at once, and each costs a stack and, in
 // most callers, a workspace.
-constexpr unsigned kMaxThreadsPerCore = 4;
+constexpr unsigned kMaxThreadsPerCore = 2;
 
 inline unsigned hardware_threads() {
     const unsigned hw = std::thread::hardware_concurrency();
