@@ -184,8 +184,16 @@ def _input_grads(w: _Writer, node: onnx.NodeProto, dy: str, live: set[str]) -> d
         _require(all(d == 1 for d in a.get("dilations", [1] * dims)), node, "dilated convolution")
         _require(a.get("group", 1) == 1 and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"), node,
                  "grouped convolution or auto_pad")
-        return {x: w.one("ConvTranspose", [dy, node.input[1]], "conv_grad", kernel_shape=a["kernel_shape"],
-                         pads=a.get("pads", [0] * 2 * dims))}
+        # a correlation with the kernel transposed over channels and flipped in space: ORT's Conv kernels are
+        # several times faster than its ConvTranspose; ORT folds the weight ops into constants at load
+        kernel, pads = a["kernel_shape"], a.get("pads", [0] * 2 * dims)
+        swapped = w.one("Transpose", [node.input[1]], "conv_weight_t", perm=[1, 0] + list(range(2, dims + 2)))
+        flipped = w.one("Slice", [swapped, w.constant(np.full(dims, -1, np.int64), "flip_start"),
+                                  w.constant(np.full(dims, np.iinfo(np.int64).min, np.int64), "flip_end"),
+                                  w.constant(np.arange(2, dims + 2, dtype=np.int64), "flip_axes"),
+                                  w.constant(np.full(dims, -1, np.int64), "flip_steps")], "conv_weight_flip")
+        return {x: w.one("Conv", [dy, flipped], "conv_grad", kernel_shape=kernel,
+                         pads=[k - 1 - p for k, p in zip(kernel * 2, pads)])}
     if op == "ConvTranspose":
         dims = len(a["kernel_shape"])
         _require(not any(a.get("output_padding", [])) and not a.get("output_shape"), node, "output_padding")

@@ -132,12 +132,13 @@ def test_explanation_tiles_fit_the_memory_budget(monkeypatch):
     from sdk import sizing
     from sdk.explain import EXPLAIN_MEMORY_FACTOR, explanation_tiles
 
-    monkeypatch.setenv(sizing.BUDGET_VARIABLE, "64MB")
+    monkeypatch.setenv(sizing.BUDGET_VARIABLE, "2GB")
+    monkeypatch.setattr(sizing, "tile_bytes_per_pixel", lambda runtime, key=None: 1000.0)  # measured in life
     segmenter = Segmenter(marker_model(), device="cpu", tile=1024, overlap=0.25)
     tile, overlap = explanation_tiles(segmenter, (2048, 2048))
-    per_pixel = sizing.tile_bytes_per_pixel(segmenter._runtime) * EXPLAIN_MEMORY_FACTOR
-    assert tile[0] < 1024 and tile[0] ** 2 * per_pixel <= 64e6 * 1.05 or tile[0] == sizing.MIN_TILE[2]
-    assert overlap * tile[0] == pytest.approx(min(256, 0.75 * tile[0]))
+    side = int((sizing.parse_bytes("2GB") / (1000.0 * EXPLAIN_MEMORY_FACTOR)) ** 0.5) // BLOCK * BLOCK
+    assert tile == (side, side) and 256 < side < 1024
+    assert overlap * side == pytest.approx(0.25 * 1024)  # the same 256 shared pixels
     assert explanation_tiles(segmenter, (256, 256)) == ((1024, 1024), 0.25)  # one small tile: unchanged
 
 
@@ -178,3 +179,19 @@ def test_one_segmenter_explains_from_many_threads(marked_scene):
         together = list(pool.map(explain, jobs))
     for job, heat in zip(jobs, together):
         np.testing.assert_array_equal(heat, explain(job))
+
+
+def test_shipped_models_carry_explanations():
+    """Both embedded models explain out of the box; the int8 twin's map (its own backward graph, quantizers as
+    clipped straight-through masks) agrees with the fp32 model's."""
+    from sdk.explain import explainable_layers
+
+    image = read_image(sample_image_path())[128:384, 128:384]
+    fp32, int8 = Segmenter("isbi2012", device="cpu"), Segmenter("isbi2012-int8", device="cpu")
+    region = fp32.predict(image) == 1
+    for segmenter in (fp32, int8):
+        assert list(explainable_layers(segmenter)) == ["bottleneck", "down.0", "down.1", "down.2", "down.3",
+                                                       "up_blocks.0", "up_blocks.1", "up_blocks.2", "up_blocks.3"]
+    for layer in ("bottleneck", "up_blocks.2"):
+        a, b = fp32.explain(image, region=region, layer=layer), int8.explain(image, region=region, layer=layer)
+        assert a.max() > 0 and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
