@@ -7,7 +7,9 @@ ops is itself a forward op, so it can be written into the model as ordinary node
 ==========================  ==========================================================================
 forward                     backward (``dY`` -> ``dX``)
 ==========================  ==========================================================================
-Conv (stride 1)             ConvTranspose with the same weights and pads (the 1x1 head included)
+Conv (stride 1)             the transposed convolution with the same weights, run as a Conv with the
+                            kernel swapped over channels and flipped (ORT's Conv is much faster than its
+                            ConvTranspose); the 1x1 head included
 ConvTranspose (stride s)    Conv with the same weights, stride s
 Relu                        ``Where(Y > 0, dY, 0)``
 MaxPool                     MaxPool's ``Indices`` output + ``ScatterElements`` (PyTorch's tie rule: the
