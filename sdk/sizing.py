@@ -33,6 +33,9 @@ MIN_TILE = {2: 256, 3: 48}  # below this a tile recomputes more halo than it kee
 CALIBRATION_SIDES = {2: (256, 512), 3: (32, 64)}  # two tiles: the slope excludes fixed overhead
 FALLBACK_BYTES_PER_PIXEL = 1024.0  # where resident memory cannot be read (not Linux) or on a GPU
 MIN_MEASURED_BYTES_PER_PIXEL = 8.0  # below this a measurement saw no activations (they were freed)
+# ORT's CPU arena grows in power-of-two regions: a large tile can hold up to twice its measured working
+# memory (base-32 U-Net: 768 B/px at 512-1024 px, 1347 B/px at 2144 px)
+ARENA_HEADROOM = 2.0
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -142,10 +145,12 @@ def largest_tile(
     rule: Any, bytes_per_pixel: float, budget: int, *, spatial_dims: int, batch_size: int = 1
 ) -> int:
     """The largest accepted tile side whose batch of ``batch_size`` tiles needs at most ``budget`` bytes
-    (``bytes_per_pixel * side**spatial_dims * batch_size``), never below :data:`MIN_TILE`."""
+    (``bytes_per_pixel * side**spatial_dims * batch_size`` times :data:`ARENA_HEADROOM`), never below
+    :data:`MIN_TILE`."""
     if budget <= 0 or bytes_per_pixel <= 0:
         raise InvalidInputError(f"budget {budget} and bytes per pixel {bytes_per_pixel} must be positive")
-    side = int(math.floor((budget / (bytes_per_pixel * batch_size)) ** (1.0 / spatial_dims)))
+    # (the epsilon keeps an exact fit: 68**3 comes back from the cube root as 67.99999999999999)
+    side = int(math.floor((budget / (bytes_per_pixel * batch_size * ARENA_HEADROOM)) ** (1.0 / spatial_dims) + 1e-9))
     floor = rule.valid_input_size_at_least(MIN_TILE[spatial_dims])
     accepted = rule.valid_input_size_at_least(max(side, 1))
     if accepted > side:  # round down to an accepted size
