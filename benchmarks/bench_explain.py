@@ -78,7 +78,7 @@ def _torch_twin(model_bytes: bytes):
     head_w, head_b = state["head.weight"].copy(), state["head.bias"].copy()
     head_w[1], head_b[1] = 0.0, 0.0  # logits [d, 0] with d = y0 - y1: class 1's log-odds is 0 - d
     state["head.weight"], state["head.bias"] = head_w, head_b
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})  # writable copies
     return model
 
 

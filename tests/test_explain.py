@@ -29,6 +29,7 @@ from sdk.explain import (  # noqa: E402
     Explanation,
     explainer_of,
 )
+from sdk.io import read_image  # noqa: E402
 from sdk.model_metadata import Normalization  # noqa: E402
 from sdk.tiling import plan_tiles  # noqa: E402
 
@@ -274,3 +275,25 @@ def test_valid_padding_map_lies_on_the_right_pixels(unet_valid, layer):
     assert expected.max() > 0
     heat = segmenter.explain(image, region=region, layer=layer, target_class=target_class)
     _close(heat / heat.max(), expected / expected.max())  # the weights' normalisation differs: positions
+
+
+def test_cli_explains_a_volume(unet3d, tmp_path, capsys):
+    """3D: the map has the volume's shape, the overlay shows the slice holding most of the map."""
+    tifffile = pytest.importorskip("tifffile")
+    from sdk.cli.main import main
+
+    _, model_bytes = unet3d
+    (tmp_path / "m.onnx").write_bytes(model_bytes)
+    volume = np.random.default_rng(9).standard_normal((8, 16, 20)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "volume.tif", volume)
+    region = np.zeros(volume.shape, np.uint8)
+    region[2:6, 4:12, 4:12] = 1
+    tifffile.imwrite(tmp_path / "region.tif", region)
+    args = ["explain", str(tmp_path / "volume.tif"), "-m", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "map.npy"),
+            "--region", str(tmp_path / "region.tif"), "--layer", "down.1"]
+    assert main(args) == 0
+    heat = np.load(tmp_path / "map.npy")
+    assert heat.shape == volume.shape
+    z = int(np.argmax(heat.reshape(8, -1).sum(axis=1)))
+    assert f"(slice {z})" in capsys.readouterr().out
+    assert read_image(tmp_path / "map_overlay.png").shape == (16, 20, 3)

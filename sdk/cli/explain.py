@@ -5,7 +5,7 @@ two-class model) summed over a region (``--region MASK``, any image whose non-ze
 default the pixels predicted as the class); the map weighs a layer's activations (``--layer``, default the
 bottleneck; ``unet-sdk info`` lists them) by the region-pooled gradients (Vinogradova et al. 2020). Writes
 the map (float32, TIFF or NPY by the suffix of ``-o``) and ``<MAP>_overlay.png``: the image in grey, the
-map in colour (dark blue to yellow, transparent where it is zero) and the region's outline in orange.
+map in colour (viridis: dark violet to yellow, transparent where it is zero) and the region's outline in orange.
 For volumes and stacks the overlay shows the slice holding most of the map.
 """
 from __future__ import annotations
