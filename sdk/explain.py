@@ -264,6 +264,23 @@ class Explainer:
 
         return run
 
+    def release_memory(self, name: str, metadata: ModelMetadata) -> None:
+        """Hand the idle memory of layer ``name``'s session back to the system: an explanation run holds
+        several times predict's working memory, too much to keep between calls. ORT shrinks an arena only as
+        a run ends, so this runs the smallest accepted input with the shrink option."""
+        from .runtime import import_onnxruntime
+
+        options = import_onnxruntime().RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage",
+                                     f"gpu:{self.device_id}" if self.device == "cuda" else "cpu:0")
+        side = metadata.valid_input_size_at_least(1)
+        d = metadata.spatial_dims
+        self.session(name).run([GRADIENTS_OUTPUT], {
+            self.input_name: np.zeros((1, metadata.in_channels) + (side,) * d, np.float32),
+            REGION_INPUT: np.zeros((1, 1) + (side - 2 * metadata.output_margin,) * d, np.float32),
+            CLASS_INPUT: np.zeros(metadata.num_classes, np.float32),
+        }, options)
+
 
 _EXPLAINERS: "weakref.WeakKeyDictionary[Any, Explainer]" = weakref.WeakKeyDictionary()
 _EXPLAINERS_LOCK = threading.Lock()
@@ -384,6 +401,7 @@ def explain(
             normalization=meta.normalization,
             progress=None if progress is None else (lambda d, t, n=n: progress(n * t + d, t * stack.shape[0])),
         )
+    explainer.release_memory(chosen.name, meta)
     return heat.reshape(out_shape)
 
 
