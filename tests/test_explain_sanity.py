@@ -136,7 +136,9 @@ def test_explanation_tiles_fit_the_memory_budget(monkeypatch):
     monkeypatch.setattr(sizing, "tile_bytes_per_pixel", lambda runtime, key=None: 1000.0)  # measured in life
     segmenter = Segmenter(marker_model(), device="cpu", tile=1024, overlap=0.25)
     tile, overlap = explanation_tiles(segmenter, (2048, 2048))
-    side = int((sizing.parse_bytes("2GB") / (1000.0 * EXPLAIN_MEMORY_FACTOR)) ** 0.5) // BLOCK * BLOCK
+    # predict's sizing rule (tested with sdk.sizing) applied to an explanation's bytes per pixel
+    side = sizing.largest_tile(segmenter.metadata, 1000.0 * EXPLAIN_MEMORY_FACTOR, sizing.parse_bytes("2GB"),
+                               spatial_dims=2)
     assert tile == (side, side) and 256 < side < 1024
     assert overlap * side == pytest.approx(0.25 * 1024)  # the same 256 shared pixels
     assert explanation_tiles(segmenter, (256, 256)) == ((1024, 1024), 0.25)  # one small tile: unchanged
