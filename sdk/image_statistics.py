@@ -4,7 +4,8 @@ Normalising a tile as the whole image would be needs statistics of the whole ima
 memmap or a zarr array far larger than memory. Every function here reads the image (C, *spatial) in
 blocks of at most :data:`BLOCK_ELEMENTS` elements per channel, so memory follows the block, not the image.
 
-* Mean and standard deviation: per-block float64 moments merged with the pairwise update of Chan,
+* Mean and standard deviation: for 8/16-bit integers exactly from the histogram; otherwise per-block
+  float64 moments merged with the pairwise update of Chan,
   Golub & LeVeque (1979), ``M2 = M2_a + M2_b + delta^2 n_a n_b / n``, which avoids the catastrophic
   cancellation of ``E[x^2] - E[x]^2``. Float64 images are scaled by a power of two (exact) first, so
   values up to float64's limit cannot overflow the squares.
@@ -56,8 +57,28 @@ def min_max(image) -> tuple[np.ndarray, np.ndarray]:
     return np.array(lows), np.array(highs)
 
 
+def _histogram_mean_std(image) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mean/std of an image of at most 16-bit integers from its histogram (one counting pass)."""
+    dtype = np.dtype(image.dtype)
+    bits = 8 * dtype.itemsize
+    values = np.arange(1 << bits, dtype=np.float64) - (1 << (bits - 1) if dtype.kind == "i" else 0)
+    means, stds = [], []
+    for c in range(image.shape[0]):
+        counts = np.zeros(1 << bits, np.int64)
+        for block in _channel_blocks(image, c):
+            counts += np.bincount(sortable_keys(block.ravel()), minlength=1 << bits)
+        present = np.flatnonzero(counts)
+        weights, levels = counts[present].astype(np.float64), values[present]
+        mean = float(np.dot(weights, levels) / weights.sum())
+        means.append(mean)
+        stds.append(math.sqrt(float(np.dot(weights, (levels - mean) ** 2) / weights.sum())))
+    return np.array(means), np.array(stds)
+
+
 def mean_std(image) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and population standard deviation (float64) of ``image`` (C, *spatial)."""
+    if np.dtype(image.dtype).kind in "biu" and np.dtype(image.dtype).itemsize <= 2:
+        return _histogram_mean_std(image)
     scale = np.ones(image.shape[0])
     if np.dtype(image.dtype).kind == "f" and np.dtype(image.dtype).itemsize > 4:
         # squares of float64 values beyond ~1e154 overflow: work on x * 2^-e (exact), undo at the end

@@ -96,12 +96,15 @@ class Normalization:
         """
         offset, scale = self.statistics(image) if statistics is None else statistics
         shape = (-1,) + (1,) * (image.ndim - 1)
-        wide = np.asarray(image, dtype=np.float64) - offset.reshape(shape)
-        wide /= scale.reshape(shape)
+        # 8/16-bit integers are exact in float32 and cannot overflow it; anything wider runs in float64
+        small = image.dtype.kind in "biu" and image.dtype.itemsize <= 2
+        work = np.float32 if small else np.float64
+        wide = np.asarray(image, dtype=work) - offset.astype(work).reshape(shape)
+        wide /= scale.astype(work).reshape(shape)
         if self.clip_low is not None or self.clip_high is not None:
             np.clip(wide, self.clip_low, self.clip_high, out=wide)
         with np.errstate(over="ignore"):
-            out = wide.astype(np.float32)
+            out = wide.astype(np.float32, copy=False)
         if not np.isfinite(out).all():
             raise InvalidInputError(
                 f"normalised values overflow float32 (normalization {self.mode!r}, offset "
