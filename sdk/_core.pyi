@@ -113,7 +113,7 @@ def release_memory() -> None:
     workspaces); calls running now keep theirs until they finish."""
 
 def contingency_cache_bytes() -> int:
-    """Bytes held by the contingency workspaces kept between calls (each at most 32 MB, at most one per
+    """Bytes held by the contingency workspaces kept between calls (each at most 96 MB, at most one per
     hardware thread)."""
 
 def max_threads() -> int:

@@ -288,7 +288,7 @@ def test_unsupported_mask_dtype_and_radius_are_typed_errors():
 # ---------------------------------------------------------------------------------------------------
 # Memory kept between calls
 
-CACHE_BOUND = 32 * 2**20 * max(2, os.cpu_count() or 1)  # kMaxCachedContingencyBytes per hardware thread
+CACHE_BOUND = 96 * 2**20 * max(2, os.cpu_count() or 1)  # kMaxCachedContingencyBytes per hardware thread
 
 
 def test_contingency_scratch_kept_is_bounded_and_released():

@@ -3,14 +3,15 @@ variation of information, SNEMI3D adapted Rand error; and the pixel error of a p
 
 The table counts, for every pair (truth label i, proposal label j) that occurs, the pixels c_ij carrying
 both. It is built in C++ in one pass over the two arrays (threads split the pixels; runs of equal label
-pairs are counted per truth label; labels become ids directly when their value range is small, through
-a hash map on their 64-bit values otherwise), with no dense label x label matrix (millions of segments
+pairs are counted per truth label; labels become ids directly when their value range is small, and are
+renumbered by sorting otherwise), with no dense label x label matrix (millions of segments
 are fine), in any memory layout, with the GIL released; :func:`contingency_table` returns it so several
 metrics can share it (``table=``). Called on label images, the metrics skip the table: the C++ core folds
 each truth label's entries into the few sums they need (sum c_ij^2, sum c_ij log2 c_ij, the same of the
 label sizes; exact 128-bit integers and compensated floating-point sums) as it counts them, without
-sorting labels or handing arrays to Python. Scratch memory is kept for the next call only when it is small
-(at most 32 MB per workspace, one workspace per core); :func:`sdk.metrics.release_memory` frees it.
+handing arrays to Python. Scratch memory is kept for the next call only when it is small (at most 96 MB
+per workspace, enough for 2048² label images, one workspace per core); :func:`sdk.metrics.release_memory`
+frees it. Peak memory: at most about 2.75x the inputs' bytes (labels spread over the int64 range).
 """
 from __future__ import annotations
 
