@@ -5,7 +5,8 @@
 // column-major order (x outer, y inner), keyed by float32(|p - threshold|) and stable-sorted by key
 // descending; passes over that list flip every pixel that is simple in the current state until a pass
 // flips nothing. Flips only turn mismatches into matches, so the survivors' order never changes and
-// one sort plus re-walks of the survivors gives Fiji's result in O(N + M log M + M * passes).
+// one sort plus passes that re-test only the pixels whose neighbourhood changed (greedy_passes) give
+// Fiji's result in O(N + M log M + flips * neighbours * log64 M), whatever the number of passes.
 // The image is surrounded by background. 3D is the same greedy relaxation with 3D simple points
 // (foreground 6-, background 26-connected); ties are ordered x outer, then y, then z, so a one-slice
 // volume is ordered as in 2D.
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -110,6 +112,103 @@ struct ThresholdedRows {
     }
 };
 
+// A set of list positions 0..n-1 as a 64-ary tree of bitsets (bit i of a level is set iff word i of
+// the level below is nonzero): insert, erase and "smallest element >= i" cost O(log64 n) word
+// operations, so a pass can jump from one dirty position to the next without walking the list.
+class PositionSet {
+public:
+    static constexpr std::size_t npos = ~std::size_t(0);
+
+    void reset(std::size_t n) {
+        std::size_t levels = 0;
+        do {
+            n = (n + 63) / 64;
+            if (levels_.size() == levels) levels_.emplace_back();
+            levels_[levels++].assign(n, 0);
+        } while (n > 1);
+        levels_.resize(levels);
+    }
+    void insert(std::size_t i) {
+        for (auto& words : levels_) {
+            std::uint64_t& w = words[i >> 6];
+            const std::uint64_t bit = std::uint64_t(1) << (i & 63);
+            if (w & bit) return;  // the levels above are set already
+            w |= bit;
+            i >>= 6;
+        }
+    }
+    void erase(std::size_t i) {
+        for (auto& words : levels_) {
+            std::uint64_t& w = words[i >> 6];
+            w &= ~(std::uint64_t(1) << (i & 63));
+            if (w) return;  // the word stays nonzero: the levels above are unchanged
+            i >>= 6;
+        }
+    }
+    // Smallest element >= i, or npos.
+    std::size_t next(std::size_t i) const {
+        std::size_t level = 0;
+        for (;; ++level) {  // climb until a word has a set bit at or after i
+            if (level == levels_.size() || (i >> 6) >= levels_[level].size()) return npos;
+            const std::uint64_t w = levels_[level][i >> 6] & (~std::uint64_t(0) << (i & 63));
+            if (w) {
+                i = (i & ~std::size_t(63)) | static_cast<std::size_t>(count_trailing_zeros(w));
+                break;
+            }
+            i = (i >> 6) + 1;
+        }
+        while (level > 0) {  // descend along the lowest set bits
+            --level;
+            i = i << 6 | static_cast<std::size_t>(count_trailing_zeros(levels_[level][i]));
+        }
+        return i;
+    }
+
+private:
+    std::vector<std::vector<std::uint64_t>> levels_;
+};
+
+// Padded position -> list position of the pixels still mismatched after the first pass: open
+// addressing with linear probing, at most half full, so that its memory follows the mismatches
+// rather than the image (a dense map would add 4 bytes per voxel to a 3D warp).
+class PositionIndex {
+public:
+    void reset(std::size_t n) {
+        shift_ = 64;
+        std::size_t capacity = 1;
+        while (capacity < 2 * n) capacity <<= 1, --shift_;
+        keys_.assign(capacity, 0);
+        values_.resize(capacity);
+    }
+    void insert(std::size_t position, std::size_t index) {
+        std::size_t s = slot(position);
+        while (keys_[s]) s = (s + 1) & (keys_.size() - 1);
+        keys_[s] = static_cast<std::uint64_t>(position) + 1;
+        values_[s] = static_cast<std::uint32_t>(index);
+    }
+    std::size_t find(std::size_t position) const {  // position must have been inserted
+        const std::uint64_t key = static_cast<std::uint64_t>(position) + 1;
+        std::size_t s = slot(position);
+        while (keys_[s] != key) s = (s + 1) & (keys_.size() - 1);
+        return values_[s];
+    }
+
+private:
+    std::size_t slot(std::size_t position) const {  // Fibonacci hashing: spreads neighbouring positions
+        return shift_ == 64 ? 0 : static_cast<std::size_t>((static_cast<std::uint64_t>(position) * 0x9E3779B97F4A7C15ull) >> shift_);
+    }
+    std::vector<std::uint64_t> keys_;  // position + 1; 0 = empty slot
+    std::vector<std::uint32_t> values_;  // list positions (< 2^32: greedy_passes checks)
+    int shift_ = 64;
+};
+
+// Scratch of greedy_passes after the first pass, and what the passes did (tests bound the work with it).
+struct RelaxScratch {
+    PositionSet dirty;    // list positions whose neighbourhood changed since they were last tested
+    PositionIndex index;  // padded position -> list position
+    std::size_t tests = 0, flips = 0, passes = 0;  // of the last greedy_passes
+};
+
 struct WarpWorkspace {
     std::vector<std::uint8_t> padded;
     std::vector<std::uint8_t> row;
@@ -117,6 +216,7 @@ struct WarpWorkspace {
     std::vector<std::uint32_t> key_of, scan_of;  // mismatches as found: key bits, scan index
     std::vector<std::uint64_t> keys, scratch;
     std::vector<std::size_t> live;  // padded positions of the mismatches still unresolved
+    RelaxScratch relax;
 };
 
 // Orders the collected mismatches: key descending, scan position ascending, as one sortable integer
@@ -144,8 +244,10 @@ inline void pad_slice_2d(const std::uint8_t* truth, index_t ny, index_t nx, Warp
 }
 
 // Padded images hold the pixel's value in bit 0 and, during the greedy passes, kDirty: a neighbour
-// flipped since the pixel was last tested.
+// flipped since the pixel was last tested (first pass), and kLive: the pixel is on the list of
+// mismatches (later passes).
 constexpr std::uint8_t kDirty = 2;
+constexpr std::uint8_t kLive = 4;
 
 // kDirty in the first three bytes of a 4-byte word, 0 in the fourth, in either byte order.
 inline std::uint32_t dirty_mark() {
@@ -170,16 +272,24 @@ inline void mark_neighbours(std::uint8_t* c, const index_t (&rows)[N], std::uint
 
 // Fiji's greedy passes over the padded image pad: walks live (padded positions in processing order),
 // flipping every pixel that is_simple(pad + pos) (reading bit 0 of the neighbours) says is simple in
-// the current state, until a pass flips nothing; live keeps the survivors in order. A pixel is only
-// re-tested once a neighbour has flipped (its answer cannot change before), so after the first pass,
-// which tests every pixel, a pass mostly walks the list; flips mark their neighbours kDirty via rows
-// (see mark_neighbours). One loop for 2D and 3D: the test is inlined per caller.
+// the current state, until a pass flips nothing; live keeps the survivors in order. rows: offsets of
+// the neighbourhood's rows (see mark_neighbours). One loop for 2D and 3D: the test is inlined per caller.
+//
+// A pixel's answer can only change once a neighbour has flipped, so only those ("dirty") need a test.
+// The first pass tests every pixel (branch-free; flips mark their neighbours kDirty). After it, a pass
+// visits only the dirty list positions, in list order, through a PositionSet: a flip makes its
+// neighbours dirty, those after the current position are tested later in the same pass and those
+// before it in the next (exactly what re-walking the list would do), and a pass ends when no dirty
+// position is left after the current one. So the cost is O(list + flips * neighbours * log64 list)
+// instead of O(list * passes): a path grown one pixel per pass (a serpentine whose probabilities rise
+// away from the truth) was quadratic in its length.
 template <std::size_t N, class IsSimple>
 inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
-                          IsSimple&& is_simple) {
+                          IsSimple&& is_simple, RelaxScratch& s) {
     const std::uint32_t mark = dirty_mark();
     bool flipped = false;
     std::size_t kept = 0;
+    s.tests = live.size(), s.passes = 1;
     for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
         std::uint8_t* c = pad + pos;
         const bool simple = is_simple(c);
@@ -189,27 +299,47 @@ inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, con
         live[kept] = pos;
         kept += !simple;
     }
+    s.flips = live.size() - kept;
     live.resize(kept);
-    while (flipped && !live.empty()) {
-        flipped = false;
-        kept = 0;
-        for (const std::size_t pos : live) {  // few pixels are dirty: branches predict well here
-            std::uint8_t* c = pad + pos;
-            bool simple = false;
-            if (*c & kDirty) {
-                *c &= 1u;
-                simple = is_simple(c);
-                if (simple) {
-                    mark_neighbours(c, rows, mark);
-                    *c = static_cast<std::uint8_t>((*c ^ 1u) & 1u);
-                    flipped = true;
-                }
-            }
-            live[kept] = pos;
-            kept += !simple;
-        }
-        live.resize(kept);
+    if (!flipped || live.empty()) return;
+
+    if (live.size() > std::numeric_limits<std::uint32_t>::max())
+        throw std::length_error("greedy_passes: too many mismatches");
+    index_t neighbours[3 * N - 1];  // the neighbourhood's offsets, centre excluded
+    std::size_t n_neighbours = 0;
+    for (const index_t row : rows)
+        for (index_t dx = -1; dx <= 1; ++dx)
+            if (row + dx != 0) neighbours[n_neighbours++] = row + dx;
+    s.dirty.reset(live.size());
+    s.index.reset(live.size());
+    for (std::size_t k = 0; k < live.size(); ++k) {
+        std::uint8_t* c = pad + live[k];
+        if (*c & kDirty) s.dirty.insert(k);
+        *c = static_cast<std::uint8_t>((*c & 1u) | kLive);
+        s.index.insert(live[k], k);
     }
+    constexpr std::size_t kResolved = ~std::size_t(0);  // list entries flipped after the first pass
+    std::size_t k = s.dirty.next(0);
+    if (k != PositionSet::npos) ++s.passes;
+    while (k != PositionSet::npos) {
+        s.dirty.erase(k);
+        std::uint8_t* c = pad + live[k];
+        ++s.tests;
+        if (is_simple(c)) {
+            *c = static_cast<std::uint8_t>((*c ^ 1u) & 1u);  // flipped: matches now, off the list
+            live[k] = kResolved;
+            ++s.flips;
+            for (std::size_t j = 0; j < n_neighbours; ++j)
+                if (c[neighbours[j]] & kLive) s.dirty.insert(s.index.find(static_cast<std::size_t>(c + neighbours[j] - pad)));
+        }
+        std::size_t next = s.dirty.next(k + 1);
+        if (next == PositionSet::npos && (next = s.dirty.next(0)) != PositionSet::npos) ++s.passes;  // a new pass
+        k = next;
+    }
+    kept = 0;
+    for (const std::size_t pos : live)
+        if (pos != kResolved) live[kept++] = pos;
+    live.resize(kept);
 }
 
 // Copies n pixels' values (bit 0) out of a padded image.
@@ -231,7 +361,7 @@ inline void relax_slice_2d(WarpWorkspace& ws, index_t ny, index_t nx, std::uint8
     greedy_passes(ws.live, pad, rows, [w2, &simple](const std::uint8_t* c) {
         return simple[(c[-w2 - 1] & 1) | (c[-w2] & 1) << 1 | (c[-w2 + 1] & 1) << 2 | (c[-1] & 1) << 3 | (c[1] & 1) << 4 |
                       (c[w2 - 1] & 1) << 5 | (c[w2] & 1) << 6 | (c[w2 + 1] & 1) << 7];
-    });
+    }, ws.relax);
     for (index_t y = 0; y < ny; ++y) copy_values(pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx), warped + y * nx);
     survivors.resize(ws.live.size());
     for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
@@ -346,7 +476,7 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
         std::uint32_t code = 0;
         for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]] & 1u) << k;
         return topology::is_simple_3d(code);
-    });
+    }, ws.relax);
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y)
             copy_values(pad + (z + 1) * plane + (y + 1) * w2 + 1, static_cast<std::size_t>(nx), warped + (z * ny + y) * nx);
