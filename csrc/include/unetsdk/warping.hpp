@@ -168,10 +168,10 @@ private:
     std::vector<std::vector<std::uint64_t>> levels_;
 };
 
-// Padded position -> list position of the pixels still mismatched after the first pass: open
-// addressing with linear probing, at most half full, so that its memory follows the mismatches
-// rather than the image (a dense map would add 4 bytes per voxel to a 3D warp).
-class PositionIndex {
+// Padded position -> list position of the pixels still mismatched (indexed_passes): open addressing
+// with linear probing, at most half full, so that its memory follows the mismatches rather than the
+// image (a dense map would add 4 bytes per voxel to a 3D warp).
+class HashedPositions {
 public:
     void reset(std::size_t n) {
         shift_ = 64;
@@ -198,15 +198,21 @@ private:
         return shift_ == 64 ? 0 : static_cast<std::size_t>((static_cast<std::uint64_t>(position) * 0x9E3779B97F4A7C15ull) >> shift_);
     }
     std::vector<std::uint64_t> keys_;  // position + 1; 0 = empty slot
-    std::vector<std::uint32_t> values_;  // list positions (< 2^32: greedy_passes checks)
+    std::vector<std::uint32_t> values_;  // list positions (< 2^32: indexed_passes checks)
     int shift_ = 64;
 };
 
-// Scratch of greedy_passes after the first pass, and what the passes did (tests bound the work with it).
+// What the last greedy_passes did: list entries visited (walks and indexing), simple-point tests,
+// flips, passes. The C++ tests bound the work with it.
+struct RelaxStats {
+    std::size_t visits = 0, tests = 0, flips = 0, passes = 0;
+};
+
+// Scratch of indexed_passes, kept with the warp's workspace.
 struct RelaxScratch {
-    PositionSet dirty;    // list positions whose neighbourhood changed since they were last tested
-    PositionIndex index;  // padded position -> list position
-    std::size_t tests = 0, flips = 0, passes = 0;  // of the last greedy_passes
+    PositionSet dirty;  // list positions whose neighbourhood changed since they were last tested
+    HashedPositions index;  // padded position -> list position
+    RelaxStats stats;
 };
 
 struct WarpWorkspace {
@@ -270,39 +276,51 @@ inline void mark_neighbours(std::uint8_t* c, const index_t (&rows)[N], std::uint
     }
 }
 
-// Fiji's greedy passes over the padded image pad: walks live (padded positions in processing order),
-// flipping every pixel that is_simple(pad + pos) (reading bit 0 of the neighbours) says is simple in
-// the current state, until a pass flips nothing; live keeps the survivors in order. rows: offsets of
-// the neighbourhood's rows (see mark_neighbours). One loop for 2D and 3D: the test is inlined per caller.
-//
-// A pixel's answer can only change once a neighbour has flipped, so only those ("dirty") need a test.
-// The first pass tests every pixel (branch-free; flips mark their neighbours kDirty). After it, a pass
-// visits only the dirty list positions, in list order, through a PositionSet: a flip makes its
-// neighbours dirty, those after the current position are tested later in the same pass and those
-// before it in the next (exactly what re-walking the list would do), and a pass ends when no dirty
-// position is left after the current one. So the cost is O(list + flips * neighbours * log64 list)
-// instead of O(list * passes): a path grown one pixel per pass (a serpentine whose probabilities rise
-// away from the truth) was quadratic in its length.
+// The greedy passes (greedy_passes) walk the list while a walk costs little next to the work done:
+// walks (list entries visited) may add up to kWalkBudget times the first list plus the flips so
+// far. Realistic warps (ISBI slices: ~6 passes over a list a third of the first) finish within it
+// at the speed of a plain walk; a warp that would walk far more (one flip per pass) switches to
+// indexed passes, whose cost follows the flips.
+constexpr std::size_t kWalkBudget = 4;
+
+// One walk over live after the first pass: a pixel is re-tested only if a neighbour flipped since it
+// was last tested (kDirty; its answer cannot have changed otherwise), flips mark their neighbours
+// and leave the list, so later pixels in the same walk see them. Few pixels are dirty: branches
+// predict well here. Returns the number of flips.
 template <std::size_t N, class IsSimple>
-inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
-                          IsSimple&& is_simple, RelaxScratch& s) {
+inline std::size_t walking_pass(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
+                                IsSimple is_simple, RelaxStats& stats) {
     const std::uint32_t mark = dirty_mark();
-    bool flipped = false;
     std::size_t kept = 0;
-    s.tests = live.size(), s.passes = 1;
-    for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
+    for (const std::size_t pos : live) {
         std::uint8_t* c = pad + pos;
-        const bool simple = is_simple(c);
-        mark_neighbours(c, rows, simple ? mark : 0u);
-        *c = static_cast<std::uint8_t>((*c ^ static_cast<std::uint8_t>(simple)) & 1u);  // tested: not dirty
-        flipped |= simple;
+        bool simple = false;
+        if (*c & kDirty) {
+            *c &= 1u;
+            ++stats.tests;
+            simple = is_simple(c);
+            if (simple) {
+                mark_neighbours(c, rows, mark);
+                *c = static_cast<std::uint8_t>((*c ^ 1u) & 1u);
+            }
+        }
         live[kept] = pos;
         kept += !simple;
     }
-    s.flips = live.size() - kept;
+    const std::size_t flips = live.size() - kept;
+    stats.visits += live.size(), stats.flips += flips, ++stats.passes;
     live.resize(kept);
-    if (!flipped || live.empty()) return;
+    return flips;
+}
 
+// The remaining passes without walking the list: the dirty pixels' list positions, in a
+// PositionSet, are visited in list order; a flip makes its neighbours on the list dirty (their list
+// positions from HashedPositions): those after the current position are tested later in the same
+// pass, those before it in the next, exactly as walking would test them, and a pass ends when no
+// dirty position is left after the current one. O(list + flips * neighbours * log64 list).
+template <std::size_t N, class IsSimple>
+inline void indexed_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
+                           IsSimple is_simple, RelaxScratch& s) {
     if (live.size() > std::numeric_limits<std::uint32_t>::max())
         throw std::length_error("greedy_passes: too many mismatches");
     index_t neighbours[3 * N - 1];  // the neighbourhood's offsets, centre excluded
@@ -318,28 +336,65 @@ inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, con
         *c = static_cast<std::uint8_t>((*c & 1u) | kLive);
         s.index.insert(live[k], k);
     }
-    constexpr std::size_t kResolved = ~std::size_t(0);  // list entries flipped after the first pass
+    s.stats.visits += live.size();
+    constexpr std::size_t kResolved = ~std::size_t(0);  // list entries flipped here
     std::size_t k = s.dirty.next(0);
-    if (k != PositionSet::npos) ++s.passes;
+    if (k != PositionSet::npos) ++s.stats.passes;
     while (k != PositionSet::npos) {
         s.dirty.erase(k);
         std::uint8_t* c = pad + live[k];
-        ++s.tests;
+        ++s.stats.tests;
         if (is_simple(c)) {
             *c = static_cast<std::uint8_t>((*c ^ 1u) & 1u);  // flipped: matches now, off the list
             live[k] = kResolved;
-            ++s.flips;
+            ++s.stats.flips;
             for (std::size_t j = 0; j < n_neighbours; ++j)
                 if (c[neighbours[j]] & kLive) s.dirty.insert(s.index.find(static_cast<std::size_t>(c + neighbours[j] - pad)));
         }
         std::size_t next = s.dirty.next(k + 1);
-        if (next == PositionSet::npos && (next = s.dirty.next(0)) != PositionSet::npos) ++s.passes;  // a new pass
+        if (next == PositionSet::npos && (next = s.dirty.next(0)) != PositionSet::npos) ++s.stats.passes;  // a new pass
         k = next;
     }
-    kept = 0;
+    std::size_t kept = 0;
     for (const std::size_t pos : live)
         if (pos != kResolved) live[kept++] = pos;
     live.resize(kept);
+}
+
+// Fiji's greedy passes over the padded image pad: walks live (padded positions in processing order),
+// flipping every pixel that is_simple(pad + pos) (reading bit 0 of the neighbours) says is simple in
+// the current state, until a pass flips nothing; live keeps the survivors in order. rows: offsets of
+// the neighbourhood's rows (see mark_neighbours). One loop for 2D and 3D: the test is inlined per caller.
+//
+// The first pass tests every pixel; later ones only pixels with a flipped neighbour (walking_pass),
+// until walking would cost more than kWalkBudget allows, then indexed_passes: re-walking the whole
+// list every pass made a path grown one pixel per pass (a serpentine whose probabilities rise away
+// from the truth) quadratic in its length. Total O(list + flips * neighbours * log64 list).
+template <std::size_t N, class IsSimple>
+inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
+                          IsSimple is_simple, RelaxScratch& s) {
+    const std::uint32_t mark = dirty_mark();
+    bool flipped = false;
+    std::size_t kept = 0;
+    for (const std::size_t pos : live) {  // branch-free: the test's outcome is unpredictable
+        std::uint8_t* c = pad + pos;
+        const bool simple = is_simple(c);
+        mark_neighbours(c, rows, simple ? mark : 0u);
+        *c = static_cast<std::uint8_t>((*c ^ static_cast<std::uint8_t>(simple)) & 1u);  // tested: not dirty
+        flipped |= simple;
+        live[kept] = pos;
+        kept += !simple;
+    }
+    const std::size_t first_list = live.size();
+    s.stats = RelaxStats{first_list, first_list, first_list - kept, 1};
+    live.resize(kept);
+    while (flipped && !live.empty()) {
+        if (s.stats.visits + live.size() > kWalkBudget * (first_list + s.stats.flips)) {
+            indexed_passes(live, pad, rows, is_simple, s);
+            return;
+        }
+        flipped = walking_pass(live, pad, rows, is_simple, s.stats) > 0;
+    }
 }
 
 // Copies n pixels' values (bit 0) out of a padded image.
