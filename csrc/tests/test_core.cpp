@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <vector>
 #ifdef __GLIBC__
 #include <pthread.h>
@@ -310,6 +311,120 @@ static void test_unaligned_reads() {
     CHECK(t.truth_values.size() == 3 && t.counts.size() == 3 && t.counts[1] == 3);
 }
 
+// Random binary image (padded, as the warp pads) and a random processing order of a random subset
+// of its pixels, for greedy_passes.
+static void random_warp_input(std::mt19937& rng, index_t nz, index_t ny, index_t nx, WarpWorkspace& ws) {
+    const index_t w2 = nx + 2, plane = (ny + 2) * w2;
+    ws.padded.assign(static_cast<std::size_t>((nz + 2) * plane + 1), 0);
+    ws.live.clear();
+    const unsigned density = 30 + rng() % 40, listed = 20 + rng() % 70;
+    for (index_t z = 0; z < nz; ++z)
+        for (index_t y = 0; y < ny; ++y)
+            for (index_t x = 0; x < nx; ++x) {
+                const auto pos = static_cast<std::size_t>((z + (nz > 1 ? 1 : 0)) * plane + (y + 1) * w2 + x + 1);
+                ws.padded[pos] = rng() % 100 < density ? 1 : 0;
+                if (rng() % 100 < listed) ws.live.push_back(pos);
+            }
+    std::shuffle(ws.live.begin(), ws.live.end(), rng);
+}
+
+// The greedy passes walk the list, or, once walks get costly, visit only the dirty list positions
+// (indexed passes). Both must give the same warp for any image and processing order; and a path grown
+// one pixel per pass (a serpentine whose probabilities rise away from the truth's one seed pixel)
+// must cost O(path), where walking every pass cost O(path^2).
+static void test_greedy_passes() {
+    {  // PositionSet (three levels at 5000 positions) against a plain array
+        PositionSet set;
+        set.reset(5000);
+        std::vector<char> in(5000, 0);
+        std::mt19937 rng(1);
+        bool same = true;
+        for (int step = 0; step < 4000 && same; ++step) {
+            const std::size_t i = rng() % 5000;
+            if (rng() % 3) set.insert(i), in[i] = 1; else set.erase(i), in[i] = 0;
+            const std::size_t from = rng() % 5001;
+            std::size_t expected = PositionSet::npos;
+            for (std::size_t j = from; j < 5000 && expected == PositionSet::npos; ++j)
+                if (in[j]) expected = j;
+            same = set.next(from) == expected;
+        }
+        CHECK(same);
+    }
+    constexpr std::size_t kAlwaysWalk = std::size_t(1) << 32;
+    std::mt19937 rng(7);
+    int indexed_2d = 0, indexed_3d = 0;
+    for (int trial = 0; trial < 300; ++trial) {  // 2D: walks against indexed passes from the second pass on
+        const index_t ny = 2 + rng() % 30, nx = 2 + rng() % 30, w2 = nx + 2;
+        WarpWorkspace walked, indexed;
+        random_warp_input(rng, 1, ny, nx, walked);
+        indexed.padded = walked.padded, indexed.live = walked.live;
+        const index_t rows[3] = {-w2, 0, w2};
+        greedy_passes(walked.live, walked.padded.data(), rows, SimpleTest2D{w2}, walked.relax, kAlwaysWalk);
+        greedy_passes(indexed.live, indexed.padded.data(), rows, SimpleTest2D{w2}, indexed.relax, 0);
+        bool same = walked.live == indexed.live && walked.relax.stats.flips == indexed.relax.stats.flips;
+        for (std::size_t i = 0; i < walked.padded.size(); ++i) same = same && (walked.padded[i] & 1) == (indexed.padded[i] & 1);
+        CHECK(same);
+        indexed_2d += indexed.relax.stats.passes > 2;
+    }
+    for (int trial = 0; trial < 60; ++trial) {  // 3D alike
+        const index_t nz = 2 + rng() % 8, ny = 2 + rng() % 8, nx = 2 + rng() % 8, w2 = nx + 2, plane = (ny + 2) * w2;
+        WarpWorkspace walked, indexed;
+        random_warp_input(rng, nz, ny, nx, walked);
+        indexed.padded = walked.padded, indexed.live = walked.live;
+        const index_t rows[9] = {-plane - w2, -plane, -plane + w2, -w2, 0, w2, plane - w2, plane, plane + w2};
+        greedy_passes(walked.live, walked.padded.data(), rows, SimpleTest3D(w2, plane), walked.relax, kAlwaysWalk);
+        greedy_passes(indexed.live, indexed.padded.data(), rows, SimpleTest3D(w2, plane), indexed.relax, 0);
+        bool same = walked.live == indexed.live && walked.relax.stats.flips == indexed.relax.stats.flips;
+        for (std::size_t i = 0; i < walked.padded.size(); ++i) same = same && (walked.padded[i] & 1) == (indexed.padded[i] & 1);
+        CHECK(same);
+        indexed_3d += indexed.relax.stats.passes > 2;
+    }
+    CHECK(indexed_2d > 100 && indexed_3d > 20);  // the indexed passes ran over several passes
+
+    // the serpentine, 2D and 3D: rows y = 0, 2, ... joined at alternate ends (3D: plane serpentines
+    // joined through the odd planes); truth = its first pixel, proposal rising along it
+    for (const index_t nz : {1, 9}) {
+        const index_t ny = 63, nx = 64;
+        std::vector<index_t> path;  // row-major indices in path order
+        for (index_t z = 0, plane_turn = 0; z < nz; z += 2, ++plane_turn) {
+            std::vector<index_t> in_plane;
+            for (index_t y = 0, turn = 0; y < ny; y += 2, ++turn) {
+                if (y > 0) in_plane.push_back((y - 1) * nx + (turn % 2 ? nx - 1 : 0));
+                for (index_t i = 0; i < nx; ++i) in_plane.push_back(y * nx + (turn % 2 ? nx - 1 - i : i));
+            }
+            if (plane_turn % 2) std::reverse(in_plane.begin(), in_plane.end());
+            if (z > 0) path.push_back((z - 1) * ny * nx + in_plane.front());
+            for (const index_t p : in_plane) path.push_back(z * ny * nx + p);
+        }
+        const auto n = static_cast<index_t>(path.size());
+        std::vector<std::uint8_t> truth(static_cast<std::size_t>(nz * ny * nx), 0), warped(truth.size());
+        std::vector<float> proposal(truth.size(), 0.0f);
+        for (index_t k = 0; k < n; ++k) proposal[path[k]] = 0.5f + 0.5f * static_cast<float>(k + 1) / static_cast<float>(n);
+        truth[path[0]] = 1, proposal[path[0]] = 1.0f;
+        const View3D<float> view{reinterpret_cast<const char*>(proposal.data()), nz, ny, nx,
+                                 static_cast<index_t>(ny * nx * sizeof(float)), static_cast<index_t>(nx * sizeof(float)), sizeof(float)};
+        WarpWorkspace ws;
+        std::size_t left;
+        if (nz == 1) {
+            std::vector<std::uint32_t> survivors;
+            warp_slice_2d(truth.data(), view, 0, nullptr, 0.5, ws, warped.data(), survivors);
+            left = survivors.size();
+        } else {
+            std::vector<std::uint64_t> survivors;
+            warp_volume_3d(truth.data(), view, nullptr, 0.5, ws, warped.data(), survivors);
+            left = survivors.size();
+        }
+        bool grown = left == 0;
+        for (const index_t p : path) grown = grown && warped[p] == 1;
+        CHECK(grown);
+        const RelaxStats& st = ws.relax.stats;
+        const auto list = static_cast<std::size_t>(n - 1);
+        CHECK(st.flips == list && st.passes + 1 >= list);  // one flip per pass: the adversarial case
+        CHECK(st.visits <= (kWalkBudget + 1) * (list + st.flips));  // not list * passes
+        CHECK(st.tests <= list + 26 * st.flips);
+    }
+}
+
 int main() {
     test_simple_points_2d();
     test_simple_points_3d();
@@ -322,6 +437,7 @@ int main() {
     test_thread_start_failure();
     test_resolve_threads();
     test_unaligned_reads();
+    test_greedy_passes();
     if (failures) {
         std::printf("%d check(s) failed\n", failures);
         return 1;

@@ -367,12 +367,13 @@ inline void indexed_passes(std::vector<std::size_t>& live, std::uint8_t* pad, co
 // the neighbourhood's rows (see mark_neighbours). One loop for 2D and 3D: the test is inlined per caller.
 //
 // The first pass tests every pixel; later ones only pixels with a flipped neighbour (walking_pass),
-// until walking would cost more than kWalkBudget allows, then indexed_passes: re-walking the whole
+// until walking would cost more than walk_budget allows (kWalkBudget; the tests compare 0, always
+// indexed, with unlimited walks), then indexed_passes: re-walking the whole
 // list every pass made a path grown one pixel per pass (a serpentine whose probabilities rise away
 // from the truth) quadratic in its length. Total O(list + flips * neighbours * log64 list).
 template <std::size_t N, class IsSimple>
 inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, const index_t (&rows)[N],
-                          IsSimple is_simple, RelaxScratch& s) {
+                          IsSimple is_simple, RelaxScratch& s, std::size_t walk_budget = kWalkBudget) {
     const std::uint32_t mark = dirty_mark();
     bool flipped = false;
     std::size_t kept = 0;
@@ -389,13 +390,38 @@ inline void greedy_passes(std::vector<std::size_t>& live, std::uint8_t* pad, con
     s.stats = RelaxStats{first_list, first_list, first_list - kept, 1};
     live.resize(kept);
     while (flipped && !live.empty()) {
-        if (s.stats.visits + live.size() > kWalkBudget * (first_list + s.stats.flips)) {
+        if (s.stats.visits + live.size() > walk_budget * (first_list + s.stats.flips)) {
             indexed_passes(live, pad, rows, is_simple, s);
             return;
         }
         flipped = walking_pass(live, pad, rows, is_simple, s.stats) > 0;
     }
 }
+
+// The simple-point tests greedy_passes inlines: the pixel at c of a padded image (row width w2; plane
+// size plane in 3D), reading bit 0 of its neighbours. Members are values, not references: the flips
+// are uint8 stores, which may alias anything reached through a reference, forcing reloads.
+struct SimpleTest2D {
+    index_t w2;
+    const std::uint8_t* table = topology::simple_table_2d().data();
+    bool operator()(const std::uint8_t* c) const {
+        return table[(c[-w2 - 1] & 1) | (c[-w2] & 1) << 1 | (c[-w2 + 1] & 1) << 2 | (c[-1] & 1) << 3 | (c[1] & 1) << 4 |
+                     (c[w2 - 1] & 1) << 5 | (c[w2] & 1) << 6 | (c[w2 + 1] & 1) << 7];
+    }
+};
+
+struct SimpleTest3D {
+    index_t offsets[26];
+    SimpleTest3D(index_t w2, index_t plane) {
+        const auto& adj = topology::adjacency_3d();
+        for (int k = 0; k < 26; ++k) offsets[k] = adj.offset[k][0] * plane + adj.offset[k][1] * w2 + adj.offset[k][2];
+    }
+    bool operator()(const std::uint8_t* c) const {
+        std::uint32_t code = 0;
+        for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]] & 1u) << k;
+        return topology::is_simple_3d(code);
+    }
+};
 
 // Copies n pixels' values (bit 0) out of a padded image.
 inline void copy_values(const std::uint8_t* pad, std::size_t n, std::uint8_t* out) {
@@ -410,13 +436,8 @@ inline void relax_slice_2d(WarpWorkspace& ws, index_t ny, index_t nx, std::uint8
                            std::vector<std::uint32_t>& survivors) {
     const index_t w2 = nx + 2;
     std::uint8_t* pad = ws.padded.data();
-    const auto& simple = topology::simple_table_2d();
     const index_t rows[3] = {-w2, 0, w2};
-    // captures by value: the flips are uint8 stores, which may alias anything captured by reference
-    greedy_passes(ws.live, pad, rows, [w2, &simple](const std::uint8_t* c) {
-        return simple[(c[-w2 - 1] & 1) | (c[-w2] & 1) << 1 | (c[-w2 + 1] & 1) << 2 | (c[-1] & 1) << 3 | (c[1] & 1) << 4 |
-                      (c[w2 - 1] & 1) << 5 | (c[w2] & 1) << 6 | (c[w2 + 1] & 1) << 7];
-    }, ws.relax);
+    greedy_passes(ws.live, pad, rows, SimpleTest2D{w2}, ws.relax);
     for (index_t y = 0; y < ny; ++y) copy_values(pad + (y + 1) * w2 + 1, static_cast<std::size_t>(nx), warped + y * nx);
     survivors.resize(ws.live.size());
     for (std::size_t i = 0; i < ws.live.size(); ++i) {  // padded position -> row-major index
@@ -523,15 +544,8 @@ void warp_volume_3d(const std::uint8_t* truth, const View3D<P>& proposal, const 
         const auto x = static_cast<index_t>(scan >> (z_bits + y_bits));
         ws.live[i] = static_cast<std::size_t>((z + 1) * plane + (y + 1) * w2 + x + 1);
     }
-    const auto& adj = topology::adjacency_3d();
-    index_t offsets[26];
-    for (int k = 0; k < 26; ++k) offsets[k] = adj.offset[k][0] * plane + adj.offset[k][1] * w2 + adj.offset[k][2];
     const index_t rows[9] = {-plane - w2, -plane, -plane + w2, -w2, 0, w2, plane - w2, plane, plane + w2};
-    greedy_passes(ws.live, pad, rows, [offsets](const std::uint8_t* c) {
-        std::uint32_t code = 0;
-        for (int k = 0; k < 26; ++k) code |= static_cast<std::uint32_t>(c[offsets[k]] & 1u) << k;
-        return topology::is_simple_3d(code);
-    }, ws.relax);
+    greedy_passes(ws.live, pad, rows, SimpleTest3D(w2, plane), ws.relax);
     for (index_t z = 0; z < nz; ++z)
         for (index_t y = 0; y < ny; ++y)
             copy_values(pad + (z + 1) * plane + (y + 1) * w2 + 1, static_cast<std::size_t>(nx), warped + (z * ny + y) * nx);
