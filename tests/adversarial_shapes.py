@@ -10,13 +10,17 @@ Rows, turns and planes are one pixel apart, so that a pixel added next to its pr
 simple point. Two fronts growing toward each other along a path make the outcome depend on the exact pass
 order: where they stop, one pixel apart.
 
+The classification has its own: a 1-pixel closed loop that the proposal erases. Every loop pixel is left
+(removing one would open the loop), and each is classified by asking whether removing it disconnects its
+neighbours; within the whole image (radius < 1) a search per pixel walked half the loop.
+
 Everything is a deterministic numpy function of its arguments (tests and benchmarks/bench_worst_cases.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["serpentine_path", "spiral_path", "serpentine_path_3d", "growth_pair"]
+__all__ = ["serpentine_path", "spiral_path", "serpentine_path_3d", "growth_pair", "closed_loop"]
 
 
 def serpentine_path(height: int, width: int) -> np.ndarray:
@@ -95,3 +99,17 @@ def growth_pair(shape, path: np.ndarray, *, low: float = 0.5, meet: int | None =
         truth[tuple(seed)] = 1
         proposal[tuple(seed)] = 1.0
     return truth, proposal
+
+
+def closed_loop(size: int) -> np.ndarray:
+    """uint8 image of a 1-pixel 4-connected closed loop filling size x size: a serpentine over columns
+    2.. (an even number of rows, so that it ends on the left), its ends joined through column 1 to a return
+    path up column 0. size: a multiple of 4."""
+    if size < 4 or size % 4:
+        raise ValueError(f"size must be a positive multiple of 4, got {size}")
+    loop = np.zeros((size, size), dtype=np.uint8)
+    path = serpentine_path(size, size - 2)
+    loop[path[:, 0], path[:, 1] + 2] = 1
+    loop[: size - 1, 0] = 1
+    loop[0, 1] = loop[size - 2, 1] = 1
+    return loop

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference_warping as ref
-from adversarial_shapes import growth_pair, serpentine_path, serpentine_path_3d, spiral_path
+from adversarial_shapes import closed_loop, growth_pair, serpentine_path, serpentine_path_3d, spiral_path
 from sdk.metrics import isbi2012, warping_error
 from test_warping_properties import assert_same_scores, assert_same_table, assert_same_warp
 
@@ -139,6 +139,40 @@ def test_isbi2012_on_a_serpentine_equals_reference(low):
     s, expected = isbi2012(truth, proposal), ref.isbi2012(truth, proposal)
     assert_same_scores(s, expected)
     assert_same_table(s, expected)
+
+
+@pytest.mark.parametrize("size", [4, 8, 12, 20])
+@pytest.mark.parametrize("radius", [-1, 0, 3, 20])
+def test_erased_closed_loop_classified_as_the_reference(size, radius):
+    """Every pixel of the loop is left; within the whole image (radius < 1, or wider than the image)
+    removing one never disconnects the loop (hole deletions), within a small window it does (splits)."""
+    loop = closed_loop(size)
+    proposal = np.zeros(loop.shape, dtype=np.float32)
+    result, expected = warping_error(loop, proposal, radius=radius), ref.warping_error(loop, proposal, radius=radius)
+    assert_same_warp(result, expected, f"size={size} radius={radius}")
+    assert result.mismatches == int(loop.sum())
+
+
+@examples(25)
+@given(seed=st.integers(0, 2**32 - 1), radius=st.sampled_from([-1, 0, 2, 5]), volumetric=st.booleans())
+def test_perturbed_loops_classified_as_the_reference(seed, radius, volumetric):
+    """Loops with stray pixels, extra bridges and thick parts (articulation points of every kind:
+    pixels whose removal cuts off one, two or three pieces, or none), partly erased, in 2D and stacked
+    into 3D (there a whole-image search runs through the planes)."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.choice([8, 12, 16]))
+    loop = closed_loop(size)
+    loop[rng.random(loop.shape) < rng.uniform(0.0, 0.15)] ^= 1
+    truth = np.stack([loop, np.roll(loop, int(rng.integers(0, 3)), axis=1) & (rng.random(loop.shape) < 0.7)]) \
+        if volumetric else loop
+    proposal = np.where(rng.random(truth.shape) < rng.uniform(0.5, 1.0), 0.0, rng.random(truth.shape))
+    proposal = proposal.astype(np.float32)
+    if volumetric:
+        result = warping_error(truth, proposal, radius=radius, mode="3d")
+        assert_same_warp_3d(result, ref.warping_error_3d(truth, proposal, radius=radius))
+    else:
+        result = warping_error(truth, proposal, radius=radius)
+        assert_same_warp(result, ref.warping_error(truth, proposal, radius=radius), f"seed={seed} radius={radius}")
 
 
 def adversarial_stack() -> tuple[np.ndarray, np.ndarray]:

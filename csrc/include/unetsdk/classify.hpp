@@ -322,6 +322,107 @@ private:
     std::uint32_t fresh_;
 };
 
+// The split test of removal_splits when the window is the whole image (radius < 1, or wider than the
+// image). Searching the whole image for every pixel cost O(pixels left x component size): quadratic
+// on a long 1-pixel loop that the proposal erases (a 1024^2 one: hours). Instead a depth-first search
+// per component (Hopcroft-Tarjan, foreground face-connected) numbers its pixels in preorder (disc),
+// with each subtree's end and low-link (the smallest disc reachable from the subtree by one non-tree
+// edge). Removing v leaves as separate pieces exactly its DFS children c with low[c] >= disc[v] (each
+// with its subtree); everything else stays connected to v's parent. So the components that a
+// neighbour group falls into follow from preorder numbers in O(1) per group, after one O(N) search.
+class WholeImageCuts {
+public:
+    WholeImageCuts(const std::uint8_t* warped, const Grid& g) : warped_(warped), g_(g) {
+        const auto size = static_cast<std::size_t>(g.size());
+        disc_.assign(size, 0);
+        low_.resize(size), end_.resize(size), parent_.resize(size);
+    }
+
+    // Does removing foreground pixel (z, y, x) leave at least `needed` components among the pixels
+    // `reps` (one per neighbour group)?
+    bool splits(index_t z, index_t y, index_t x, const index_t* reps, int n_reps, int needed) {
+        const index_t v = (z * g_.ny + y) * g_.nx + x;
+        if (!disc_[v]) search(v, z, y, x);
+        index_t steps[6];
+        const int n_steps = face_steps(z, y, x, steps);
+        index_t pieces[26];
+        int n_pieces = 0;
+        for (int r = 0; r < n_reps; ++r) {
+            const index_t rep = reps[r];
+            index_t piece = v;  // v's parent side (also: a group outside v's component, all one label)
+            if (disc_[v] < disc_[rep] && disc_[rep] < end_[v])  // below v: in the subtree of one child
+                for (int k = 0; k < n_steps; ++k) {
+                    const index_t c = v + steps[k];
+                    if (warped_[c] && parent_[c] == v && disc_[c] <= disc_[rep] && disc_[rep] < end_[c]) {
+                        if (low_[c] >= disc_[v]) piece = c;
+                        break;
+                    }
+                }
+            if (std::find(pieces, pieces + n_pieces, piece) == pieces + n_pieces) pieces[n_pieces++] = piece;
+        }
+        return n_pieces >= needed;
+    }
+
+private:
+    // Offsets to the in-image face neighbours of (z, y, x).
+    int face_steps(index_t z, index_t y, index_t x, index_t* steps) const {
+        int n = 0;
+        const index_t plane = g_.ny * g_.nx;
+        if (x > 0) steps[n++] = -1;
+        if (x + 1 < g_.nx) steps[n++] = 1;
+        if (y > 0) steps[n++] = -g_.nx;
+        if (y + 1 < g_.ny) steps[n++] = g_.nx;
+        if (g_.volumetric && z > 0) steps[n++] = -plane;
+        if (g_.volumetric && z + 1 < g_.nz) steps[n++] = plane;
+        return n;
+    }
+
+    // Iterative depth-first search of the component of root (deep paths would overflow a call stack).
+    void search(index_t root, index_t z, index_t y, index_t x) {
+        struct Frame {
+            index_t pixel, z, y, x;
+            int next;  // next face neighbour to look at
+        };
+        std::vector<Frame> stack{{root, z, y, x, 0}};
+        disc_[root] = low_[root] = ++counter_;
+        parent_[root] = static_cast<std::uint32_t>(root);
+        const index_t plane = g_.ny * g_.nx;
+        while (!stack.empty()) {
+            Frame& f = stack.back();
+            if (f.next < 6) {
+                const int k = f.next++;
+                index_t q = f.pixel, qz = f.z, qy = f.y, qx = f.x;
+                switch (k) {
+                    case 0: if (qx == 0) continue; --qx, q -= 1; break;
+                    case 1: if (qx + 1 == g_.nx) continue; ++qx, q += 1; break;
+                    case 2: if (qy == 0) continue; --qy, q -= g_.nx; break;
+                    case 3: if (qy + 1 == g_.ny) continue; ++qy, q += g_.nx; break;
+                    case 4: if (!g_.volumetric || qz == 0) continue; --qz, q -= plane; break;
+                    default: if (!g_.volumetric || qz + 1 == g_.nz) continue; ++qz, q += plane; break;
+                }
+                if (!warped_[q]) continue;
+                if (!disc_[q]) {
+                    disc_[q] = low_[q] = ++counter_;
+                    parent_[q] = static_cast<std::uint32_t>(f.pixel);
+                    stack.push_back({q, qz, qy, qx, 0});  // invalidates f
+                } else if (static_cast<index_t>(parent_[f.pixel]) != q) {
+                    low_[f.pixel] = std::min(low_[f.pixel], disc_[q]);
+                }
+                continue;
+            }
+            const index_t done = f.pixel;
+            end_[done] = counter_ + 1;  // its subtree: disc in [disc_[done], end_[done])
+            stack.pop_back();
+            if (!stack.empty()) low_[stack.back().pixel] = std::min(low_[stack.back().pixel], low_[done]);
+        }
+    }
+
+    const std::uint8_t* warped_;
+    Grid g_;
+    std::uint32_t counter_ = 0;
+    std::vector<std::uint32_t> disc_, low_, end_, parent_;  // 0 in disc_: not searched yet
+};
+
 }  // namespace detail
 
 // Classifies the leftover mismatches `survivors` (row-major indices into the (nz, ny, nx) warped
@@ -344,6 +445,8 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
     const std::uint32_t* face = detail::ring_adjacency().face[volumetric ? 1 : 0];
     const auto& table_2d = detail::ring_groups_2d();
     bool labelled = false;
+    const bool whole_image = radius < 1 || radius > nx || radius > ny || (volumetric && radius > nz);  // as removal_splits
+    std::optional<detail::WholeImageCuts> cuts;  // whole_image only, made at its first use
     std::optional<detail::WarpedLabels> from_truth;
     if (truth_labels) from_truth.emplace(warped, truth_labels, truth_count, g, ws);
     constexpr std::size_t kAhead = 8;  // survivors are in processing order, scattered over the image
@@ -404,9 +507,16 @@ void classify_mismatches(const std::uint8_t* warped, index_t nz, index_t ny, ind
             code = foreground ? kObjectDeletion : kObjectAddition;
         else if (n_distinct == 1)
             code = foreground ? kHoleAddition : kHoleDeletion;
-        else if (n_distinct == 2)
-            code = !foreground ? kHoleAddition
-                 : (n_groups >= 2 && (volumetric ? detail::removal_splits<true>(warped, g, z, y, x, radius, *groups, has_background, ws)
+        else if (n_distinct == 2 && !foreground)
+            code = kHoleAddition;
+        else if (n_distinct == 2 && whole_image) {  // removal_splits over the whole image, from the cuts
+            index_t rep_pixels[26];
+            for (int r = 0; r < n_groups; ++r)
+                rep_pixels[r] = ((z + offs[reps[r]][0]) * ny + y + offs[reps[r]][1]) * nx + x + offs[reps[r]][2];
+            if (!cuts) cuts.emplace(warped, g);
+            code = cuts->splits(z, y, x, rep_pixels, n_groups, has_background ? 2 : 3) ? kSplit : kHoleDeletion;
+        } else if (n_distinct == 2)
+            code = (n_groups >= 2 && (volumetric ? detail::removal_splits<true>(warped, g, z, y, x, radius, *groups, has_background, ws)
                                                  : detail::removal_splits<false>(warped, g, z, y, x, radius, *groups, has_background, ws)))
                        ? kSplit : kHoleDeletion;
         else
