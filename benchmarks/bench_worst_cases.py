@@ -12,8 +12,9 @@ round by round; wall and CPU seconds are both recorded (CPU time is steadier on 
 digests of the two builds must agree (results bit-identical) or the run fails. A case whose baseline is
 known to be slow gets `baseline_timeout_s`; a baseline run past it is recorded as a lower bound.
 
-Writes benchmarks/results/worst_cases.json (machine, load before/after, per case: seconds per tree and
-the ratio baseline / current) and prints the ratios.
+Writes benchmarks/results/worst_cases.json (machine, load before/after the run and after each case, per
+case: seconds per tree and the ratio baseline / current; cases it did not run are kept from the file) and
+prints the ratios.
 
 Cases (tests/adversarial_shapes.py builds the paths):
 * serpentine_warp_1024: a 1024^2 serpentine grown one pixel per pass (warping_error, one thread): the
@@ -196,7 +197,7 @@ def main() -> None:
                 current.append(time_in_subprocess(str(ROOT), name, timeout=600.0))
             if args.baseline and round_ < args.baseline_rounds:
                 baseline.append(time_in_subprocess(args.baseline, name, timeout=case.baseline_timeout_s))
-        entry = {"description": case.description, "current": summarise(current)}
+        entry = {"description": case.description, "load_after": os.getloadavg(), "current": summarise(current)}
         line = f"{name:34s} current {entry['current']['wall_s_min']:8.3f} s wall {entry['current']['cpu_s_min']:8.3f} s CPU"
         if args.baseline:
             entry["baseline"] = summarise(baseline)
