@@ -273,6 +273,14 @@ def test_stacks_with_more_runs_than_ids_are_refused():
         m.label_components(np.broadcast_to(True, (2**12, 2**12, 2**10)))
 
 
+def test_label_images_larger_than_the_table_takes_are_refused():
+    # runs and label ids are 32-bit (broadcast: nothing is allocated)
+    huge = np.broadcast_to(np.int64(3), (2**16, 2**16 + 1))
+    for fn in (m.contingency_table, m.variation_of_information, m.adapted_rand_error, m.rand_error):
+        with pytest.raises(InvalidInputError, match="score the images in parts"):
+            fn(huge, huge)
+
+
 def test_unsupported_mask_dtype_and_radius_are_typed_errors():
     with pytest.raises(InvalidInputError, match="float16.*astype"):
         m.label_components(np.zeros((4, 4), np.float16))

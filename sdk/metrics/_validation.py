@@ -33,6 +33,8 @@ SCAN_POSITION_BITS = 32
 # Runs of foreground along a row have 32-bit signed column bounds, and run ids are 32-bit.
 MAX_ROW_WIDTH = 2**31 - 1
 MAX_RUNS = 2**32 - 1
+# The contingency table's runs and label ids are 32-bit.
+MAX_LABEL_PIXELS = 2**32 - 1
 #: Most ``threads`` a metric accepts; the C++ core starts at most a few per core and no more than there
 #: is work for.
 MAX_THREADS = 2**16

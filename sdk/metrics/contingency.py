@@ -87,6 +87,10 @@ def _checked_labels(truth_labels, proposal_labels) -> tuple[np.ndarray, np.ndarr
     a = v.check_labels(truth_labels, "truth_labels")
     b = v.check_labels(proposal_labels, "proposal_labels")
     v.check_same_shape(a, b, "truth_labels", "proposal_labels")
+    if a.size > v.MAX_LABEL_PIXELS:
+        raise InvalidInputError(
+            f"truth_labels: {a.size} pixels, more than {v.MAX_LABEL_PIXELS} in one table; score the images in parts"
+        )
     return a, b
 
 
