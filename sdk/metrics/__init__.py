@@ -22,7 +22,7 @@ Families (one module each):
 Inputs: truth foreground = value > 0; proposals are probabilities of foreground in [0, 1] (float32/64,
 bool as 0/1; integer proposals are rejected). Any memory layout, byte order or offset; bad input raises
 :class:`sdk.errors.InvalidInputError` naming the problem. ``threads``: None or 0 = all cores, else at most
-:data:`MAX_THREADS`; the core starts no more than a few per core and than there is work for.
+:data:`MAX_THREADS`; the core starts no more than 2 per core and than there is work for.
 :func:`release_memory` frees the scratch memory kept between calls (bounded: workspaces of small images).
 """
 from __future__ import annotations

@@ -35,8 +35,8 @@ MAX_ROW_WIDTH = 2**31 - 1
 MAX_RUNS = 2**32 - 1
 # The contingency table's runs and label ids are 32-bit.
 MAX_LABEL_PIXELS = 2**32 - 1
-#: Most ``threads`` a metric accepts; the C++ core starts at most a few per core and no more than there
-#: is work for.
+#: Most ``threads`` a metric accepts; the C++ core starts at most 2 per core and no more than there is
+#: work for.
 MAX_THREADS = 2**16
 # The core's radius is a 32-bit int.
 RADIUS_RANGE = (-(2**31), 2**31 - 1)
@@ -189,7 +189,7 @@ def check_radius(radius) -> int:
 
 def resolve_threads(threads) -> int:
     """``None`` or 0 = every core this process may use; else an integer in [1, :data:`MAX_THREADS`]. The
-    core starts no more threads than a few per core, and than there is work for."""
+    core starts no more threads than 2 per core, and than there is work for."""
     n = 0 if threads is None else check_int(threads, "threads", maximum=MAX_THREADS)
     if n < 0:
         raise InvalidInputError(f"threads: must be >= 1 (or None / 0 for every core), got {n}")
