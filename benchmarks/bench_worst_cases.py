@@ -26,6 +26,8 @@ Cases (tests/adversarial_shapes.py builds the paths):
   radius (20) each split search is bounded by its window; with radius < 1 (the whole image, as Fiji) a
   search per pixel walked half the loop, O(pixels left x loop length): a 256^2 loop took 13 s, 1024^2
   hours. Now one depth-first search per component answers them all (classify.hpp, WholeImageCuts).
+* vi_random_int64_4096: VI of random int64 labels, the contingency table's worst case (its memory, and
+  the 8192^2 case: bench_memory.py).
 """
 from __future__ import annotations
 
@@ -81,6 +83,11 @@ def _serpentine_3d(size: int):
     return growth_pair((size,) * 3, serpentine_path_3d(size, size, size))
 
 
+def _random_int64_labels(size: int):
+    rng = np.random.default_rng(0)
+    return tuple(rng.integers(-2**62, 2**62, size=(size, size), dtype=np.int64) for _ in range(2))
+
+
 def _closed_loop_pair(size: int):
     from adversarial_shapes import closed_loop
 
@@ -123,6 +130,12 @@ CASES = {
         lambda: _closed_loop_pair(1024),
         lambda m, pair: _warp_digest(m.warping_error(*pair, radius=-1, threads=1)),
         baseline_timeout_s=60.0,
+    ),
+    "vi_random_int64_4096": Case(
+        "variation_of_information, 4096^2 random int64 labels (every pixel its own label, spread over int64); "
+        "memory, and the 8192^2 case: bench_memory.py",
+        lambda: _random_int64_labels(4096),
+        lambda m, pair: _digest(list(m.variation_of_information(*pair))),
     ),
 }
 
