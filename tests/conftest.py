@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import sdk
+
 # The real data sets live beside the checkout (../shared/data), in CI as in development;
 # UNET_SDK_SHARED_DATA points elsewhere.
 SHARED_DATA = Path(
@@ -27,3 +29,16 @@ def require_shared(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return require_shared()
+
+
+# Subprocesses must import the same sdk as this session: the installed package under `pytest` (whose
+# compiled core lives in site-packages), the source tree under `python -m pytest`. They run from the tests
+# folder, never from the checkout's root, whose source `sdk/` would otherwise shadow the installed one.
+SDK_ROOT = Path(sdk.__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def subprocess_env(**extra: str) -> dict:
+    """``os.environ`` with PYTHONPATH naming this session's sdk and the tests folder, plus ``extra``;
+    use with ``cwd=TESTS_DIR`` (or a temporary folder)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SDK_ROOT), str(TESTS_DIR)]), **extra}

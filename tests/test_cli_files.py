@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 tifffile = pytest.importorskip("tifffile")
 
+from conftest import TESTS_DIR, subprocess_env  # noqa: E402
 from onnx_fixtures import make_model  # noqa: E402
 
 from sdk import Segmenter  # noqa: E402
@@ -257,8 +258,8 @@ def test_predict_on_cuda_device_zero(tmp_path, model_path):
 
 
 def _run(code: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, **kw)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=TESTS_DIR, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120, **kw)
 
 
 def test_info_json_into_a_closed_pipe_ends_quietly(model_path):
@@ -266,7 +267,8 @@ def test_info_json_into_a_closed_pipe_ends_quietly(model_path):
     os.close(read_end)  # the reader is gone before anything is written, as `| head` after its lines
     try:
         done = subprocess.run([sys.executable, "-m", "sdk.cli.main", "info", str(model_path), "--json"],
-                              cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+                              cwd=TESTS_DIR, env=subprocess_env(), stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
     finally:
         os.close(write_end)
     assert done.returncode == 141
@@ -305,7 +307,7 @@ def test_a_killed_write_leaves_a_partial_that_the_next_run_removes(tmp_path, mod
             tmp.write_bytes(b"x" * 1000)
             print("writing", flush=True)
             time.sleep(60)
-    """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    """)], cwd=TESTS_DIR, env=subprocess_env(), stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "writing"
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TESTS_DIR, subprocess_env
 from onnx_fixtures import make_model
 from sdk import Segmenter, sizing
 from sdk.distributed.blocks import plan_blocks, tiles_per_block
@@ -16,7 +17,6 @@ from sdk.errors import InvalidInputError
 from sdk.model_metadata import ModelMetadata
 from sdk.tiling import plan_tiles
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -55,15 +55,19 @@ def test_largest_tile_by_hand():
 def test_default_tile_follows_the_budget_variable(monkeypatch, tmp_path):
     model = tmp_path / "same.onnx"  # a file: its measured tile memory is kept for the process
     model.write_bytes(make_model("same", seed=1, metadata=dict(tile_size=(32, 32), tile_overlap=0.25, blend="none"))[0])
-    monkeypatch.setenv(sizing.BUDGET_VARIABLE, "40MB")
-    seg = Segmenter(str(model), device="cpu")
-    per_pixel = sizing.tile_bytes_per_pixel(seg._runtime)
-    expected = sizing.largest_tile(seg.metadata, per_pixel, 40_000_000, spatial_dims=2)
-    assert seg.tile == (expected, expected) and expected * expected * per_pixel * sizing.ARENA_HEADROOM <= 40_000_000
-    # the halo stays 8 px (a quarter of the model's 32-px tile) at the larger tile
-    assert seg.overlap * expected == pytest.approx(8)
-    monkeypatch.setenv(sizing.BUDGET_VARIABLE, "400MB")
-    assert Segmenter(str(model), device="cpu").tile[0] > expected
+    per_pixel = sizing.tile_bytes_per_pixel(Segmenter(str(model), device="cpu")._runtime)
+    tiles = []
+    for side in (300, 600):  # budgets that hold tiles of about these sides (above the 256-px floor)
+        budget = int(side * side * per_pixel * sizing.ARENA_HEADROOM)
+        monkeypatch.setenv(sizing.BUDGET_VARIABLE, str(budget))
+        seg = Segmenter(str(model), device="cpu")
+        expected = sizing.largest_tile(seg.metadata, per_pixel, budget, spatial_dims=2)
+        assert seg.tile == (expected, expected) and expected * expected * per_pixel * sizing.ARENA_HEADROOM <= budget
+        assert expected > side - seg.metadata.input_size_multiple  # the largest that fits, not merely one that does
+        # the halo stays 8 px (a quarter of the model's 32-px tile) at the larger tile
+        assert seg.overlap * expected == pytest.approx(8)
+        tiles.append(expected)
+    assert tiles[1] > tiles[0]
     # blending keeps the model's tile: its result depends on it
     assert Segmenter(str(model), device="cpu", blend="gaussian").tile == (32, 32)
 
@@ -87,8 +91,8 @@ print(json.dumps({"tile": side, "added": peak() - before}))
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc (Linux)")
 def test_a_tile_chosen_for_a_budget_stays_within_it():
     budget = 96 * 2**20
-    env = {"UNET_SDK_MEMORY_BUDGET": str(budget), "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    env = subprocess_env(UNET_SDK_MEMORY_BUDGET=str(budget))
+    out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, cwd=TESTS_DIR, env=env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert 256 <= result["tile"] < 1024
     # the whole image is one tile: its working memory plus the image's own buffers (input, float copies,

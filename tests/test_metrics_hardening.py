@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sdk.metrics as m
+from conftest import TESTS_DIR, subprocess_env
 from sdk import _core
 from sdk.errors import InvalidInputError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------------
 # Layouts: the same values in another memory representation.
@@ -198,8 +197,8 @@ def test_evaluate_reads_big_endian_npy(tmp_path):
 def run_python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
     # a fixed mmap threshold: memory figures then show what the code holds, not glibc's heap retention
     # (its threshold otherwise grows to the size of freed buffers, up to 32 MB, which then stay in the heap)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), MALLOC_MMAP_THRESHOLD_="1048576")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+    env = subprocess_env(MALLOC_MMAP_THRESHOLD_="1048576")
+    return subprocess.run([sys.executable, "-c", code], cwd=TESTS_DIR, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -16,9 +16,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("scipy")
 tifffile = pytest.importorskip("tifffile")
 
+from conftest import SDK_ROOT  # noqa: E402
 from onnx_fixtures import make_model  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,8 @@ def installed(tmp_path_factory):
     """The packages copied into a folder of their own, as a non-editable install puts them into
     site-packages: away from the source checkout and its ../shared/data."""
     site = tmp_path_factory.mktemp("site-packages")
-    for package in ("sdk", "export"):
-        shutil.copytree(REPO / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("sdk", "export"):  # from where this session imports them: with the compiled core
+        shutil.copytree(SDK_ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
     return site
 
 
