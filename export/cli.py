@@ -110,8 +110,9 @@ def cmd_train(args) -> int:
     from sdk._progress import ProgressBar
     from sdk.model_metadata import Normalization
 
-    from .train import TrainConfig, train
+    from .train import TrainConfig, train, training_device
 
+    device = training_device(args.device)  # a GPU torch cannot use fails here, before any data is read
     data = _resolve_data(args)
     normalization = Normalization("per_image_zscore")
     tile = tuple(args.tile for _ in range(data["spatial_dims"]))
@@ -149,7 +150,7 @@ def cmd_train(args) -> int:
     limit = f" (at most {config.max_minutes:g} min)" if config.max_minutes else ""
     print(
         f"training on {len(train_samples)} samples, validating on {len(val_samples)}; "
-        f"{config.steps} steps{limit} -> {args.out}",
+        f"{config.steps} steps{limit} on {device} -> {args.out}",
         file=sys.stderr,
     )
     with ProgressBar(config.steps, "train", enabled=None if args.progress and not args.quiet else False) as bar:
@@ -158,7 +159,8 @@ def cmd_train(args) -> int:
             bar.desc = f"train loss {loss:.3f}"
             bar.update(step - bar.count)  # steps are absolute, so a resumed run starts where it left off
 
-        best = train(config, train_samples, val_samples, args.out, resume=args.resume, on_step=on_step)
+        best = train(config, train_samples, val_samples, args.out, resume=args.resume, on_step=on_step,
+                     device=str(device))
     print(json.dumps({"best": best["best"], "steps": best["step"], "checkpoint": str(Path(args.out) / "best.pt")}))
     return 0
 
@@ -310,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="no elastic, flip or intensity augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed of weights, tiles and augmentation")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when torch has one, else the CPU), cpu, cuda or cuda:N; on CUDA "
+                        "training runs in mixed precision (default: %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

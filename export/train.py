@@ -91,7 +91,38 @@ class TrainConfig:
         return cls(**values)
 
 
-def hardware_description() -> str:
+def training_device(device: str = "auto") -> torch.device:
+    """Where to train: ``"auto"`` is the first CUDA GPU when torch can use one, else the CPU; ``"cpu"``;
+    ``"cuda"`` / ``"cuda:N"`` (:class:`~sdk.errors.InvalidInputError` if torch cannot use that GPU)."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    index = name[len("cuda:"):] if name.startswith("cuda:") else ("0" if name == "cuda" else None)
+    if index is None or not index.isdigit():
+        raise InvalidInputError(f"device {device!r}: give auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        build = "this torch build has no CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        raise InvalidInputError(f"device {device!r}: {build}; train with --device cpu (or auto)")
+    if int(index) >= torch.cuda.device_count():
+        raise InvalidInputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return torch.device(f"cuda:{int(index)}")
+
+
+def _autocast(device: torch.device):
+    """Mixed precision on CUDA (bfloat16 where the GPU has it, else float16 with loss scaling); none on
+    the CPU, where it would only cost conversions. The loss itself is taken in float32."""
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def hardware_description(device: torch.device | None = None) -> str:
+    if device is not None and device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__} (CUDA {torch.version.cuda}, mixed precision)"
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -107,9 +138,13 @@ def _memory_format(spatial_dims: int) -> torch.memory_format:
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
-def _batch_tensor(image: np.ndarray, spatial_dims: int) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32))
+def _batch_tensor(image: np.ndarray, spatial_dims: int, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)).to(device)
     return x.contiguous(memory_format=_memory_format(spatial_dims))
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foreground_class: int = 1) -> dict[str, float]:
@@ -127,8 +162,9 @@ def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foregroun
     with torch.no_grad():
         for s in samples:
             logits = _whole_sample_logits(model, s.image)
-            probabilities.append(torch.softmax(logits, dim=1)[0, foreground_class].numpy())
-            target, weights = torch.from_numpy(s.classes[None]), torch.from_numpy(s.weights[None])
+            probabilities.append(torch.softmax(logits, dim=1)[0, foreground_class].cpu().numpy())
+            target = torch.from_numpy(s.classes[None]).to(logits.device)
+            weights = torch.from_numpy(s.weights[None]).to(logits.device)
             losses.append(float(loss_fn(logits, target, weights)))
     truth = np.stack([(s.classes == foreground_class).astype(np.uint8) for s in samples])
     proposal = np.stack(probabilities).astype(np.float32)
@@ -145,13 +181,13 @@ def validate(model: UNet, samples: list[Sample], loss_fn: UNetLoss, *, foregroun
 def _whole_sample_logits(model: UNet, image: np.ndarray) -> torch.Tensor:
     """Logits (1, K, *spatial) of a whole (C, *spatial) sample."""
     if model.padding == "same":
-        return model(_batch_tensor(image, model.spatial_dims))
+        return model(_batch_tensor(image, model.spatial_dims, _device_of(model)))
     rules = model.size_rules()
     margin = rules.output_margin
     spatial = image.shape[1:]
     sides = [accepted_side(rules, n + 2 * margin) for n in spatial]
     window = mirrored_window(image, tuple(-margin for _ in spatial), tuple(sides))
-    logits = model(_batch_tensor(window, model.spatial_dims))
+    logits = model(_batch_tensor(window, model.spatial_dims, _device_of(model)))
     return logits[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
 
 
@@ -211,19 +247,24 @@ def train(
     *,
     resume: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train, validating every ``epoch_steps``; return the final checkpoint dict (also in ``out_dir``).
 
     ``resume=True`` continues from ``out_dir/last.pt``. ``on_step(step, loss)`` is called after every
     step (progress display). Stops at ``config.steps`` or after ``config.max_minutes`` of training.
+    ``device`` (see :func:`training_device`) is where it runs: on CUDA with mixed precision. Checkpoints
+    load on any device.
     """
+    where = training_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = config.model().to(memory_format=_memory_format(config.spatial_dims))
+    model = config.model().to(where, memory_format=_memory_format(config.spatial_dims))
+    autocast, scaler = _autocast(where)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = UNetLoss(dice_weight=config.dice_weight, foreground_class=config.foreground_class)
     augmenter = Augmenter(spatial_dims=config.spatial_dims) if config.augment else None
@@ -256,7 +297,7 @@ def train(
             "best": best,
             "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
-            "hardware": hardware_description(),
+            "hardware": hardware_description(where),
         }
 
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
@@ -268,11 +309,18 @@ def train(
             x, y, w = sampler.batch(rng, config.batch_size)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(config, step, elapsed + time.perf_counter() - started)
-            xt = torch.from_numpy(x).contiguous(memory_format=_memory_format(config.spatial_dims))
-            loss = loss_fn(model(xt), torch.from_numpy(y), torch.from_numpy(w))
+            xt = torch.from_numpy(x).to(where).contiguous(memory_format=_memory_format(config.spatial_dims))
+            with autocast:
+                logits = model(xt)
+            loss = loss_fn(logits.float(), torch.from_numpy(y).to(where), torch.from_numpy(w).to(where))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             step += 1
             epoch_losses.append(loss.item())
             if on_step is not None:

@@ -112,3 +112,42 @@ def test_missing_or_foreign_checkpoint_is_a_named_error(tmp_path):
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(InvalidInputError, match="not a unet-export checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_training_device_names():
+    from export.train import training_device
+
+    assert training_device("cpu") == torch.device("cpu")
+    assert training_device("auto") == torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "cuda:x", "cuda:-1", ""):
+        with pytest.raises(InvalidInputError, match="auto, cpu, cuda or cuda:N"):
+            training_device(bad)
+    # a GPU that torch cannot use is a named error, never a silent CPU run
+    missing = "cuda:0" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(InvalidInputError, match="--device cpu|CUDA GPU"):
+        training_device(missing)
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_in_mixed_precision_learns_and_loads_on_the_cpu(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    images, labels = _synthetic(seed=3)
+    samples = make_samples(images, labels, spatial_dims=2)
+    losses = []
+    best = train(_config(), samples, samples[:1], tmp_path, device="cuda",
+                 on_step=lambda step, loss: losses.append(loss))
+    assert all(np.isfinite(losses)) and np.mean(losses[-8:]) < 0.6 * np.mean(losses[:4])
+    assert "CUDA" in best["hardware"] and np.isfinite(best["best"]["rand_error"])
+    model, _ = model_from_checkpoint(tmp_path / "best.pt")  # saved from the GPU, rebuilt on the CPU
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_train_cli_refuses_an_unusable_gpu_before_reading_data(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is usable here")
+    from export.cli import main
+
+    status = main(["train", "--preset", "isbi2012", "--data-dir", str(tmp_path / "none"), "--out",
+                   str(tmp_path / "run"), "--device", "cuda"])
+    assert status == 2 and "--device cpu" in capsys.readouterr().err and not (tmp_path / "run").exists()
