@@ -72,7 +72,7 @@ def test_cli_trains_valid_padding_and_reports_steps_without_none(tmp_path, capsy
     rc = main(["train", "--images", str(tmp_path / "images.tif"), "--labels", str(tmp_path / "labels.tif"),
                "--out", str(tmp_path / "run"), "--steps", "2", "--epoch-steps", "2", "--depth", "2",
                "--base-features", "2", "--tile", "30", "--batch-size", "1", "--padding", "valid",
-               "--threads", "1", "--no-progress"])
+               "--threads", "1", "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0 and (tmp_path / "run" / "best.pt").is_file()
-    assert "2 steps ->" in err and "None" not in err
+    assert "2 steps on cpu ->" in err and "None" not in err
