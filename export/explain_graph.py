@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -375,6 +376,7 @@ def explanation_metadata(
     entries = {}
     for name, tensor in layers.items():
         delta = layer_delta(proto, name, tensor, metadata.num_classes)
+        graph = delta.SerializeToString()
         model = merged(proto, delta)
         onnx.checker.check_model(model)
         channels, small_side = _probe(model.SerializeToString(), metadata, small)
@@ -383,7 +385,8 @@ def explanation_metadata(
             "tensor": tensor,
             "channels": channels,
             "stride": (large - small) / (large_side - small_side),
-            "graph": base64.b64encode(delta.SerializeToString()).decode("ascii"),
+            "graph": base64.b64encode(graph).decode("ascii"),
+            "sha256": hashlib.sha256(graph).hexdigest(),  # checked by sdk.explain when the graph is read
         }
     default = DEFAULT_LAYER if DEFAULT_LAYER in entries else next(iter(entries))
     return {

@@ -29,6 +29,7 @@ else recomputed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -97,10 +98,12 @@ class Explanation:
             version = int(entry["schema_version"])
             layers = {
                 name: ExplainableLayer(name, int(layer["channels"]), float(layer["stride"]),
-                                       base64.b64decode(layer["graph"], validate=True))
+                                       _checked_graph(name, layer, source))
                 for name, layer in entry["layers"].items()
             }
             default = entry["default_layer"]
+        except ModelError:  # a graph that fails its digest (a ValueError too): already says what is wrong
+            raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # binascii.Error is a ValueError
             raise ModelError(f"{source}: malformed explanation metadata ({type(exc).__name__}: {exc}); "
                              f"{REEXPORT_HINT}") from exc
@@ -111,6 +114,17 @@ class Explanation:
             raise ModelError(f"{source}: explanation metadata lists no layers, a default layer it lacks or a "
                              f"non-positive stride; {REEXPORT_HINT}")
         return cls(layers, default)
+
+
+def _checked_graph(name: str, layer: Mapping[str, Any], source: str) -> bytes:
+    """A layer's decoded graph delta, checked against its SHA-256 when the entry has one (a flipped bit in
+    the text can still decode to a valid graph with a different constant: a silently wrong map)."""
+    graph = base64.b64decode(layer["graph"], validate=True)
+    expected = layer.get("sha256")
+    if expected is not None and hashlib.sha256(graph).hexdigest() != expected:
+        raise ModelError(f"{source}: the explanation graph of layer {name!r} does not match its digest: the file "
+                         f"is corrupt; {REEXPORT_HINT}")
+    return graph
 
 
 # -- the functional core --------------------------------------------------------------------------------

@@ -245,7 +245,8 @@ def test_export_check_catches_a_wrong_graph(unet2d):
     assert verify_explanation(model, proto) <= RTOL
     entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
     layers = json.loads(entry.value)["layers"]
-    layers["up_blocks.0"]["graph"], layers["up_blocks.1"]["graph"] = layers["up_blocks.1"]["graph"], layers["up_blocks.0"]["graph"]
+    for key in ("graph", "sha256"):  # swapped whole, digests too: only the parity check can tell
+        layers["up_blocks.0"][key], layers["up_blocks.1"][key] = layers["up_blocks.1"][key], layers["up_blocks.0"][key]
     entry.value = json.dumps({**json.loads(entry.value), "layers": layers})
     with pytest.raises(ParityError, match="up_blocks"):
         verify_explanation(model, proto)
@@ -297,3 +298,29 @@ def test_cli_explains_a_volume(unet3d, tmp_path, capsys):
     z = int(np.argmax(heat.reshape(8, -1).sum(axis=1)))
     assert f"(slice {z})" in capsys.readouterr().out
     assert read_image(tmp_path / "map_overlay.png").shape == (16, 20, 3)
+
+
+@pytest.mark.parametrize("name", ["isbi2012", "isbi2012-int8"])
+def test_a_flipped_bit_in_a_shipped_explanation_graph_is_refused(name):
+    import base64
+
+    from sdk.model_file import read_model_file
+    from sdk.models import embedded_model_path
+
+    path = embedded_model_path(name)
+    props = read_model_file(path.read_bytes(), str(path)).props
+    entry = json.loads(props[METADATA_KEY])
+    assert Explanation.from_props(props).layers.keys() == entry["layers"].keys()  # intact: every digest holds
+    assert all("sha256" in layer for layer in entry["layers"].values())
+    rng = np.random.default_rng(7)
+    for layer_name, layer in entry["layers"].items():
+        graph = bytearray(base64.b64decode(layer["graph"]))
+        graph[int(rng.integers(len(graph)))] ^= 1 << int(rng.integers(8))
+        corrupt = json.loads(props[METADATA_KEY])
+        corrupt["layers"][layer_name]["graph"] = base64.b64encode(bytes(graph)).decode("ascii")
+        with pytest.raises(ModelError, match="does not match its digest"):
+            Explanation.from_props({**props, METADATA_KEY: json.dumps(corrupt)})
+    # entries written before digests existed still load
+    for layer in entry["layers"].values():
+        del layer["sha256"]
+    assert Explanation.from_props({**props, METADATA_KEY: json.dumps(entry)}).default_layer == entry["default_layer"]
