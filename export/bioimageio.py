@@ -11,7 +11,7 @@ intended use, limits). Everything the rdf says comes from the model's own metada
   pixel size when known; the output follows the input minus the network's own crop (``offset``);
 * ``halo``: for overlap-tile models (``blend="none"``, same padding) half the recommended overlap in
   pixels, which the zoo's tiled runners crop from every tile;
-* preprocessing from our normalisation (:func:`sdk.bioimageio.preprocessing_for`), postprocessing from the
+* preprocessing from our normalisation (:func:`sdk.bioimageio_processing.preprocessing_for`), postprocessing from the
   output activation; a normalisation without zoo equivalent is a :class:`~sdk.errors.ModelError`;
 * ``config.bioimageio.reproducibility_tolerance``: :data:`REPRODUCIBILITY_TOLERANCE` (probabilities agree
   to 1e-4 absolute; ONNX Runtime's thread-count-dependent summation order and the zoo's ``std + eps``
@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sdk import __version__ as sdk_version
-from sdk.bioimageio import postprocessing_for, preprocessing_for
+from sdk.bioimageio_processing import postprocessing_for, preprocessing_for
 from sdk.errors import InvalidInputError, ModelError, OutputExistsError
 from sdk.inference import activate
 from sdk.io import atomic_output, read_image

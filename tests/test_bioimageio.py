@@ -20,7 +20,8 @@ from bioimageio.spec.model import v0_5 as zoo
 
 from export.bioimageio import REPRODUCIBILITY_TOLERANCE, export_package
 from sdk import Segmenter
-from sdk.bioimageio import ZooPreprocessing, ZooStep, load_package, preprocessing_for
+from sdk.bioimageio import load_package
+from sdk.bioimageio_processing import ZooPreprocessing, ZooStep, preprocessing_for
 from sdk.errors import InvalidInputError, ModelError, OutputExistsError
 from sdk.io import read_image
 from sdk.model_metadata import Normalization
