@@ -40,7 +40,8 @@ from sdk import __version__ as sdk_version
 from sdk.bioimageio_processing import postprocessing_for, preprocessing_for
 from sdk.errors import InvalidInputError, ModelError, OutputExistsError
 from sdk.inference import activate
-from sdk.io import atomic_output, read_image
+from sdk.atomic import atomic_output
+from sdk.io import read_image
 from sdk.model_file import read_model_file
 from sdk.model_metadata import ModelMetadata
 from sdk.models import resolve_model, sample_image_path

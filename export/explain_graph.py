@@ -60,7 +60,7 @@ from sdk.explain import (
     REGION_INPUT,
     SCHEMA_VERSION,
 )
-from sdk.io import atomic_output
+from sdk.atomic import atomic_output
 from sdk.model_file import read_model_file
 from sdk.model_metadata import ModelMetadata
 

@@ -28,7 +28,7 @@ import torch
 
 from sdk import __version__ as sdk_version
 from sdk.errors import OutputExistsError
-from sdk.io import atomic_output
+from sdk.atomic import atomic_output
 from sdk.model_file import graph_sha256, read_model_file
 from sdk.model_metadata import ModelMetadata, Normalization
 

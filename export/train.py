@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sdk.errors import InvalidInputError
-from sdk.io import atomic_output
+from sdk.atomic import atomic_output
 from sdk.model_metadata import Normalization
 
 from .augment import Augmenter

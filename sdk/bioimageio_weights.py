@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ModelError, RuntimeUnavailableError
-from .io import atomic_output
+from .atomic import atomic_output
 from .model_metadata import ModelMetadata
 
 logger = logging.getLogger(__name__)

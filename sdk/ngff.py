@@ -220,7 +220,7 @@ def create_ngff(
 
     ``calibration`` defaults to uncalibrated ``YX``/``ZYX``/``CZYX``/``TCZYX`` by dimension. ``chunks``
     default to up to 512 along the last two axes and 1 along the others. Unwritten chunks read as 0.
-    For an atomic result create it inside :func:`sdk.io.atomic_output`.
+    For an atomic result create it inside :func:`sdk.atomic.atomic_output`.
     """
     zarr = _zarr()
     path = Path(path)

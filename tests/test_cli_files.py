@@ -302,7 +302,7 @@ def test_a_killed_write_leaves_a_partial_that_the_next_run_removes(tmp_path, mod
     target = tmp_path / "out.npy"
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from sdk.io import atomic_output
+        from sdk.atomic import atomic_output
         with atomic_output({str(target)!r}) as tmp:
             tmp.write_bytes(b"x" * 1000)
             print("writing", flush=True)

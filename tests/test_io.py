@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sdk.errors import InvalidInputError, OutputExistsError
-from sdk.io import atomic_output, read_image, write_array
+from sdk.atomic import atomic_output
+from sdk.io import read_image, write_array
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".npy", ".png", ".zarr"])
@@ -143,7 +144,7 @@ def test_partials_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    from sdk.io import PARTIAL_MARK, remove_stale_partials
+    from sdk.atomic import PARTIAL_MARK, remove_stale_partials
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()

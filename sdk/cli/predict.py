@@ -31,14 +31,13 @@ import numpy as np
 
 from .._progress import ProgressBar
 from .._version import __version__
+from ..atomic import PARTIAL_MARK, atomic_output
 from ..calibration import Calibration
 from ..distributed import command as distributed_command
 from ..errors import InvalidInputError, OutputExistsError, UnetSdkError
 from ..inference import labels_from_proba
 from ..io import (
-    PARTIAL_MARK,
     READ_SUFFIXES,
-    atomic_output,
     create_zarr,
     image_stem,
     is_image_path,

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import RuntimeUnavailableError
-from ..io import atomic_output
+from ..atomic import atomic_output
 from .inputs import SideSpec, make_tasks, prepare_proposal, prepare_truth, split_items
 from .report import Report
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..errors import InvalidInputError
-from ..io import atomic_output
+from ..atomic import atomic_output
 from .inputs import Failure
 
 FORMAT = "unet-sdk-evaluate-report"

@@ -10,7 +10,8 @@ from qtpy.QtWidgets import QCheckBox, QFileDialog, QLineEdit, QPushButton
 
 from .._version import __version__
 from ..calibration import Calibration
-from ..io import atomic_output, create_zarr
+from ..atomic import atomic_output
+from ..io import create_zarr
 from ..ngff import read_ngff
 from ..segmenter import Segmenter
 from ._model_task import ModelJob, ModelTaskWidget
