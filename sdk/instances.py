@@ -86,3 +86,25 @@ def seeded_watershed(
     for lead in np.ndindex(*mask.shape[: mask.ndim - spatial]):
         out[lead] = _flood(priority[lead], labels[lead], mask[lead], connectivity)
     return out
+
+
+def model_instances(
+    labels: np.ndarray,
+    foreground_probability: np.ndarray | None,
+    metadata,
+    *,
+    split_touching: bool = False,
+    seed_threshold: float = 0.9,
+    connectivity: str = "face",
+) -> np.ndarray:
+    """Instances of a model's foreground class from its class labels (as
+    :func:`sdk.inference.labels_from_proba` makes them): a single sigmoid channel's foreground is label 1
+    (p >= 0.5), several classes' is ``metadata.foreground_class``. Slices of a stack are labelled one by
+    one for a 2D model, a volume as a whole for a 3D one; ``split_touching`` floods the
+    ``foreground_probability`` from seeds (:func:`seeded_watershed`), else connected components."""
+    mask = np.asarray(labels) == (1 if metadata.num_classes == 1 else metadata.foreground_class)
+    mode = "3d" if metadata.spatial_dims == 3 else "2d"
+    if split_touching:
+        return seeded_watershed(foreground_probability, mask, seed_threshold=seed_threshold,
+                                connectivity=connectivity, mode=mode)
+    return connected_components(mask, connectivity=connectivity, mode=mode)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .image_statistics import min_max
-from .inference import OutputSlot, Progress, label_dtype, sliding_window_predict
+from .inference import OutputSlot, Progress, label_dtype, labels_from_proba, sliding_window_predict
 from .model_metadata import ModelMetadata
 from .models import resolve_model
 from .runtime import Runtime
@@ -231,24 +231,14 @@ class Segmenter:
         they flood the foreground in order of decreasing probability (:func:`sdk.instances.seeded_watershed`;
         Beucher & Meyer 1993), so a foreground component without a seed stays background.
         """
-        from . import instances
+        from .instances import model_instances
 
         if not 0.0 < seed_threshold <= 1.0:
             raise InvalidInputError(f"seed_threshold={seed_threshold!r} must be in (0, 1]")
-        meta = self.metadata
         proba = self.predict_proba(image, axes=axes, progress=progress)
-        foreground = proba[meta.foreground_class]
-        if proba.shape[0] == 1:  # a single sigmoid channel: its class is p >= 0.5
-            mask = foreground >= 0.5
-        else:
-            mask = np.argmax(proba, axis=0) == meta.foreground_class
-        del proba
-        mode = "3d" if meta.spatial_dims == 3 else "2d"
-        if split_touching:
-            return instances.seeded_watershed(
-                foreground, mask, seed_threshold=seed_threshold, connectivity=connectivity, mode=mode
-            )
-        return instances.connected_components(mask, connectivity=connectivity, mode=mode)
+        return model_instances(labels_from_proba(proba), proba[self.metadata.foreground_class], self.metadata,
+                               split_touching=split_touching, seed_threshold=seed_threshold,
+                               connectivity=connectivity)
 
     def _predict(self, image: Any, axes: str | None, output: str, out: Any, progress: Progress | None) -> Any:
         array = _checked_image(image)

@@ -507,3 +507,22 @@ def test_blended_rows_written_in_slabs_are_unchanged(monkeypatch, pointwise):
     monkeypatch.setattr(tiling, "FLUSH_ELEMENTS", 1)  # one row per slab
     np.testing.assert_array_equal(seg.predict_proba(image), whole)
     np.testing.assert_array_equal(seg.predict(image), np.argmax(whole, axis=0))
+
+
+def test_instances_of_a_single_sigmoid_channel_are_its_label_one_pixels():
+    # one class, foreground_class 0: labels_from_proba marks its foreground 1 (p >= 0.5); the napari plugin
+    # took label == foreground_class (0), the background, before both paths shared model_instances
+    from types import SimpleNamespace
+
+    from sdk.instances import model_instances
+
+    label = pytest.importorskip("skimage.measure").label
+    labels = (np.random.default_rng(9).random((3, 40, 50)) > 0.6).astype(np.uint8)
+    single = SimpleNamespace(num_classes=1, foreground_class=0, spatial_dims=2)
+    got = model_instances(labels, None, single)
+    offset = 0
+    for plane, expected in zip(got, (label(s == 1, connectivity=1) for s in labels)):
+        np.testing.assert_array_equal(plane, np.where(expected > 0, expected + offset, 0))
+        offset += expected.max()
+    two = SimpleNamespace(num_classes=2, foreground_class=0, spatial_dims=3)  # several classes: the named one
+    np.testing.assert_array_equal(model_instances(labels, None, two), label(labels == 0, connectivity=1))

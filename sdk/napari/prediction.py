@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..inference import labels_from_proba
-from ..instances import connected_components, seeded_watershed
+from ..instances import model_instances
 from ..segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -125,9 +125,7 @@ def predict_outputs(
     if "probabilities" in outputs:
         result["probabilities"] = proba
     if "instances" in outputs:
-        mask = np.asarray(labels) == meta.foreground_class
-        mode = "2d" if meta.spatial_dims == 2 else "3d"
-        result["instances"] = (seeded_watershed(proba[meta.foreground_class], mask, mode=mode) if split_touching
-                               else connected_components(mask, mode=mode))
+        result["instances"] = model_instances(labels, proba[meta.foreground_class] if split_touching else None, meta,
+                                              split_touching=split_touching)
     logger.debug("predicted %s for an image of shape %s", ", ".join(outputs), tuple(image.shape))
     return result
