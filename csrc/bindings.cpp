@@ -23,6 +23,7 @@
 #include "unetsdk/value_summary.hpp"
 #include "unetsdk/views.hpp"
 #include "unetsdk/warping_error.hpp"
+#include "unetsdk/watershed.hpp"
 
 namespace py = pybind11;
 using namespace unetsdk;
@@ -336,6 +337,41 @@ py::tuple py_label_components(const py::array& mask, bool volumetric, bool full)
     return py::make_tuple(labels, count);
 }
 
+// Seeded watershed of C-contiguous (Z, H, W) arrays: floods `labels` (uint32 seeds, changed in place) by
+// increasing `priority` (float32/float64) within `mask` (uint8 or None); each slice on its own unless
+// `volumetric`, slices in parallel.
+void py_seeded_watershed(const py::array& priority, py::array_t<std::uint32_t, py::array::c_style>& labels,
+                         const py::object& mask, bool volumetric, bool full, bool lines, unsigned threads) {
+    if (priority.ndim() != 3 || labels.ndim() != 3 || !(priority.flags() & py::array::c_style))
+        throw std::invalid_argument("internal: expected C-contiguous 3-d priority and labels");
+    for (int k = 0; k < 3; ++k)
+        if (priority.shape(k) != labels.shape(k)) throw std::invalid_argument("internal: shapes differ");
+    check_native(priority);
+    py::array_t<std::uint8_t, py::array::c_style> mask_array;
+    if (!mask.is_none()) {
+        mask_array = mask.cast<py::array_t<std::uint8_t, py::array::c_style>>();
+        if (mask_array.ndim() != 3 || mask_array.size() != labels.size())
+            throw std::invalid_argument("internal: mask shape differs");
+    }
+    const index_t nz = labels.shape(0), ny = labels.shape(1), nx = labels.shape(2);
+    std::uint32_t* out = labels.mutable_data();
+    const std::uint8_t* m = mask.is_none() ? nullptr : mask_array.data();
+    const auto run = [&](auto tag) {
+        using P = decltype(tag);
+        const P* pr = static_cast<const P*>(priority.data());
+        py::gil_scoped_release release;
+        if (volumetric) return seeded_flood(pr, m, out, nz, ny, nx, full, lines);
+        const index_t plane = ny * nx;
+        parallel_for(static_cast<std::size_t>(nz), resolve_threads(threads), [&](std::size_t z, unsigned) {
+            const index_t o = static_cast<index_t>(z) * plane;
+            seeded_flood(pr + o, m ? m + o : nullptr, out + o, 1, ny, nx, full, lines);
+        });
+    };
+    if (priority.dtype().is(py::dtype::of<float>())) return run(float{});
+    if (priority.dtype().is(py::dtype::of<double>())) return run(double{});
+    throw std::invalid_argument("internal: priority must be float32 or float64, got " + dtype_name(priority));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -358,6 +394,10 @@ PYBIND11_MODULE(_core, m) {
           "sum_sq_{counts,truth,proposal}, xlogx_{counts,truth,proposal} (log2), zero_total, zero_sum_sq_counts.");
     m.def("label_components", &py_label_components, py::arg("mask"), py::arg("volumetric"), py::arg("full"),
           "(labels uint32 (Z, H, W), count): components of mask > 0, per slice or in 3D, face or full connectivity.");
+    m.def("seeded_watershed", &py_seeded_watershed, py::arg("priority"), py::arg("labels"), py::arg("mask"),
+          py::arg("volumetric"), py::arg("full"), py::arg("lines"), py::arg("threads"),
+          "Flood uint32 seeds (Z, H, W) in place by increasing priority within mask (or None), per slice or "
+          "in 3D; lines=True leaves one-pixel watershed lines (label 0) between regions.");
     m.def("release_memory",
           [] {
               release_scratch_memory();

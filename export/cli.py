@@ -160,7 +160,7 @@ def cmd_train(args) -> int:
             bar.update(step - bar.count)  # steps are absolute, so a resumed run starts where it left off
 
         best = train(config, train_samples, val_samples, args.out, resume=args.resume, on_step=on_step,
-                     device=str(device))
+                     device=str(device), keep_epochs=args.keep_epochs)
     print(json.dumps({"best": best["best"], "steps": best["step"], "checkpoint": str(Path(args.out) / "best.pt")}))
     return 0
 
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="directory for best.pt / last.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's checkpoint as OUT/epoch_<step>.pt (default: best and last only)")
     p.add_argument("--steps", type=int, default=10000, help="optimizer steps in all (default: %(default)s)")
     p.add_argument("--epoch-steps", type=int, default=500,
                    help="steps between validations and checkpoints (default: %(default)s)")

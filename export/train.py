@@ -248,13 +248,15 @@ def train(
     resume: bool = False,
     on_step: Callable[[int, float], None] | None = None,
     device: str = "auto",
+    keep_epochs: bool = False,
 ) -> dict[str, Any]:
     """Train, validating every ``epoch_steps``; return the final checkpoint dict (also in ``out_dir``).
 
     ``resume=True`` continues from ``out_dir/last.pt``. ``on_step(step, loss)`` is called after every
     step (progress display). Stops at ``config.steps`` or after ``config.max_minutes`` of training.
     ``device`` (see :func:`training_device`) is where it runs: on CUDA with mixed precision. Checkpoints
-    load on any device.
+    load on any device. ``keep_epochs=True`` also keeps every epoch's checkpoint as
+    ``epoch_<step>.pt`` (for choosing or averaging checkpoints after the run with other criteria).
     """
     where = training_device(device)
     out_dir = Path(out_dir)
@@ -338,4 +340,6 @@ def train(
             best = record
             _save(out_dir / "best.pt", checkpoint())
         _save(out_dir / "last.pt", checkpoint())
+        if keep_epochs:
+            _save(out_dir / f"epoch_{step:06d}.pt", checkpoint())
     return load_checkpoint(out_dir / "best.pt")

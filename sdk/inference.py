@@ -25,6 +25,9 @@ from .tiling import (
 
 ACTIVATIONS = ("none", "softmax", "sigmoid")
 OUTPUTS = ("proba", "labels")
+#: Test-time augmentation: none; all flips of the spatial axes (4 in 2D, 8 in 3D); the dihedral group of
+#: the (Y, X) square, 4 rotations x a flip of X (8 in 2D; x a flip of Z in 3D: 16).
+TTA_MODES = ("none", "flips", "dihedral")
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]  # (tiles done, tiles in total)
@@ -54,19 +57,39 @@ def labels_from_proba(proba: np.ndarray) -> np.ndarray:
     return np.argmax(proba, axis=0)
 
 
-def flip_predictions(predictor: Predictor, batch: np.ndarray, activation: str) -> np.ndarray:
-    """Test-time augmentation: mean probabilities over all flips of the spatial axes (4 in 2D, 8 in 3D)."""
-    spatial = range(2, batch.ndim)
+def tta_mode(tta: bool | str) -> str:
+    """The :data:`TTA_MODES` entry of a ``tta`` option: ``True`` is ``"flips"``, ``False`` ``"none"``."""
+    if isinstance(tta, (bool, np.bool_)):
+        return "flips" if tta else "none"
+    return validate_choice("tta", tta, TTA_MODES)
+
+
+def _views(spatial_dims: int, mode: str) -> list[tuple[int, tuple[int, ...]]]:
+    """(quarter turns in the (Y, X) plane, flipped axes) of each view, axes counted from the end."""
+    if mode == "flips":
+        axes = [-a for a in range(spatial_dims, 0, -1)]
+        return [(0, combo) for k in range(spatial_dims + 1) for combo in itertools.combinations(axes, k)]
+    flippable = (-1,) if spatial_dims == 2 else (-3, -1)
+    flips = [combo for k in range(len(flippable) + 1) for combo in itertools.combinations(flippable, k)]
+    return [(turns, combo) for turns in range(4) for combo in flips]
+
+
+def tta_predictions(predictor: Predictor, batch: np.ndarray, activation: str, mode: str = "flips") -> np.ndarray:
+    """Test-time augmentation: the mean probabilities over the views of ``mode`` (:data:`TTA_MODES`); each
+    view transforms the input batch (B, C, *spatial), and the inverse transform brings its probabilities
+    back. Quarter turns need a square (Y, X) tile, or one whose turned shape the network also accepts."""
+    if mode == "none":
+        return activate(predictor(batch), activation)
     total = None
-    count = 0
-    for k in range(len(spatial) + 1):
-        for axes in itertools.combinations(spatial, k):
-            flipped = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
-            proba = activate(predictor(flipped), activation)
-            proba = np.flip(proba, axes) if axes else proba
-            total = proba.copy() if total is None else np.add(total, proba, out=total)
-            count += 1
-    return total / np.float32(count)
+    views = _views(batch.ndim - 2, mode)
+    for turns, axes in views:
+        view = np.flip(batch, axes) if axes else batch
+        view = np.rot90(view, turns, axes=(-2, -1)) if turns else view
+        proba = activate(predictor(np.ascontiguousarray(view) if (axes or turns) else batch), activation)
+        proba = np.rot90(proba, -turns, axes=(-2, -1)) if turns else proba
+        proba = np.flip(proba, axes) if axes else proba
+        total = proba.copy() if total is None else np.add(total, proba, out=total)
+    return total / np.float32(len(views))
 
 
 class OutputSlot:
@@ -99,7 +122,7 @@ def sliding_window_predict(
     output: str = "proba",
     out: Any = None,
     batch_size: int = 1,
-    tta: bool = False,
+    tta: bool | str = False,
     progress: Progress | None = None,
 ) -> Any:
     """Tiled inference of ``image`` (C, *spatial); returns ``out`` filled with probabilities or labels.
@@ -113,6 +136,7 @@ def sliding_window_predict(
     """
     validate_choice("activation", activation, ACTIVATIONS)
     validate_choice("output", output, OUTPUTS)
+    tta = tta_mode(tta)
     if batch_size < 1:
         raise InvalidInputError(f"batch_size={batch_size} must be >= 1")
     spatial = tuple(image.shape[1:])
@@ -158,10 +182,7 @@ def sliding_window_predict(
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first : first + batch_size]
         batch = np.stack([prepared(t) for t in chunk])
-        if tta:
-            result = flip_predictions(checked, batch, activation)
-        else:
-            result = activate(checked(batch), activation)
+        result = tta_predictions(checked, batch, activation, tta)
         for t, proba in zip(chunk, result):
             merger.add(t, proba)
         if progress is not None:

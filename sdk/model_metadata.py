@@ -32,6 +32,7 @@ NORMALIZATION_MODES = ("per_image_zscore", "per_image_minmax", "percentile", "fi
 PADDING_MODES = ("same", "valid")
 OUTPUT_ACTIVATIONS = ("none", "softmax", "sigmoid")
 BLEND_MODES = ("gaussian", "constant", "none")  # "none": overlap-tile, halo cropping (sdk.tiling)
+BOUNDARY_MODES = ("none", "watershed")  # sdk.postprocessing
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,34 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class Postprocessing:
+    """What :mod:`sdk.postprocessing` does to the probabilities of the whole image, chosen on held-out data.
+
+    ``boundaries="watershed"``: seeds are the face-connected components of foreground probability
+    ``>= seed_threshold``; they flood the image by decreasing probability, and where two regions meet a
+    one-pixel line becomes background (probability 0). Touching objects that the network separates by a
+    faint or broken boundary come out separated. ``"none"``: the network's output as it is.
+    ``selection`` records how the setting was chosen (data, criterion, held-out scores without and with it).
+    """
+
+    boundaries: str = "none"
+    seed_threshold: float = 0.5
+    selection: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = postprocessing_problems(dataclasses.asdict(self))
+        if problems:
+            raise ModelError("invalid postprocessing: " + "; ".join(problems))
+
+    @property
+    def active(self) -> bool:
+        return self.boundaries != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ModelMetadata:
     """Everything ``sdk`` needs to run a U-Net ONNX file correctly, stored inside the file.
 
@@ -139,6 +168,7 @@ class ModelMetadata:
     tile_size: tuple[int, ...] = ()
     tile_overlap: float = 0.25
     blend: str = "gaussian"
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
     training: Mapping[str, Any] = field(default_factory=dict)
     exporter_version: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -173,6 +203,7 @@ class ModelMetadata:
         """The ``metadata_props`` entries (string -> string) that describe this model."""
         values: dict[str, Any] = dataclasses.asdict(self)
         values["normalization"] = self.normalization.to_dict()
+        values["postprocessing"] = self.postprocessing.to_dict()
         return {PREFIX + k: json.dumps(v) for k, v in values.items()}
 
     @classmethod
@@ -207,6 +238,8 @@ class ModelMetadata:
             raise ModelError("invalid unet-sdk model metadata: " + "; ".join(problems))
         if "normalization" in values:
             values["normalization"] = Normalization(**values["normalization"])
+        if "postprocessing" in values:
+            values["postprocessing"] = Postprocessing(**values["postprocessing"])
         values["class_names"] = tuple(values["class_names"])
         values["tile_size"] = tuple(values.get("tile_size", ()))
         return cls(**values)
@@ -318,6 +351,20 @@ def normalization_problems(values: Mapping[str, Any]) -> list[str]:
     return [p for p in problems if p]
 
 
+def postprocessing_problems(values: Mapping[str, Any]) -> list[str]:
+    """Every problem of a postprocessing record (a dict of :class:`Postprocessing` fields)."""
+    known = {f.name for f in dataclasses.fields(Postprocessing)}
+    unknown = sorted(str(k) for k in values if k not in known)
+    problems = [f"malformed postprocessing: unknown key(s) {', '.join(map(_show, unknown))}"] if unknown else []
+    problems.append(_choice_problem("postprocessing boundaries", values.get("boundaries", "none"), BOUNDARY_MODES))
+    seed = values.get("seed_threshold", 0.5)
+    if not (_is_finite_number(seed) and 0 < seed <= 1):
+        problems.append(f"postprocessing seed_threshold must be in (0, 1], got {_show(seed)}")
+    if not isinstance(values.get("selection", {}), Mapping):
+        problems.append(f"postprocessing selection must be an object, got {_show(values.get('selection'))}")
+    return [p for p in problems if p]
+
+
 def _smallest_input(multiple: int, offset: int, minimum: int) -> int:
     return minimum + (offset - minimum) % multiple
 
@@ -381,6 +428,21 @@ def metadata_problems(values: Mapping[str, Any]) -> list[str]:
             problems += normalization_problems(norm)
         else:
             problems.append(f"malformed normalization: expected an object, got {_show(norm)}")
+    if "postprocessing" in values:
+        post = get("postprocessing")
+        if isinstance(post, Postprocessing):
+            post = dataclasses.asdict(post)
+        if isinstance(post, Mapping):
+            post_problems = postprocessing_problems(post)
+            problems += post_problems
+            names = ok.get("class_names")
+            if not post_problems and post.get("boundaries", "none") != "none" and names is not None and len(names) > 2:
+                problems.append(
+                    "postprocessing boundaries need the probability of one foreground class against the rest: "
+                    f"a model of 1 or 2 classes, got {len(names)}"
+                )
+        else:
+            problems.append(f"malformed postprocessing: expected an object, got {_show(post)}")
     offset = _checked(values, ok, "input_size_offset", 0)
     if "tile_size" in values:
         tile = get("tile_size")

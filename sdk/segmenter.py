@@ -15,8 +15,9 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .image_statistics import min_max
-from .inference import OutputSlot, Progress, label_dtype, labels_from_proba, sliding_window_predict
+from .inference import OutputSlot, Progress, label_dtype, labels_from_proba, sliding_window_predict, tta_mode
 from .model_metadata import ModelMetadata
+from .postprocessing import apply_postprocessing
 from .models import resolve_model
 from .runtime import Runtime
 from . import sizing
@@ -66,8 +67,14 @@ class Segmenter:
     threads : int
         ONNX Runtime intra-op threads (default: all cores this process may use; requests beyond
         :data:`sdk.runtime.MAX_THREADS_PER_CORE` per core are capped there, with a warning).
-    tta : bool
-        Average the probabilities over all flips of the spatial axes.
+    tta : bool or {"none", "flips", "dihedral"}
+        Test-time augmentation: average the probabilities over all flips of the spatial axes
+        (``True`` or ``"flips"``: 4 views in 2D), or over the 8 symmetries of the (Y, X) square
+        (``"dihedral"``: quarter turns and flips, x2 with a Z flip in 3D). Costs that many network runs.
+    postprocess : bool
+        Apply the post-processing the model's metadata declares (``metadata.postprocessing``, e.g. the
+        shipped ISBI 2012 model's watershed boundaries, :mod:`sdk.postprocessing`) to each whole image;
+        ``False``: the network's output as it is. Models without one are unaffected.
 
     One instance may be shared by many threads: ``predict`` keeps no state between calls.
     """
@@ -82,7 +89,8 @@ class Segmenter:
         blend: str | None = None,
         batch_size: int | None = None,
         threads: int | None = None,
-        tta: bool = False,
+        tta: bool | str = False,
+        postprocess: bool = True,
     ) -> None:
         self._model_source = resolve_model(model)  # sdk.explain appends its explanation graph to these bytes
         self._runtime = Runtime(self._model_source, device=device, threads=threads)
@@ -108,7 +116,8 @@ class Segmenter:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InvalidInputError(f"batch_size={batch_size!r} must be a positive integer")
         self.batch_size = int(batch_size)
-        self.tta = bool(tta)
+        self.tta = tta_mode(tta)
+        self.postprocess = bool(postprocess)
 
     def _default_overlap(self, meta: ModelMetadata) -> float:
         if self.blend != "none":
@@ -160,7 +169,8 @@ class Segmenter:
     def __repr__(self) -> str:
         return (
             f"Segmenter({self._runtime.source!r}, device={self.device!r}, tile={self.tile}, "
-            f"overlap={self.overlap}, blend={self.blend!r}, batch_size={self.batch_size}, tta={self.tta})"
+            f"overlap={self.overlap}, blend={self.blend!r}, batch_size={self.batch_size}, tta={self.tta!r}, "
+            f"postprocess={self.postprocess})"
         )
 
     # -- prediction ----------------------------------------------------------------------------------
@@ -261,10 +271,11 @@ class Segmenter:
             "%s %s as %s: %d image(s) x %d tiles of %s, blend=%s, on %s",
             output, array.shape, axes, stack.shape[0], per_image, plan.input_shape, self.blend, self.device,
         )
-        for n in range(stack.shape[0]):
-            target = out if single else OutputSlot(out, 1 if output == "proba" else 0, n)
-            sliding_window_predict(
-                stack[n] if stack.shape[1] == self.metadata.in_channels else Luminance(stack[n]),
+        postprocess = self.postprocess and self.metadata.postprocessing.active
+
+        def tiled(source: Any, kind: str, into: Any, n: int) -> Any:
+            return sliding_window_predict(
+                source,
                 self._runtime.run,
                 self.metadata,
                 channels=classes,
@@ -273,14 +284,28 @@ class Segmenter:
                 merge=self.blend,
                 normalization=self.metadata.normalization,
                 activation=self.metadata.output_activation,
-                output=output,
-                out=target,
+                output=kind,
+                out=into,
                 batch_size=self.batch_size,
                 tta=self.tta,
                 progress=None
                 if progress is None
-                else (lambda done, total, n=n: progress(n * per_image + done, per_image * stack.shape[0])),
+                else (lambda done, total: progress(n * per_image + done, per_image * stack.shape[0])),
             )
+
+        for n in range(stack.shape[0]):
+            target = out if single else OutputSlot(out, 1 if output == "proba" else 0, n)
+            source = stack[n] if stack.shape[1] == self.metadata.in_channels else Luminance(stack[n])
+            if not postprocess:
+                tiled(source, output, target, n)
+                continue
+            # the flood of the post-processing needs the whole image's probabilities at once
+            proba = apply_postprocessing(tiled(source, "proba", _whole_image_proba(classes, spatial), n), self.metadata)
+            whole = (slice(None),) * len(spatial)
+            if output == "proba":
+                target[(slice(None),) + whole] = proba
+            else:
+                target[whole] = labels_from_proba(proba)
         return out
 
 
@@ -396,6 +421,16 @@ def _as_stack(array: np.ndarray, axes: str) -> np.ndarray:
     view = array.reshape(array.shape + (1,) * len(missing))
     current = axes + "".join(missing)
     return np.transpose(view, [current.index(a) for a in target])
+
+
+def _whole_image_proba(classes: int, spatial: tuple[int, ...]) -> np.ndarray:
+    try:
+        return np.empty((classes,) + spatial, dtype=np.float32)
+    except MemoryError:
+        raise InvalidInputError(
+            f"the model's post-processing needs the probabilities of a whole image ({classes} x {spatial} "
+            "float32) in memory, and they do not fit: pass postprocess=False for the network's raw output"
+        ) from None
 
 
 def _output_array(out: Any, shape: tuple[int, ...], dtype: np.dtype, output: str, classes: int) -> Any:

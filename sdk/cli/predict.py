@@ -35,7 +35,7 @@ from ..atomic import PARTIAL_MARK, atomic_output
 from ..calibration import Calibration
 from ..distributed import command as distributed_command
 from ..errors import InvalidInputError, OutputExistsError, UnetSdkError
-from ..inference import labels_from_proba
+from ..inference import TTA_MODES, labels_from_proba
 from ..io import (
     READ_SUFFIXES,
     create_zarr,
@@ -95,7 +95,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--blend", choices=MERGE_MODES, help="gaussian/constant blending or none (overlap-tile)")
     parser.add_argument("--batch-size", type=int, help="tiles per network call")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
+    parser.add_argument("--tta", nargs="?", const="flips", default="none", choices=TTA_MODES,
+                        help="test-time augmentation: average over the 4 flips (--tta, --tta flips) or the 8 "
+                             "quarter turns and flips (--tta dihedral); slower, smoother (default: none)")
+    parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                        help="skip the post-processing the model declares (e.g. the default model's watershed "
+                             "boundaries): the network's raw output")
     parser.add_argument("--axes", help=f"input axes when the file does not say: {', '.join(AXES_2D + AXES_3D)}")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -255,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         threads=args.threads,
         tta=args.tta,
+        postprocess=args.postprocess,
     )
     show = not args.no_progress and not quiet
     failures: list[tuple[str, str]] = []

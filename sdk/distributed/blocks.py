@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, ModelError
-from ..inference import activate, flip_predictions, label_dtype, labels_from_proba
+from ..inference import label_dtype, labels_from_proba, tta_mode, tta_predictions
 from ..model_metadata import Normalization
 from ..tiling import Tile, TilePlan, blend_weights, extract_tile, reflect_indices
 
@@ -179,12 +179,14 @@ def predict_block(
     output: str,
     batch_size: int = 1,
     tta: bool = False,
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Probabilities (``channels``, *window) or labels (*window) of ``block`` of ``image`` (C, *spatial)
     under ``plan``, equal to those pixels of the whole-image prediction with the same plan.
 
     ``statistics`` are the whole image's (:meth:`Normalization.statistics`); ``image`` may hold only the
-    block's input window (:class:`WindowView`).
+    block's input window (:class:`WindowView`). ``postprocess`` maps the block's probabilities before
+    labels are taken (the model's post-processing; the caller gives it only blocks that are whole images).
     """
     window = block.window
     shape = tuple(w.stop - w.start for w in window)
@@ -212,7 +214,7 @@ def predict_block(
     for first in range(0, len(block.tiles), batch_size):
         group = block.tiles[first : first + batch_size]
         batch = np.stack([prepared(t) for t in group])
-        result = flip_predictions(run, batch, activation) if tta else activate(run(batch), activation)
+        result = tta_predictions(run, batch, activation, tta_mode(tta))
         for tile, out in zip(group, result):
             # the part of what this tile contributes that lies in the block, in tile and block coordinates
             reach = tile.keep if plan.merge == "none" else tuple(
@@ -231,6 +233,8 @@ def predict_block(
                 weight_sum[in_block] += w
     if plan.merge != "none":
         proba /= weight_sum
+    if postprocess is not None:
+        proba = postprocess(proba)
     if output == "proba":
         return proba
     return labels_from_proba(proba).astype(label_dtype(channels), copy=False)

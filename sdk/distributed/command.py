@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, jobs: list, kind: str) -> int:
     if args.workers is not None and args.workers < 1:
         raise InvalidInputError(f"--workers {args.workers}: give at least 1")
     options = dict(device=args.device, tile=args.tile, overlap=args.overlap, blend=args.blend,
-                   batch_size=args.batch_size, tta=args.tta, threads=args.threads, memory_budget=args.memory_budget)
+                   batch_size=args.batch_size, tta=args.tta, postprocess=args.postprocess, threads=args.threads, memory_budget=args.memory_budget)
     show = not args.no_progress and not getattr(args, "quiet", 0)
     one_zarr = len(jobs) == 1 and Path(jobs[0].target).suffix.lower() == ".zarr"
     if args.chunks is not None and not one_zarr:

@@ -75,7 +75,8 @@ def predict_files(
         run = prepare_run(model, client, **options)
         spec, settings = run.spec, run.settings
         record = {"model_sha256": spec.digest, "tile": list(settings.tile), "overlap": settings.overlap,
-                  "blend": settings.blend, "tta": settings.tta, "job": _describe(run_job),
+                  "blend": settings.blend, "tta": settings.tta,
+                  "postprocess": settings.postprocess, "job": _describe(run_job),
                   "sources": [str(j.source) for j in jobs]}
         records = _claim_directories([Path(j.target) for j in jobs], record, overwrite)
         todo = [j for j in jobs if overwrite or not os.path.lexists(j.target)]

@@ -20,6 +20,7 @@ from .. import image_statistics, sizing
 from ..errors import InvalidInputError, RuntimeUnavailableError
 from ..inference import OUTPUTS, label_dtype
 from ..model_metadata import Normalization
+from ..postprocessing import apply_postprocessing
 from ..segmenter import _resolve_axes
 from ..tiling import TilePlan, plan_tiles, validate_choice
 from .blocks import BlockPlan, WindowView, check_finite, plan_blocks, predict_block, tiles_per_block
@@ -113,6 +114,7 @@ def build_prediction(
     blend: str | None = None,
     batch_size: int | None = None,
     tta: bool = False,
+    postprocess: bool = True,
     threads: int | None = None,
     memory_budget: int | str | None = None,
     client: Any = None,
@@ -131,8 +133,10 @@ def build_prediction(
     chunks : None, int or tuple
         Chunks of the returned array (e.g. the zarr chunks it will be stored in). ``None``: the blocks
         it is computed in (tile-aligned, irregular).
-    tile, overlap, blend, batch_size, tta
-        As for Segmenter. ``tile=None``: the largest tile fitting ``memory_budget`` on a CPU worker.
+    tile, overlap, blend, batch_size, tta, postprocess
+        As for Segmenter. A model's post-processing (``metadata.postprocessing``) needs whole images: with
+        it, each image is one block, and an image whose probabilities exceed the memory budget is refused
+        before any work (pass ``postprocess=False`` for the network's raw output in smaller blocks). ``tile=None``: the largest tile fitting ``memory_budget`` on a CPU worker.
     threads : int, optional
         ONNX Runtime threads per task thread; default: each host's cores shared by its task threads.
     memory_budget : bytes or str, optional
@@ -150,7 +154,7 @@ def build_prediction(
 
     validate_choice("output", output, OUTPUTS)
     run = prepare_run(model, client, device=device, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-                      tta=tta, threads=threads, memory_budget=memory_budget)
+                      tta=tta, postprocess=postprocess, threads=threads, memory_budget=memory_budget)
     client, spec, settings, meta, budget = run.client, run.spec, run.settings, run.metadata, run.budget
     shape = tuple(int(n) for n in array.shape)
     axes = _resolve_axes(shape, meta, axes)
@@ -161,7 +165,10 @@ def build_prediction(
     layout = Layout(shape, axes, images, spatial, output, meta.num_classes)
     plan = plan_tiles(spatial, meta, tile=settings.tile, overlap=settings.overlap, merge=settings.blend)
     task_threads = sum(client.nthreads().values()) if client is not None else 1
-    blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
+    if settings.postprocess and meta.postprocessing.active:
+        blocks = plan_blocks(plan, _whole_image_grouping(plan, layout, budget))
+    else:
+        blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
 
     is_dask = hasattr(array, "__dask_graph__")
     if not is_dask and isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
@@ -209,6 +216,20 @@ def _block_grouping(plan: TilePlan, layout: Layout, budget: int | None, task_thr
     while group != [1] * len(group) and math.prod(math.ceil(t / g) for t, g in zip(tiles_each_axis, group)) < wanted:
         group = [max(1, g - 1) for g in group]
     return tuple(group)
+
+
+def _whole_image_grouping(plan: TilePlan, layout: Layout, budget: int | None) -> tuple[int, ...]:
+    """All tiles in one block (the post-processing floods whole images), if its probabilities fit."""
+    needed = 4 * layout.classes * math.prod(layout.spatial)
+    room = budget or sizing.memory_budget()
+    if needed > room:
+        raise InvalidInputError(
+            f"the model's post-processing ({layout.output} of images {layout.spatial}) needs the probabilities "
+            f"of a whole image in one task, {needed / 1e9:.2f} GB, more than its memory budget of "
+            f"{room / 1e9:.2f} GB: give a larger memory_budget (--memory-budget), or postprocess=False "
+            "(--no-postprocess) for the network's raw output"
+        )
+    return tuple(len(a.starts) for a in plan.axes)
 
 
 def _chunk_parts(array: Any, axes: str, n: int, window: tuple[slice, ...] | None) -> tuple[list, tuple[int, ...]]:
@@ -299,6 +320,9 @@ def _block_task(
         output=layout.output,
         batch_size=segmenter.batch_size,
         tta=segmenter.tta,
+        postprocess=(lambda proba: apply_postprocessing(proba, segmenter.metadata))
+        if segmenter.postprocess and segmenter.metadata.postprocessing.active
+        else None,
     )
     lead = (1,) if "N" in layout.axes else ()
     if layout.output == "proba":

@@ -57,12 +57,13 @@ class Settings:
     overlap: float
     blend: str
     batch_size: int
-    tta: bool
+    tta: str
+    postprocess: bool = True
     threads: dict[str, int] = field(default_factory=dict)  # worker address -> ORT threads; others: own cores
     devices: dict[str, str] = field(default_factory=dict)  # worker address -> device (one GPU each)
 
     def segmenter_key(self) -> tuple:
-        return (self.device, self.tile, self.overlap, self.blend, self.batch_size, self.tta)
+        return (self.device, self.tile, self.overlap, self.blend, self.batch_size, self.tta, self.postprocess)
 
 
 _cache: dict[tuple, Segmenter] = {}
@@ -97,7 +98,7 @@ def worker_segmenter(spec: ModelSpec, settings: Settings) -> Segmenter:
         if segmenter is None:
             segmenter = Segmenter(
                 spec.model, device=device, tile=settings.tile, overlap=settings.overlap, blend=settings.blend,
-                batch_size=settings.batch_size, threads=threads, tta=settings.tta,
+                batch_size=settings.batch_size, threads=threads, tta=settings.tta, postprocess=settings.postprocess,
             )
             _cache[key] = segmenter
             logger.info("worker %s loaded %s on %s with %d threads", address or "(local)", spec.digest[:12],
@@ -152,7 +153,8 @@ class Run:
 
 def prepare_run(
     model: Any, client: Any, *, device: str = "auto", tile: Any = None, overlap: float | None = None,
-    blend: str | None = None, batch_size: int | None = None, tta: bool = False, threads: int | None = None,
+    blend: str | None = None, batch_size: int | None = None, tta: bool = False, postprocess: bool = True,
+    threads: int | None = None,
     memory_budget: int | str | None = None,
 ) -> Run:
     """Resolve every setting on the client, exactly as :class:`Segmenter` would with these arguments, except
@@ -171,10 +173,10 @@ def prepare_run(
         tile = tile or sizing.default_tile(probe, budget=budget, batch_size=batch_size or 1, key=spec.digest)
     segmenter = Segmenter(spec.model, device="cpu", tile=tile, overlap=overlap, blend=blend,
                           batch_size=batch_size or DEFAULT_BATCH["cuda" if kind == "cuda" else "cpu"], threads=1,
-                          tta=tta)
+                          tta=tta, postprocess=postprocess)
     thread_plan, device_plan = plan_workers(client, device, threads) if client is not None else ({}, {})
     settings = Settings(device, segmenter.tile, segmenter.overlap, segmenter.blend, segmenter.batch_size,
-                        segmenter.tta, thread_plan, device_plan)
+                        segmenter.tta, segmenter.postprocess, thread_plan, device_plan)
     return Run(client, spec, settings, segmenter.metadata, budget)
 
 

@@ -114,7 +114,7 @@ def _run_record(spec_digest: str, settings: Any, output: str, shape: tuple[int, 
     return {
         "model_sha256": spec_digest,
         "tile": list(settings.tile), "overlap": settings.overlap, "blend": settings.blend, "tta": settings.tta,
-        "batch_size": settings.batch_size, "output": output,
+        "postprocess": settings.postprocess, "batch_size": settings.batch_size, "output": output,
         "input": {"shape": list(shape), "dtype": str(np.dtype(dtype)), "source": str(source)},
     }
 
