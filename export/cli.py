@@ -262,6 +262,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# -- postprocess ---------------------------------------------------------------------------------
+def cmd_postprocess(args) -> int:
+    from .select_postprocessing import select_postprocessing, write_postprocessing
+
+    data = _resolve_data(args)
+    if data["spatial_dims"] != 2:
+        raise InvalidInputError("unet-export postprocess chooses on 2D held-out slices; this data is 3D")
+    images, labels = data["images"][data["val"]], data["labels"][data["val"]]
+    try:
+        seeds = [float(v) for v in args.seed_thresholds.split(",")]
+    except ValueError:
+        raise InvalidInputError(f"--seed-thresholds {args.seed_thresholds!r}: give numbers separated by commas") from None
+    postprocessing, record = select_postprocessing(args.model, images, labels, seeds=seeds, threads=args.threads,
+                                                   samples=f"{Path(data['images_path']).name} samples {_ranges(data['val'])}")
+    path = write_postprocessing(args.model, args.output, postprocessing, overwrite=args.force)
+    print(json.dumps({"output": str(path), "boundaries": postprocessing.boundaries,
+                      "seed_threshold": postprocessing.seed_threshold, **record}, indent=2))
+    return 0
+
+
 # -- bioimageio ----------------------------------------------------------------------------------
 def cmd_bioimageio(args) -> int:
     from .bioimageio import REPRODUCIBILITY_TOLERANCE, export_package
@@ -347,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the calibration tiles")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("postprocess", help="choose the post-processing on held-out data and store it in the model")
+    p.add_argument("model", type=Path, help="the .onnx model")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write (the model itself with --force)")
+    _data_arguments(p)
+    p.add_argument("--seed-thresholds", default="0.5,0.6,0.7,0.8,0.9",
+                   help="watershed seed thresholds to try, comma-separated (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
+    p.set_defaults(func=cmd_postprocess)
 
     p = sub.add_parser("evaluate", help="held-out ISBI metrics and speed of an ONNX model (ONNX Runtime)")
     p.add_argument("model", type=Path, help="the .onnx model to score")
