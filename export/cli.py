@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -264,8 +265,12 @@ def cmd_evaluate(args) -> int:
 
 # -- postprocess ---------------------------------------------------------------------------------
 def cmd_postprocess(args) -> int:
+    from sdk.errors import OutputExistsError
+
     from .select_postprocessing import select_postprocessing, write_postprocessing
 
+    if os.path.lexists(args.output) and not args.force:  # before the minutes of scoring
+        raise OutputExistsError(f"{args.output} exists; pass --force to replace it")
     data = _resolve_data(args)
     if data["spatial_dims"] != 2:
         raise InvalidInputError("unet-export postprocess chooses on 2D held-out slices; this data is 3D")
