@@ -94,6 +94,18 @@ def contingency_summary(
     in ignore_bits: N, sums of squares and of x log2 x of the entries, truth sizes and proposal sizes
     (kept rows), and proposal label 0's column total and sum of squared entries. Exact integers."""
 
+def seeded_watershed(
+    priority: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    labels: npt.NDArray[np.uint32],
+    mask: npt.NDArray[np.uint8] | None,
+    volumetric: bool,
+    full: bool,
+    lines: bool,
+    threads: int,
+) -> None:
+    """Flood the seeds in ``labels`` (C-contiguous (Z, H, W), changed in place) by increasing ``priority``
+    within ``mask``; per slice (slices in parallel) or in 3D; ``lines``: one-pixel watershed lines (0)."""
+
 def label_components(
     mask: npt.NDArray, volumetric: bool, full: bool
 ) -> tuple[npt.NDArray[np.uint32], int]:

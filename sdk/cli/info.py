@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  bioimageio {key}: {value}")
     for key, value in report["metadata"].items():
         print(f"  {key}: {value}")
+    for line in held_out_record(meta):
+        print(line)
     print(f"providers available: {', '.join(report['providers_available'])}")
     print(f"device='auto' runs on: {segmenter.device} ({', '.join(segmenter.providers)})")
     print("weights: " + ("verified against their SHA-256 digest" if segmenter.weights_verified
@@ -63,6 +65,34 @@ def run(args: argparse.Namespace) -> int:
         f"{name} ({layer['channels']} ch, 1/{layer['stride']:g} scale)" for name, layer in layers.items())
         or "none; re-export with `unet-export onnx --explain`"))
     return 0
+
+
+def _scores(scores: dict) -> str:
+    return "warping {:.6f}  Rand {:.4f}  pixel {:.4f}".format(
+        scores.get("warping_error", float("nan")), scores.get("rand_error", float("nan")),
+        scores.get("pixel_error", float("nan")))
+
+
+def held_out_record(meta) -> list[str]:
+    """The model's measured held-out scores as a few readable lines (nothing if it records none)."""
+    measured = meta.training.get("held_out_metrics") if isinstance(meta.training, dict) else None
+    post = meta.postprocessing
+    held = post.selection.get("held_out", {}) if post.selection else {}
+    if not measured and not held:
+        return []
+    data = meta.training.get("data", {}) if isinstance(meta.training, dict) else {}
+    where = post.selection.get("chosen_on") or f"samples {data.get('val_samples', '?')}"
+    lines = [f"held-out record ({where}; not trained on):"]
+    if measured:
+        lines.append(f"  network output:             {_scores(measured)}")
+    if held:
+        setting = (f"watershed boundaries, seed {post.seed_threshold:g}" if post.active else "none")
+        lines.append(f"  with its post-processing:   {_scores(held['chosen'])}  ({setting}; predict uses it)")
+        if "two_fold" in held:
+            lines.append(f"    chosen on half, scored on the other half: {_scores(held['two_fold'])}")
+        if "chosen_with_tta_dihedral" in held:
+            lines.append(f"  + tta='dihedral' (8x time): {_scores(held['chosen_with_tta_dihedral'])}")
+    return lines
 
 
 def _plain(meta) -> dict:
