@@ -16,6 +16,7 @@
 #include "unetsdk/simple_point.hpp"
 #include "unetsdk/thread_pool.hpp"
 #include "unetsdk/warping_error.hpp"
+#include "unetsdk/watershed.hpp"
 
 using namespace unetsdk;
 
@@ -425,6 +426,53 @@ static void test_greedy_passes() {
     }
 }
 
+// The watershed: a hand-computed line, and on random images (2D and 3D, face and full connectivity)
+// no two neighbours carry different labels once lines are drawn, and every seed keeps its label.
+static void test_seeded_watershed() {
+    const float row[5] = {0.9f, 0.8f, 0.7f, 0.75f, 0.95f};
+    float priority[5];
+    for (int i = 0; i < 5; ++i) priority[i] = -row[i];  // higher probability floods first
+    std::uint32_t labels[5] = {1, 0, 0, 0, 2};
+    seeded_flood(priority, nullptr, labels, 1, 1, 5, false, true);
+    const std::uint32_t expected[5] = {1, 1, 0, 2, 2};
+    for (int i = 0; i < 5; ++i) CHECK(labels[i] == expected[i]);
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+    for (int trial = 0; trial < 40; ++trial) {
+        const index_t nz = trial % 2 ? 3 : 1, ny = 5 + trial % 7, nx = 4 + trial % 5;
+        const bool full = trial % 4 >= 2;
+        const auto n = static_cast<std::size_t>(nz * ny * nx);
+        std::vector<float> p(n);
+        std::vector<std::uint32_t> lab(n, 0), seeds;
+        for (auto& v : p) v = -uniform(rng);
+        for (std::size_t i = 0; i < n; i += 7) lab[i] = static_cast<std::uint32_t>(i + 1);  // isolated seeds
+        seeds = lab;
+        const auto steps = neighbour_steps(nz > 1, full);
+        bool seeds_touch = false;
+        for (std::size_t i = 0; i < n; ++i) {
+            const index_t x = static_cast<index_t>(i) % nx, y = (static_cast<index_t>(i) / nx) % ny, z = static_cast<index_t>(i) / (nx * ny);
+            for (const auto& s : steps) {
+                const index_t zz = z + s[0], yy = y + s[1], xx = x + s[2];
+                if (zz < 0 || zz >= nz || yy < 0 || yy >= ny || xx < 0 || xx >= nx) continue;
+                const auto j = static_cast<std::size_t>((zz * ny + yy) * nx + xx);
+                seeds_touch |= seeds[i] && seeds[j];
+            }
+        }
+        if (seeds_touch) continue;  // the rule needs seeds of different labels apart
+        seeded_flood(p.data(), nullptr, lab.data(), nz, ny, nx, full, true);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (seeds[i]) CHECK(lab[i] == seeds[i]);
+            const index_t x = static_cast<index_t>(i) % nx, y = (static_cast<index_t>(i) / nx) % ny, z = static_cast<index_t>(i) / (nx * ny);
+            for (const auto& s : steps) {
+                const index_t zz = z + s[0], yy = y + s[1], xx = x + s[2];
+                if (zz < 0 || zz >= nz || yy < 0 || yy >= ny || xx < 0 || xx >= nx) continue;
+                const auto j = static_cast<std::size_t>((zz * ny + yy) * nx + xx);
+                CHECK(!(lab[i] && lab[j] && lab[i] != lab[j]));
+            }
+        }
+    }
+}
+
 int main() {
     test_simple_points_2d();
     test_simple_points_3d();
@@ -438,6 +486,7 @@ int main() {
     test_resolve_threads();
     test_unaligned_reads();
     test_greedy_passes();
+    test_seeded_watershed();
     if (failures) {
         std::printf("%d check(s) failed\n", failures);
         return 1;
