@@ -227,3 +227,21 @@ def test_unet_export_postprocess_chooses_on_held_out_slices_and_records_it(tmp_p
     before = out.read_bytes()
     assert export_main(argv) == 2  # refused up front: the file is left as it was
     assert out.read_bytes() == before
+
+
+def test_tta_views_scores_each_view_and_their_means(shared_data, capsys):
+    require_shared("isbi2012")
+    from export.data import isbi2012_preset, load_stack
+    from export.tta_views import main as tta_views
+    from sdk.metrics import isbi2012
+
+    assert tta_views(["isbi2012", "--preset", "isbi2012", "--val-indices", "28:30", "--threads", "2"]) == 0
+    rows = {row["view"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert len(rows) == 10
+    preset = isbi2012_preset(shared_data / "isbi2012")
+    images, labels = load_stack(preset.images)[28:30], load_stack(preset.labels)[28:30]
+    truth = (labels > 0).astype(np.uint8)
+    for view, options in (("turn 0 flip -", {}), ("mean of 8 (dihedral)", {"tta": "dihedral"})):
+        proba = Segmenter("isbi2012", postprocess=False, **options).predict_proba(images)[1]
+        expected = isbi2012(truth, proba).rand_error
+        assert rows[view]["raw"]["rand_error"] == pytest.approx(expected, abs=1e-6)
