@@ -171,6 +171,8 @@ def training_record(checkpoint: dict) -> dict:
     """The metadata ``training`` entry: data, steps, time, hardware, held-out metrics of a checkpoint."""
     config = checkpoint["config"]
     best = checkpoint.get("best") or {}
+    # an epoch checkpoint (--keep-epochs) carries the best record so far: its own is its history entry
+    own = next((r for r in checkpoint.get("history", []) if r.get("step") == checkpoint["step"]), best)
     data = dict(config.get("data", {}))
     for key in ("images", "labels"):  # file names only: the record ships inside the model
         if data.get(key):
@@ -185,8 +187,9 @@ def training_record(checkpoint: dict) -> dict:
         "architecture": {k: config[k] for k in ("depth", "base_features", "padding", "batch_norm", "dropout")},
         "loss": "weighted cross-entropy (U-Net weight map, w0=10, sigma=5)"
         + (f" + {config['dice_weight']} x Dice" if config.get("dice_weight") else ""),
-        "held_out_metrics": {k: best[k] for k in ("warping_error", "rand_error", "pixel_error", "val_loss") if k in best},
-        "selected_by": "lowest held-out rand_error over epochs",
+        "held_out_metrics": {k: own[k] for k in ("warping_error", "rand_error", "pixel_error", "val_loss") if k in own},
+        "selected_by": "lowest held-out rand_error over epochs" if own.get("step") == best.get("step")
+        else f"the checkpoint of step {checkpoint['step']} (best held-out rand_error: step {best.get('step')})",
     }
 
 

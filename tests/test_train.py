@@ -81,6 +81,25 @@ def test_validation_uses_isbi_metrics(tmp_path):
         assert 0.0 <= record[key] <= 1.0
 
 
+def test_keep_epochs_and_the_training_record_of_an_epoch_checkpoint(tmp_path):
+    from export.cli import training_record
+
+    images, labels = _synthetic(n=3, size=32, seed=3)
+    samples = make_samples(images, labels, spatial_dims=2)
+    train(_config(steps=30, epoch_steps=10), samples[:2], samples[2:], tmp_path, keep_epochs=True)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_000010.pt", "epoch_000020.pt", "epoch_000030.pt"]
+    last = load_checkpoint(tmp_path / "last.pt")
+    for entry in last["history"]:  # each epoch file holds that epoch's weights and its own scores in the record
+        epoch = load_checkpoint(tmp_path / f"epoch_{entry['step']:06d}.pt")
+        assert epoch["step"] == entry["step"]
+        record = training_record(epoch)
+        assert record["held_out_metrics"]["rand_error"] == entry["rand_error"]
+        is_best = entry["step"] == last["best"]["step"]
+        assert record["selected_by"].startswith("lowest") == is_best
+    for name, tensor in load_checkpoint(tmp_path / "epoch_000030.pt")["model"].items():
+        torch.testing.assert_close(last["model"][name], tensor, msg=name)
+
+
 def test_label_and_split_handling(tmp_path):
     images, labels = _synthetic(n=2, size=16)
     samples = make_samples(images, labels, spatial_dims=2)
