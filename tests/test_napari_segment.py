@@ -169,3 +169,24 @@ def test_a_bioimageio_package_is_a_model_too(qtbot, widget, tmp_path):
     click_and_wait(qtbot, widget)
     np.testing.assert_array_equal(widget.viewer.layers["img labels"].data,
                                   Segmenter(str(package), tile=16).predict(image))
+
+
+def test_the_models_post_processing_is_applied_unless_unticked(qtbot, widget, tmp_path):
+    from sdk.model_metadata import Postprocessing
+
+    path = tmp_path / "boundaries.onnx"
+    path.write_bytes(make_model("same", seed=4, metadata={"postprocessing": Postprocessing("watershed", 0.6)})[0])
+    image = np.random.default_rng(3).normal(size=(64, 64)).astype(np.float32)
+    widget.viewer.add_image(image, name="em")
+    assert widget.postprocess.isChecked()
+    results = {}
+    for post in (True, False):
+        widget.postprocess.setChecked(post)
+        choose(widget, model=path, tile=16, outputs=("labels",))
+        click_and_wait(qtbot, widget)
+        layer = widget.viewer.layers["em labels"]
+        results[post] = np.array(layer.data)
+        assert layer.metadata["unet_sdk"]["postprocess"] is post
+        np.testing.assert_array_equal(results[post], Segmenter(str(path), tile=16, postprocess=post).predict(image))
+        widget.viewer.layers.remove("em labels")
+    assert (results[True] != results[False]).any()

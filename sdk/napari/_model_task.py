@@ -114,15 +114,16 @@ class ModelTaskWidget(QWidget):
         self.check_inputs()
 
     # -- models ------------------------------------------------------------------------------------
-    def segmenter(self, model: str, device: str, tile: int | None = None, tta: bool = False) -> Segmenter:
+    def segmenter(self, model: str, device: str, tile: int | None = None, tta: bool = False,
+                  postprocess: bool = True) -> Segmenter:
         """A loaded Segmenter for these settings (kept for the next run); raises what loading raised.
         A model file is loaded again once it changes (its modification time is part of the key)."""
         path = Path(model)
-        key = (model, path.stat().st_mtime_ns if path.exists() else None, device, tile, tta)
+        key = (model, path.stat().st_mtime_ns if path.exists() else None, device, tile, tta, postprocess)
         cached = self._segmenters.get(key)
         if cached is None:
             try:
-                cached = Segmenter(model, device=device, tile=tile, tta=tta)
+                cached = Segmenter(model, device=device, tile=tile, tta=tta, postprocess=postprocess)
             except (UnetSdkError, ValueError, OSError, RuntimeError) as exc:
                 cached = exc
             self._segmenters[key] = cached

@@ -72,6 +72,10 @@ class SegmentWidget(ModelTaskWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__(napari_viewer)
         self.tta = QCheckBox("average over flips (TTA)")
+        self.postprocess = QCheckBox("the model's post-processing (e.g. watershed boundaries)")
+        self.postprocess.setChecked(True)
+        self.postprocess.setToolTip("what the model's metadata declares, applied to each whole image; "
+                                    "untick for the network's raw output")
         self.outputs = {name: QCheckBox(name) for name in OUTPUTS}
         self.outputs["labels"].setChecked(True)
         self.split_touching = QCheckBox("split touching instances (seeded watershed)")
@@ -82,6 +86,7 @@ class SegmentWidget(ModelTaskWidget):
         browse_zarr = QPushButton("…")
         browse_zarr.clicked.connect(self._browse_zarr)
         self.form.addRow("", self.tta)
+        self.form.addRow("", self.postprocess)
         self.form.addRow("outputs", row(*self.outputs.values()))
         self.form.addRow("", self.split_touching)
         self.form.addRow("zarr folder", row(self.zarr_path, browse_zarr))
@@ -119,7 +124,7 @@ class SegmentWidget(ModelTaskWidget):
         return None
 
     def start_job(self, layer) -> ModelJob:
-        settings = dict(self.settings(), tta=self.tta.isChecked())
+        settings = dict(self.settings(), tta=self.tta.isChecked(), postprocess=self.postprocess.isChecked())
         data, outputs, folder = layer_data(layer), self.chosen_outputs(), self._zarr_folder()
         split_touching = self.split_touching.isChecked()
         scale = tuple(float(s) for s in layer.scale)
@@ -138,7 +143,7 @@ class SegmentWidget(ModelTaskWidget):
         ndim = lazy["probabilities"].ndim - 1 if "probabilities" in lazy else next(iter(lazy.values())).ndim
         placement = self.placement(layer, ndim)
         record = {"model": self._job.settings["model"], "device": segmenter.device, "tile": list(segmenter.tile),
-                  "tta": segmenter.tta, "class_names": list(meta.class_names),
+                  "tta": segmenter.tta, "postprocess": segmenter.postprocess, "class_names": list(meta.class_names),
                   "foreground_class": meta.foreground_class, "source": layer.name}
         if "probabilities" in lazy:
             classes = range(meta.num_classes) if meta.num_classes > 2 else [meta.foreground_class]
