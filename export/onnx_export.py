@@ -436,7 +436,9 @@ def quantize_int8(
     activation ranges are their min/max. The classifier and the final softmax (or sigmoid) stay in float
     (8-bit logits would put the probability map on a coarse grid). 2D upsampling is first rewritten by
     :func:`upsampling_as_pixel_shuffle`, because ORT has no int8 transposed convolution. The metadata is
-    copied from the fp32 model with ``training["precision"]`` recording the quantization.
+    copied from the fp32 model with ``training["precision"]`` recording the quantization; a post-processing
+    setting is kept, its held-out scores (the fp32 model's) move under ``selection["fp32_source"]`` until
+    ``unet-export postprocess`` measures this file's own.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -472,7 +474,10 @@ def quantize_int8(
         "int8 static QDQ (u8 activations, s8 " + ("per-channel" if per_channel else "per-tensor")
         + " weights), min/max calibration"
     )
-    _set_metadata(proto, dataclasses.replace(metadata, training=training))
+    post = metadata.postprocessing
+    if post.selection:
+        post = dataclasses.replace(post, selection={"fp32_source": dict(post.selection)})
+    _set_metadata(proto, dataclasses.replace(metadata, training=training, postprocessing=post))
     _save_model(proto, out_path, overwrite)
     logger.info("wrote %s (int8, %.2f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path

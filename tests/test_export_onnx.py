@@ -238,8 +238,16 @@ def test_cli_train_onnx_quantize_evaluate(tmp_path, capsys):
     assert meta.normalization.mode == "per_image_zscore"
     assert meta.training["data"]["val_samples"] == "4,5" and meta.training["steps"] == summary["steps"]
     assert main(["onnx", str(run / "best.pt"), "-o", str(model)]) == 2  # exists, no --force
+    # post-processing chosen on the held-out slices, in place; the int8 twin keeps it until measured itself
+    assert main(["postprocess", str(model), "-o", str(model), *data, "--seed-thresholds", "0.5,0.9", "--force"]) == 0
+    chosen = read_metadata(model).postprocessing
+    assert set(chosen.selection["candidates"]) == {"none", "watershed 0.5", "watershed 0.9"}
     quantized = tmp_path / "q.onnx"
     assert main(["quantize", str(model), "-o", str(quantized), *data, "--calibration-tiles", "4"]) == 0
+    inherited = read_metadata(quantized).postprocessing
+    assert inherited.boundaries == chosen.boundaries and inherited.selection == {"fp32_source": chosen.selection}
+    assert main(["postprocess", str(quantized), "-o", str(quantized), *data, "--force"]) == 0
+    assert "held_out" in read_metadata(quantized).postprocessing.selection
     capsys.readouterr()
     assert main(["evaluate", str(quantized), *data, "--repeats", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
