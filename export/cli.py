@@ -262,6 +262,10 @@ def cmd_evaluate(args) -> int:
     images, labels = data["images"][data["val"]], data["labels"][data["val"]]
     result = evaluate_onnx(args.model, images, labels, threads=args.threads, repeats=args.repeats)
     result["samples"] = _ranges(data["val"])
+    if args.record:
+        from .evaluate import record_held_out_metrics
+
+        record_held_out_metrics(args.model, result, images_name=Path(data["images_path"]).name)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -391,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the held-out samples")
+    p.add_argument("--record", action="store_true",
+                   help="write the measured scores into the model's training record (held_out_metrics), "
+                        "weights and digest unchanged")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bioimageio", help="a BioImage Model Zoo package (rdf.yaml 0.5, test tensors, cover, docs)")

@@ -14,6 +14,22 @@ from sdk.errors import InvalidInputError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, _session, read_metadata
 
 
+def record_held_out_metrics(model_path, result: dict, *, images_name: str) -> None:
+    """Replace ``training["held_out_metrics"]`` of the model file with ``result`` (of :func:`evaluate_onnx`),
+    in place, weights untouched (:func:`~export.onnx_export.stamp_model`)."""
+    from .onnx_export import stamp_model
+
+    training = dict(read_metadata(model_path).training)
+    previous = training.get("held_out_metrics", {})
+    training["held_out_metrics"] = {
+        **{k: result[k] for k in ("warping_error", "rand_error", "pixel_error")},
+        **({"val_loss": previous["val_loss"]} if "val_loss" in previous else {}),
+        "measured_with": f"this file, ONNX Runtime CPU, whole slices {result['samples']} of {images_name} "
+                         "(export.evaluate.evaluate_onnx, sdk.metrics.isbi2012)",
+    }
+    stamp_model(model_path, training=training)
+
+
 def evaluate_onnx(model_path, images: np.ndarray, labels: np.ndarray, *, threads: int | None = None, repeats: int = 3) -> dict:
     """ISBI metrics (:func:`sdk.metrics.isbi2012`, label > 0 = foreground) and seconds per image.
 

@@ -249,6 +249,10 @@ def test_cli_train_onnx_quantize_evaluate(tmp_path, capsys):
     assert main(["postprocess", str(quantized), "-o", str(quantized), *data, "--force"]) == 0
     assert "held_out" in read_metadata(quantized).postprocessing.selection
     capsys.readouterr()
-    assert main(["evaluate", str(quantized), *data, "--repeats", "1"]) == 0
+    assert main(["evaluate", str(quantized), *data, "--repeats", "1", "--record"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == "4,5" and 0 <= report["rand_error"] <= 1
+    recorded = read_metadata(quantized).training["held_out_metrics"]  # --record: the file's own scores
+    assert {k: recorded[k] for k in ("warping_error", "rand_error", "pixel_error")} == {
+        k: report[k] for k in ("warping_error", "rand_error", "pixel_error")}
+    assert "slices 4,5 of img.tif" in recorded["measured_with"]
