@@ -166,13 +166,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+# -- average -------------------------------------------------------------------------------------
+def cmd_average(args) -> int:
+    from sdk.model_metadata import Normalization
+
+    from .average import average_checkpoints
+    from .train import load_checkpoint
+
+    config = load_checkpoint(args.checkpoints[0])["config"]
+    data = _resolve_data(args)
+    normalization = Normalization(**config["normalization"])
+    train_samples = _samples(data, data["train"], normalization)
+    val_samples = _samples(data, data["val"], normalization) if data["val"] else []
+    result = average_checkpoints(args.checkpoints, args.output, train_samples, val_samples,
+                                 bn_batches=args.bn_batches, overwrite=args.force)
+    print(json.dumps({"checkpoint": str(args.output), "record": result["best"]}))
+    return 0
+
+
 # -- onnx ----------------------------------------------------------------------------------------
 def training_record(checkpoint: dict) -> dict:
     """The metadata ``training`` entry: data, steps, time, hardware, held-out metrics of a checkpoint."""
     config = checkpoint["config"]
     best = checkpoint.get("best") or {}
-    # an epoch checkpoint (--keep-epochs) carries the best record so far: its own is its history entry
-    own = next((r for r in checkpoint.get("history", []) if r.get("step") == checkpoint["step"]), best)
+    # an epoch checkpoint (--keep-epochs) carries the best record so far: its own is its (last) history entry
+    own = next((r for r in reversed(checkpoint.get("history", [])) if r.get("step") == checkpoint["step"]), best)
+    if "averaged_steps" in own:
+        selected = (f"the average of the weights of steps {', '.join(map(str, own['averaged_steps']))} (stochastic "
+                    "weight averaging, batch norm re-measured on training tiles)")
+    elif own.get("step") == best.get("step"):
+        selected = "lowest held-out rand_error over epochs"
+    else:
+        selected = f"the checkpoint of step {checkpoint['step']} (best held-out rand_error: step {best.get('step')})"
     data = dict(config.get("data", {}))
     for key in ("images", "labels"):  # file names only: the record ships inside the model
         if data.get(key):
@@ -188,8 +213,7 @@ def training_record(checkpoint: dict) -> dict:
         "loss": "weighted cross-entropy (U-Net weight map, w0=10, sigma=5)"
         + (f" + {config['dice_weight']} x Dice" if config.get("dice_weight") else ""),
         "held_out_metrics": {k: own[k] for k in ("warping_error", "rand_error", "pixel_error", "val_loss") if k in own},
-        "selected_by": "lowest held-out rand_error over epochs" if own.get("step") == best.get("step")
-        else f"the checkpoint of step {checkpoint['step']} (best held-out rand_error: step {best.get('step')})",
+        "selected_by": selected,
     }
 
 
@@ -369,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the Seg-Grad-CAM explanation graphs (unet-sdk explain; fp32 only)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("average", help="average the weights of checkpoints of one run (SWA), re-measure batch norm")
+    p.add_argument("checkpoints", type=Path, nargs="+", help="epoch checkpoints of one run (--keep-epochs)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the averaged checkpoint (.pt) to write")
+    _data_arguments(p)
+    p.add_argument("--bn-batches", type=int, default=50,
+                   help="training batches that re-measure the batch-norm statistics (default: %(default)s)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("quantize", help="int8 static QDQ quantization calibrated on training tiles")
     p.add_argument("model", type=Path, help="fp32 ONNX file written by `unet-export onnx`")

@@ -100,6 +100,34 @@ def test_keep_epochs_and_the_training_record_of_an_epoch_checkpoint(tmp_path):
         torch.testing.assert_close(last["model"][name], tensor, msg=name)
 
 
+def test_averaged_checkpoints_mean_the_weights_and_remeasure_batch_norm(tmp_path):
+    from export.average import average_checkpoints
+    from export.cli import training_record
+
+    images, labels = _synthetic(n=3, size=32, seed=4)
+    samples = make_samples(images, labels, spatial_dims=2)
+    train(_config(steps=30, epoch_steps=10), samples[:2], samples[2:], tmp_path, keep_epochs=True)
+    paths = [tmp_path / "epoch_000020.pt", tmp_path / "epoch_000030.pt"]
+    out = average_checkpoints(paths, tmp_path / "swa.pt", samples[:2], samples[2:], bn_batches=3)
+    a, b = (load_checkpoint(p)["model"] for p in paths)
+    averaged = load_checkpoint(tmp_path / "swa.pt")
+    for name, tensor in averaged["model"].items():
+        if "running" in name or "num_batches" in name:
+            continue
+        np.testing.assert_allclose(tensor.numpy(), (a[name].double().numpy() + b[name].double().numpy()) / 2,
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+    norms = [k for k in averaged["model"] if k.endswith("running_mean")]
+    assert norms and all(int(averaged["model"][k.replace("running_mean", "num_batches_tracked")]) == 3 for k in norms)
+    assert out["best"]["averaged_steps"] == [20, 30] and 0 <= out["best"]["rand_error"] <= 1
+    record = training_record(averaged)
+    assert "average of the weights of steps 20, 30" in record["selected_by"]
+    assert record["held_out_metrics"]["rand_error"] == out["best"]["rand_error"]
+    with pytest.raises(Exception, match="exists"):
+        average_checkpoints(paths, tmp_path / "swa.pt", samples[:2], samples[2:])
+    with pytest.raises(InvalidInputError, match="at least two"):
+        average_checkpoints(paths[:1], tmp_path / "one.pt", samples[:2], samples[2:])
+
+
 def test_label_and_split_handling(tmp_path):
     images, labels = _synthetic(n=2, size=16)
     samples = make_samples(images, labels, spatial_dims=2)
