@@ -208,6 +208,7 @@ def test_unet_export_postprocess_chooses_on_held_out_slices_and_records_it(tmp_p
 
     out = tmp_path / "chosen.onnx"
     argv = ["postprocess", str(resolve_model("isbi2012")), "-o", str(out), "--preset", "isbi2012",
+            "--data-dir", str(shared_data),
             "--val-indices", "27:30", "--seed-thresholds", "0.6,0.8", "--threads", "2"]
     assert export_main(argv) == 0
     meta = Segmenter(str(out)).metadata
@@ -235,7 +236,8 @@ def test_tta_views_scores_each_view_and_their_means(shared_data, capsys):
     from export.tta_views import main as tta_views
     from sdk.metrics import isbi2012
 
-    assert tta_views(["isbi2012", "--preset", "isbi2012", "--val-indices", "28:30", "--threads", "2"]) == 0
+    assert tta_views(["isbi2012", "--preset", "isbi2012", "--data-dir", str(shared_data), "--val-indices", "28:30",
+                      "--threads", "2"]) == 0
     rows = {row["view"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     assert len(rows) == 10
     preset = isbi2012_preset(shared_data / "isbi2012")
