@@ -157,11 +157,12 @@ def sliding_window_predict(
 
     def checked(batch: np.ndarray) -> np.ndarray:
         result = predictor(batch)
-        if result.shape != (len(batch), channels) + plan.output_shape:
+        # from the batch's own sides: a quarter turn (dihedral TTA) swaps those of a non-square tile
+        promised = (len(batch), channels) + tuple(n - 2 * rule.output_margin for n in batch.shape[2:])
+        if result.shape != promised:
             raise ModelError(
                 f"the network returned shape {result.shape} for input {batch.shape}; its metadata promises "
-                f"{(len(batch), channels) + plan.output_shape} (class_names or output_margin disagree "
-                "with the graph)"
+                f"{promised} (class_names or output_margin disagree with the graph)"
             )
         if not np.isfinite(result).all():
             raise ModelError(

@@ -181,6 +181,28 @@ def test_dihedral_tta_is_the_mean_over_the_eight_symmetries(plain_model):
         Segmenter(plain_model, tta="rotations")
 
 
+def test_dihedral_tta_turns_non_square_tiles(plain_model):
+    # a quarter turn swaps the sides of a 40 x 96 tile: the network's output is checked against the turned shape
+    image = np.random.default_rng(5).normal(size=(40, 96)).astype(np.float32)
+    plain = Segmenter(plain_model, tile=128)
+    views = []
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.ascontiguousarray(np.rot90(image[:, ::-1] if flip else image, turns))
+            proba = np.rot90(plain.predict_proba(view), -turns, axes=(1, 2))
+            views.append(proba[:, :, ::-1] if flip else proba)
+    got = Segmenter(plain_model, tile=128, tta="dihedral").predict_proba(image)
+    np.testing.assert_allclose(got, np.mean(views, axis=0), atol=2e-6)
+    valid = make_model("valid", seed=3)[0]
+    out = Segmenter(valid, tile=64, tta="dihedral").predict_proba(image)
+    assert out.shape == (2, 40, 96) and np.isfinite(out).all()
+    pytest.importorskip("dask")
+    from sdk.distributed import predict_dask
+
+    blocks = predict_dask(valid, image, output="proba", tile=64, tta="dihedral").compute(scheduler="synchronous")
+    np.testing.assert_array_equal(blocks, out)
+
+
 def test_dihedral_tta_in_3d_has_sixteen_views():
     from sdk.inference import tta_predictions
 

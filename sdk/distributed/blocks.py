@@ -194,10 +194,11 @@ def predict_block(
 
     def run(batch: np.ndarray) -> np.ndarray:
         result = predictor(batch)
-        if result.shape != (len(batch), channels) + expected:
+        # from the batch's own sides: a quarter turn (dihedral TTA) swaps those of a non-square tile
+        promised = (len(batch), channels) + tuple(b - i + o for b, i, o in zip(batch.shape[2:], plan.input_shape, expected))
+        if result.shape != promised:
             raise ModelError(
-                f"the network returned shape {result.shape} for input {batch.shape}; its metadata promises "
-                f"{(len(batch), channels) + expected}"
+                f"the network returned shape {result.shape} for input {batch.shape}; its metadata promises {promised}"
             )
         return result
 
