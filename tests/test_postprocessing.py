@@ -165,17 +165,21 @@ def test_dask_prediction_floods_whole_images_and_equals_the_segmenter(boundary_m
 # -- test-time augmentation -----------------------------------------------------------------------------------
 
 
-def test_dihedral_tta_is_the_mean_over_the_eight_symmetries(plain_model):
-    image = np.random.default_rng(3).normal(size=(48, 48)).astype(np.float32)
-    plain = Segmenter(plain_model, tile=48)
+def dihedral_reference(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
+    """The mean probabilities of the whole image turned and flipped 8 ways, each turned back."""
     views = []
     for turns in range(4):
         for flip in (False, True):
-            view = np.rot90(image[:, ::-1] if flip else image, turns)
-            proba = np.rot90(plain.predict_proba(np.ascontiguousarray(view)), -turns, axes=(1, 2))
+            view = np.ascontiguousarray(np.rot90(image[:, ::-1] if flip else image, turns))
+            proba = np.rot90(segmenter.predict_proba(view), -turns, axes=(1, 2))
             views.append(proba[:, :, ::-1] if flip else proba)
+    return np.mean(views, axis=0)
+
+
+def test_dihedral_tta_is_the_mean_over_the_eight_symmetries(plain_model):
+    image = np.random.default_rng(3).normal(size=(48, 48)).astype(np.float32)
     got = Segmenter(plain_model, tile=48, tta="dihedral").predict_proba(image)
-    np.testing.assert_allclose(got, np.mean(views, axis=0), atol=2e-6)
+    np.testing.assert_allclose(got, dihedral_reference(Segmenter(plain_model, tile=48), image), atol=2e-6)
     assert Segmenter(plain_model, tta=True).tta == "flips" and Segmenter(plain_model).tta == "none"
     with pytest.raises(InvalidInputError, match="tta"):
         Segmenter(plain_model, tta="rotations")
@@ -184,15 +188,8 @@ def test_dihedral_tta_is_the_mean_over_the_eight_symmetries(plain_model):
 def test_dihedral_tta_turns_non_square_tiles(plain_model):
     # a quarter turn swaps the sides of a 40 x 96 tile: the network's output is checked against the turned shape
     image = np.random.default_rng(5).normal(size=(40, 96)).astype(np.float32)
-    plain = Segmenter(plain_model, tile=128)
-    views = []
-    for turns in range(4):
-        for flip in (False, True):
-            view = np.ascontiguousarray(np.rot90(image[:, ::-1] if flip else image, turns))
-            proba = np.rot90(plain.predict_proba(view), -turns, axes=(1, 2))
-            views.append(proba[:, :, ::-1] if flip else proba)
     got = Segmenter(plain_model, tile=128, tta="dihedral").predict_proba(image)
-    np.testing.assert_allclose(got, np.mean(views, axis=0), atol=2e-6)
+    np.testing.assert_allclose(got, dihedral_reference(Segmenter(plain_model, tile=128), image), atol=2e-6)
     valid = make_model("valid", seed=3)[0]
     out = Segmenter(valid, tile=64, tta="dihedral").predict_proba(image)
     assert out.shape == (2, 40, 96) and np.isfinite(out).all()
