@@ -24,7 +24,7 @@ from sdk.atomic import atomic_output
 from sdk.errors import InvalidInputError
 from sdk.metrics import ISBIResult, isbi2012, pool_isbi2012
 from sdk.model_metadata import Postprocessing
-from sdk.postprocessing import apply_postprocessing, foreground_channel
+from sdk.postprocessing import apply_postprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +41,27 @@ def _key(result: ISBIResult) -> tuple[float, float]:
     return (result.rand_error, result.warping_error)
 
 
-def _probabilities(model: str | os.PathLike, images: np.ndarray, *, tta: str, threads: int | None) -> np.ndarray:
+def _probabilities(model: str | os.PathLike, images: np.ndarray, *, tta: str, threads: int | None):
+    """The network's probabilities (K, N, H, W) of the slices, and the model's metadata."""
     from sdk import Segmenter
 
     segmenter = Segmenter(model, postprocess=False, tta=tta, threads=threads)
-    return segmenter.predict_proba(images, axes="NYX")  # (K, N, H, W)
+    return segmenter.predict_proba(images, axes="NYX"), segmenter.metadata
+
+
+def boundary_foreground(proba: np.ndarray, metadata, seed: float) -> np.ndarray:
+    """Foreground probability (N, H, W) of a stack's probabilities (K, N, H, W) after watershed boundaries
+    with ``seed``, each slice flooded on its own (as ``predict`` does)."""
+    post = dataclasses.replace(metadata, postprocessing=Postprocessing("watershed", seed))
+    fg = metadata.foreground_class
+    return np.stack([apply_postprocessing(proba[:, n].copy(), post)[fg] for n in range(proba.shape[1])])
 
 
 def _candidate_proposals(proba: np.ndarray, metadata, seeds: Sequence[float]) -> dict[str, np.ndarray]:
     """Foreground probability (N, H, W) of each candidate: "none", and "watershed <seed>" per seed."""
-    fg = foreground_channel(metadata)
-    out = {NONE: proba[fg]}
+    out = {NONE: proba[metadata.foreground_class]}
     for seed in seeds:
-        post = dataclasses.replace(metadata, postprocessing=Postprocessing("watershed", seed))
-        processed = np.stack([apply_postprocessing(proba[:, n].copy(), post)[fg] for n in range(proba.shape[1])])
-        out[f"watershed {seed:g}"] = processed
+        out[f"watershed {seed:g}"] = boundary_foreground(proba, metadata, seed)
     return out
 
 
@@ -78,15 +84,13 @@ def select_postprocessing(
 ) -> tuple[Postprocessing, dict]:
     """The best post-processing of ``model`` on held-out ``images`` / ``labels`` (N, H, W stacks; label >
     0 = foreground), with its selection record (every candidate's scores, the two-fold figure, TTA)."""
-    from sdk import Segmenter
-
     if images.ndim != 3 or images.shape != labels.shape or len(images) < 2:
         raise InvalidInputError(f"images {images.shape} and labels {labels.shape}: give two or more equal (N, H, W) slices")
     if not all(0 < s <= 1 for s in seeds):
         raise InvalidInputError(f"seed thresholds {list(seeds)} must lie in (0, 1]")
-    metadata = Segmenter(model, threads=1).metadata
+    proba, metadata = _probabilities(model, images, tta="none", threads=threads)
     truth = (labels > 0).astype(np.uint8)
-    proposals = _candidate_proposals(_probabilities(model, images, tta="none", threads=threads), metadata, seeds)
+    proposals = _candidate_proposals(proba, metadata, seeds)
     per_slice = {name: [isbi2012(truth[n:n + 1], p[n:n + 1]) for n in range(len(truth))] for name, p in proposals.items()}
     pooled = {name: pool_isbi2012(results) for name, results in per_slice.items()}
     chosen = _best(pooled)
@@ -98,7 +102,7 @@ def select_postprocessing(
         cross.append(pool_isbi2012([per_slice[_best(on_pick)][n] for n in score]))
     postprocessing = Postprocessing("none") if chosen == NONE else Postprocessing(
         "watershed", float(chosen.split()[1]))
-    tta_proba = _probabilities(model, images, tta="dihedral", threads=threads)
+    tta_proba, _ = _probabilities(model, images, tta="dihedral", threads=threads)
     tta_fg = _candidate_proposals(tta_proba, metadata, [postprocessing.seed_threshold] if postprocessing.active else [])
     record = {
         "chosen_on": samples or f"{len(truth)} held-out samples",

@@ -7,7 +7,6 @@ one JSON object per row; the table in ``export/RESULTS.md`` comes from it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -15,8 +14,8 @@ import numpy as np
 
 from sdk import Segmenter
 from sdk.metrics import isbi2012
-from sdk.model_metadata import Postprocessing
-from sdk.postprocessing import apply_postprocessing, foreground_channel
+
+from .select_postprocessing import boundary_foreground
 
 
 def views(segmenter: Segmenter, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = Segmenter(args.model, postprocess=False, threads=args.threads)
     meta = segmenter.metadata
     seed = args.seed_threshold or (meta.postprocessing.seed_threshold if meta.postprocessing.active else 0.6)
-    boundaries = dataclasses.replace(meta, postprocessing=Postprocessing("watershed", seed))
-    truth, fg = (labels > 0).astype(np.uint8), foreground_channel(meta)
+    truth, fg = (labels > 0).astype(np.uint8), meta.foreground_class
     each = views(segmenter, images)
     names = list(each)
     rows = dict(each)
@@ -54,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     rows["mean of 8 (dihedral)"] = np.mean(list(each.values()), axis=0)
     for name, proba in rows.items():
         row = {"view": name}
-        for kind, p in (("raw", proba), ("boundaries", np.stack([apply_postprocessing(proba[:, n].copy(), boundaries)
-                                                                 for n in range(proba.shape[1])], axis=1))):
-            r = isbi2012(truth, p[fg])
+        for kind, p in (("raw", proba[fg]), ("boundaries", boundary_foreground(proba, meta, seed))):
+            r = isbi2012(truth, p)
             row[kind] = {"warping_error": r.warping_error, "rand_error": r.rand_error, "pixel_error": r.pixel_error,
                          "rand_threshold": r.rand_threshold}
         print(json.dumps(row), flush=True)

@@ -17,11 +17,6 @@ from .instances import seeded_watershed
 from .model_metadata import ModelMetadata, Postprocessing
 
 
-def foreground_channel(metadata: ModelMetadata) -> int:
-    """The channel of the foreground probability: the only one of a sigmoid model, else ``foreground_class``."""
-    return 0 if metadata.num_classes == 1 else metadata.foreground_class
-
-
 def boundary_lines(foreground: np.ndarray, postprocessing: Postprocessing, *, volumetric: bool = False,
                    threads: int | None = None) -> np.ndarray | None:
     """Boolean mask of the watershed lines of one image's foreground probability, or None where there is
@@ -34,12 +29,13 @@ def boundary_lines(foreground: np.ndarray, postprocessing: Postprocessing, *, vo
 
 def apply_postprocessing(proba: np.ndarray, metadata: ModelMetadata, *, threads: int | None = None) -> np.ndarray:
     """Apply ``metadata.postprocessing`` to the probabilities ``proba`` (K, *spatial) of one whole image, in
-    place, and return them: on the lines the foreground probability becomes 0 and, for two classes, the
-    other class's 1 (so the classes still sum to one)."""
+    place, and return them: on the lines the foreground probability (channel ``foreground_class``, which the
+    schema holds at 0 for a single sigmoid channel) becomes 0 and, for two classes, the other class's 1 (so
+    the classes still sum to one)."""
     post = metadata.postprocessing
     if not post.active:
         return proba
-    fg = foreground_channel(metadata)
+    fg = metadata.foreground_class
     lines = boundary_lines(proba[fg], post, volumetric=metadata.spatial_dims == 3, threads=threads)
     if lines is not None:
         proba[fg][lines] = 0.0
