@@ -74,7 +74,8 @@ class Segmenter:
     postprocess : bool
         Apply the post-processing the model's metadata declares (``metadata.postprocessing``, e.g. the
         shipped ISBI 2012 model's watershed boundaries, :mod:`sdk.postprocessing`) to each whole image;
-        ``False``: the network's output as it is. Models without one are unaffected.
+        ``False``: the network's output as it is. Models without one are unaffected. The attribute
+        ``postprocess`` says whether it is applied (False for a model that declares none).
 
     One instance may be shared by many threads: ``predict`` keeps no state between calls.
     """
@@ -117,7 +118,7 @@ class Segmenter:
             raise InvalidInputError(f"batch_size={batch_size!r} must be a positive integer")
         self.batch_size = int(batch_size)
         self.tta = tta_mode(tta)
-        self.postprocess = bool(postprocess)
+        self.postprocess = bool(postprocess) and meta.postprocessing.active
 
     def _default_overlap(self, meta: ModelMetadata) -> float:
         if self.blend != "none":
@@ -271,8 +272,6 @@ class Segmenter:
             "%s %s as %s: %d image(s) x %d tiles of %s, blend=%s, on %s",
             output, array.shape, axes, stack.shape[0], per_image, plan.input_shape, self.blend, self.device,
         )
-        postprocess = self.postprocess and self.metadata.postprocessing.active
-
         def tiled(source: Any, kind: str, into: Any, n: int) -> Any:
             return sliding_window_predict(
                 source,
@@ -296,7 +295,7 @@ class Segmenter:
         for n in range(stack.shape[0]):
             target = out if single else OutputSlot(out, 1 if output == "proba" else 0, n)
             source = stack[n] if stack.shape[1] == self.metadata.in_channels else Luminance(stack[n])
-            if not postprocess:
+            if not self.postprocess:
                 tiled(source, output, target, n)
                 continue
             # the flood of the post-processing needs the whole image's probabilities at once

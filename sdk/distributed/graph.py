@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -165,7 +166,7 @@ def build_prediction(
     layout = Layout(shape, axes, images, spatial, output, meta.num_classes)
     plan = plan_tiles(spatial, meta, tile=settings.tile, overlap=settings.overlap, merge=settings.blend)
     task_threads = sum(client.nthreads().values()) if client is not None else 1
-    if settings.postprocess and meta.postprocessing.active:
+    if settings.postprocess:
         blocks = plan_blocks(plan, _whole_image_grouping(plan, layout, budget))
     else:
         blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
@@ -320,9 +321,7 @@ def _block_task(
         output=layout.output,
         batch_size=segmenter.batch_size,
         tta=segmenter.tta,
-        postprocess=(lambda proba: apply_postprocessing(proba, segmenter.metadata))
-        if segmenter.postprocess and segmenter.metadata.postprocessing.active
-        else None,
+        postprocess=partial(apply_postprocessing, metadata=segmenter.metadata) if segmenter.postprocess else None,
     )
     lead = (1,) if "N" in layout.axes else ()
     if layout.output == "proba":
