@@ -21,7 +21,7 @@ from sdk.errors import InvalidInputError
 
 from .data import Sample, TileSampler
 from .losses import UNetLoss
-from .train import TrainConfig, load_checkpoint, validate
+from .train import TrainConfig, _save, load_checkpoint, validate
 
 logger = logging.getLogger(__name__)
 
@@ -67,24 +67,21 @@ def average_checkpoints(
     """Average the checkpoints at ``paths`` (one architecture), re-measure batch norm on ``train_samples``
     (unaugmented tiles of the run's tile size), score on ``val_samples`` and save to ``out``. Returns the
     checkpoint dict written; its ``best`` record holds the held-out scores and the steps averaged."""
-    from sdk.atomic import atomic_output
-
     if len(paths) < 2:
         raise InvalidInputError("give at least two checkpoints to average")
     if Path(out).exists() and not overwrite:
         from sdk.errors import OutputExistsError
 
         raise OutputExistsError(f"{out} exists; pass --force to replace it")
-    checkpoints = [load_checkpoint(p) for p in paths]
-    configs = [TrainConfig.from_dict(c["config"]) for c in checkpoints]
-    if any(c.model().config != configs[-1].model().config for c in configs):
-        raise InvalidInputError("the checkpoints hold different architectures; average checkpoints of one run")
-    checkpoints.sort(key=lambda c: c["step"])
-    config, last = TrainConfig.from_dict(checkpoints[-1]["config"]), checkpoints[-1]
+    checkpoints = sorted((load_checkpoint(p) for p in paths), key=lambda c: c["step"])
+    last = checkpoints[-1]
+    config = TrainConfig.from_dict(last["config"])
     model = config.model()
-    model.load_state_dict(average_state([c["model"] for c in checkpoints]))
+    if any(TrainConfig.from_dict(c["config"]).model().config != model.config for c in checkpoints):
+        raise InvalidInputError("the checkpoints hold different architectures; average checkpoints of one run")
     if config.padding == "valid":
         raise InvalidInputError("averaging re-measures batch norm on same-padding tiles; this run used valid padding")
+    model.load_state_dict(average_state([c["model"] for c in checkpoints]))
     recompute_batch_norm(model, TileSampler(train_samples, config.tile, None), batches=bn_batches,
                          batch_size=config.batch_size, seed=config.seed)
     steps = [c["step"] for c in checkpoints]
@@ -103,6 +100,5 @@ def average_checkpoints(
         "hardware": last.get("hardware", ""),
         "averaged_from": [str(p) for p in paths],
     }
-    with atomic_output(Path(out), overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
+    _save(Path(out), payload, overwrite=overwrite)
     return payload

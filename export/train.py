@@ -208,8 +208,8 @@ def _lr_at(config: TrainConfig, step: int, train_seconds: float) -> float:
     return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_output(path, overwrite=True) as tmp:
+def _save(path: Path, payload: dict[str, Any], *, overwrite: bool = True) -> None:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
 
 

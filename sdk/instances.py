@@ -5,9 +5,10 @@ The watershed is the priority flood of Beucher & Meyer (1993) as scikit-image im
 (``skimage.segmentation.watershed(-p, markers, mask=mask)``, pixel for pixel where probabilities have no
 ties): every seed pixel enters a heap keyed by (priority, age); the pixel popped hands its label to each
 unlabelled neighbour inside the mask, which enters the heap with the next age. Higher probability floods
-first; equal probabilities flood in the order they were reached. With ``lines=True`` a pixel is labelled when it is popped instead, and becomes a
-one-pixel watershed line (0) where two regions meet (``csrc/include/unetsdk/watershed.hpp``). Cost: O(n log
-n) for the n pixels flooded, in C++ without the GIL, slices of a stack in parallel.
+first; equal probabilities flood in the order they were reached. With ``lines=True`` a pixel is labelled
+when it is popped instead, and becomes a one-pixel watershed line (0) where two regions meet
+(``csrc/include/unetsdk/watershed.hpp``). Cost: O(n log n) for the n pixels flooded, in C++ without the GIL,
+slices of a stack in parallel.
 """
 from __future__ import annotations
 
