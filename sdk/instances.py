@@ -7,8 +7,8 @@ ties): every seed pixel enters a heap keyed by (priority, age); the pixel popped
 unlabelled neighbour inside the mask, which enters the heap with the next age. Higher probability floods
 first; equal probabilities flood in the order they were reached. With ``lines=True`` a pixel is labelled
 when it is popped instead, and becomes a one-pixel watershed line (0) where two regions meet
-(``csrc/include/unetsdk/watershed.hpp``). Cost: O(n log n) for the n pixels flooded, in C++ without the GIL,
-slices of a stack in parallel.
+(``csrc/include/unetsdk/watershed.hpp``). Cost: O(n log n) for the n pixels flooded (seed pixels inside a
+seed are never queued), in C++ without the GIL, slices of a stack in parallel.
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def seeded_watershed(
     probability = np.asarray(probability)
     if probability.dtype.kind not in "biuf":
         raise InvalidInputError(f"probability must be real numbers, got dtype {probability.dtype}")
+    if probability.dtype.kind == "f" and np.isnan(probability).any():
+        raise InvalidInputError(f"probability holds NaN at {np.argwhere(np.isnan(probability))[0].tolist()}: the "
+                                "flood has no order for it")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if probability.shape != mask.shape:

@@ -16,6 +16,10 @@ import numpy as np
 from .instances import seeded_watershed
 from .model_metadata import ModelMetadata, Postprocessing
 
+# what boundary_lines holds per pixel of an image at most: the probability, seeds, seed labels, priorities,
+# flood state and lines (15 bytes) and the flood's queue (16 bytes a pixel if every pixel were queued at once)
+BOUNDARY_BYTES_PER_PIXEL = 32
+
 
 def boundary_lines(foreground: np.ndarray, postprocessing: Postprocessing, *, volumetric: bool = False,
                    threads: int | None = None) -> np.ndarray | None:
@@ -27,18 +31,23 @@ def boundary_lines(foreground: np.ndarray, postprocessing: Postprocessing, *, vo
     return None if lines.all() else lines
 
 
+def apply_lines(proba: np.ndarray, lines: np.ndarray, foreground_class: int) -> np.ndarray:
+    """Set the pixels of ``lines`` to background in the probabilities ``proba`` (K, *spatial), in place, and
+    return them: the foreground probability becomes 0 and, for two classes, the other class's 1 (so the
+    classes still sum to one). ``lines`` may be a window of an image's lines, with ``proba`` the same window."""
+    proba[foreground_class][lines] = 0.0
+    if proba.shape[0] == 2:
+        proba[1 - foreground_class][lines] = 1.0
+    return proba
+
+
 def apply_postprocessing(proba: np.ndarray, metadata: ModelMetadata, *, threads: int | None = None) -> np.ndarray:
     """Apply ``metadata.postprocessing`` to the probabilities ``proba`` (K, *spatial) of one whole image, in
-    place, and return them: on the lines the foreground probability (channel ``foreground_class``, which the
-    schema holds at 0 for a single sigmoid channel) becomes 0 and, for two classes, the other class's 1 (so
-    the classes still sum to one)."""
+    place, and return them (:func:`boundary_lines` of the foreground channel ``foreground_class``, which the
+    schema holds at 0 for a single sigmoid channel, then :func:`apply_lines`)."""
     post = metadata.postprocessing
     if not post.active:
         return proba
     fg = metadata.foreground_class
     lines = boundary_lines(proba[fg], post, volumetric=metadata.spatial_dims == 3, threads=threads)
-    if lines is not None:
-        proba[fg][lines] = 0.0
-        if proba.shape[0] == 2:
-            proba[1 - fg][lines] = 1.0
-    return proba
+    return proba if lines is None else apply_lines(proba, lines, fg)

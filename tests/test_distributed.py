@@ -94,6 +94,25 @@ def test_3d_volume_with_a_3d_model(client, tmp_path):
     assert np.array_equal(client.compute(result).result(), expected)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_postprocessing_floods_whole_images_after_parallel_blocks(client, tmp_path, spatial_dims):
+    from sdk.model_metadata import Postprocessing
+
+    boundaries = Postprocessing("watershed", 0.6, {"chosen_on": "a test"})
+    model = make_model("same", spatial_dims=spatial_dims, seed=5, metadata={"postprocessing": boundaries})[0]
+    shape = (150, 170) if spatial_dims == 2 else (24, 40, 36)
+    image = np.random.default_rng(6).normal(size=shape).astype(np.float32)
+    tile = 32 if spatial_dims == 2 else 16
+    for proba in (False, True):
+        expected = reference(model, image, proba=proba, tile=tile)
+        raw = reference(model, image, proba=proba, tile=tile, postprocess=False)
+        assert (expected != raw).any()  # the lines change the output
+        result = predict_dask(model, zarr_copy(tmp_path / f"in{proba}.zarr", image, (20,) * spatial_dims),
+                              output="proba" if proba else "labels", tile=tile, client=client)
+        assert all(len(c) > 1 for c in result.chunks[-spatial_dims:])  # the network runs in several blocks
+        assert np.array_equal(client.compute(result).result(), expected)
+
+
 def test_gaussian_blending_equals_single_machine(client):
     model = make_model("same", seed=4)[0]
     image = np.random.default_rng(3).normal(size=(2, 90, 100)).astype(np.float32)

@@ -144,6 +144,20 @@ def test_integer_and_float64_probabilities_keep_their_order():
     np.testing.assert_array_equal(seeded_watershed(p, None, seed_threshold=50000, lines=True), as_float)
 
 
+@pytest.mark.parametrize("lines", [True, False])
+def test_signed_zeros_tie_and_float32_floods_as_float64(lines):
+    # float32 floods on packed integer keys, float64 on (value, age) pairs: -0.0 and 0.0 must tie in both,
+    # as they do in the reference's float comparison
+    rng = np.random.default_rng(11)
+    p = (rng.integers(0, 4, (23, 29)) / 3).astype(np.float32)
+    p[rng.random(p.shape) < 0.5] *= -1.0  # half the zeros negative
+    seeds = connected_components(p >= 0.6)
+    got = seeded_watershed(p, None, seed_threshold=0.6, lines=lines)
+    np.testing.assert_array_equal(got, seeded_watershed(p.astype(np.float64), None, seed_threshold=0.6, lines=lines))
+    if lines:
+        np.testing.assert_array_equal(got, reference_with_lines(p, seeds, None, full=False))
+
+
 def test_bad_arguments_are_named():
     p = np.zeros((4, 4), np.float32)
     with pytest.raises(InvalidInputError, match="differ in shape"):
@@ -154,3 +168,6 @@ def test_bad_arguments_are_named():
         seeded_watershed(p.astype(complex), None)
     with pytest.raises(InvalidInputError, match="mode='3d'"):
         seeded_watershed(p, None, mode="3d")
+    p[2, 3] = np.nan
+    with pytest.raises(InvalidInputError, match=r"NaN at \[2, 3\]"):
+        seeded_watershed(p, None)

@@ -179,14 +179,12 @@ def predict_block(
     output: str,
     batch_size: int = 1,
     tta: bool = False,
-    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Probabilities (``channels``, *window) or labels (*window) of ``block`` of ``image`` (C, *spatial)
     under ``plan``, equal to those pixels of the whole-image prediction with the same plan.
 
     ``statistics`` are the whole image's (:meth:`Normalization.statistics`); ``image`` may hold only the
-    block's input window (:class:`WindowView`). ``postprocess`` maps the block's probabilities before
-    labels are taken (the model's post-processing; the caller gives it only blocks that are whole images).
+    block's input window (:class:`WindowView`).
     """
     window = block.window
     shape = tuple(w.stop - w.start for w in window)
@@ -234,8 +232,6 @@ def predict_block(
                 weight_sum[in_block] += w
     if plan.merge != "none":
         proba /= weight_sum
-    if postprocess is not None:
-        proba = postprocess(proba)
     if output == "proba":
         return proba
     return labels_from_proba(proba).astype(label_dtype(channels), copy=False)

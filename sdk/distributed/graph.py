@@ -2,16 +2,21 @@
 whole array.
 
 The graph has three kinds of tasks: the shared context (one key holding the model, as an embedded name or
-the file's bytes, the settings and the block plan; sent to a worker once), the normalisation statistics of each image (one task per image of a stack; the whole
-image's, computed by :meth:`~sdk.model_metadata.Normalization.statistics` itself in bounded memory, so
-they are the single-machine statistics bit for bit), and one task per block of the tile plan
+the file's bytes, the settings and the block plan; sent to a worker once), the normalisation statistics of
+each image (one task per image of a stack; the whole image's, computed by
+:meth:`~sdk.model_metadata.Normalization.statistics` itself in bounded memory, so they are the
+single-machine statistics bit for bit), and one task per block of the tile plan
 (:mod:`sdk.distributed.blocks`) that reads its input window, halo included, and predicts it.
+
+A model that declares post-processing (watershed boundaries, :mod:`sdk.postprocessing`) adds a stage: the
+blocks' networks still run in parallel, then one task per image floods the image's foreground probability,
+gathered from its blocks (the flood needs the whole image), and each block applies its window of the lines.
 """
 from __future__ import annotations
 
 import math
+import operator
 import uuid
-from functools import partial
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -19,9 +24,9 @@ import numpy as np
 
 from .. import image_statistics, sizing
 from ..errors import InvalidInputError, RuntimeUnavailableError
-from ..inference import OUTPUTS, label_dtype
+from ..inference import OUTPUTS, label_dtype, labels_from_proba
 from ..model_metadata import Normalization
-from ..postprocessing import apply_postprocessing
+from ..postprocessing import BOUNDARY_BYTES_PER_PIXEL, apply_lines, boundary_lines
 from ..segmenter import _resolve_axes
 from ..tiling import TilePlan, plan_tiles, validate_choice
 from .blocks import BlockPlan, WindowView, check_finite, plan_blocks, predict_block, tiles_per_block
@@ -135,9 +140,10 @@ def build_prediction(
         Chunks of the returned array (e.g. the zarr chunks it will be stored in). ``None``: the blocks
         it is computed in (tile-aligned, irregular).
     tile, overlap, blend, batch_size, tta, postprocess
-        As for Segmenter. A model's post-processing (``metadata.postprocessing``) needs whole images: with
-        it, each image is one block, and an image whose probabilities exceed the memory budget is refused
-        before any work (pass ``postprocess=False`` for the network's raw output in smaller blocks). ``tile=None``: the largest tile fitting ``memory_budget`` on a CPU worker.
+        As for Segmenter. A model's post-processing (``metadata.postprocessing``) floods whole images: the
+        blocks run in parallel as without it, then one task per image computes its lines, so an image whose
+        flood exceeds the memory budget is refused before any work (pass ``postprocess=False`` for the
+        network's raw output). ``tile=None``: the largest tile fitting ``memory_budget`` on a CPU worker.
     threads : int, optional
         ONNX Runtime threads per task thread; default: each host's cores shared by its task threads.
     memory_budget : bytes or str, optional
@@ -167,9 +173,8 @@ def build_prediction(
     plan = plan_tiles(spatial, meta, tile=settings.tile, overlap=settings.overlap, merge=settings.blend)
     task_threads = sum(client.nthreads().values()) if client is not None else 1
     if settings.postprocess:
-        blocks = plan_blocks(plan, _whole_image_grouping(plan, layout, budget))
-    else:
-        blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
+        _check_boundary_memory(layout, budget)
+    blocks = plan_blocks(plan, _block_grouping(plan, layout, budget, task_threads, np.dtype(array.dtype)))
 
     is_dask = hasattr(array, "__dask_graph__")
     if not is_dask and isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
@@ -189,9 +194,14 @@ def build_prediction(
         for block in blocks:
             window = blocks.input_window(block)
             nested, origin = _chunk_parts(array, axes, n, window) if is_dask else (None, None)
-            layer[(name,) + layout.out_index(n) + block.index] = (
-                _block_task, context_key, n, block.index, stats_key, nested, origin
-            )
+            task = (_block_task, context_key, n, block.index, stats_key, nested, origin)
+            if settings.postprocess:  # the probabilities, finished below once the image's lines are known
+                task = (_network_task,) + task[1:]
+                layer[(f"unet-sdk-network-{token}", n) + block.index] = task
+            else:
+                layer[(name,) + layout.out_index(n) + block.index] = task
+        if settings.postprocess:
+            _add_boundary_tasks(layer, token, name, context_key, layout, blocks, n, meta.foreground_class)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[array] if is_dask else [])
     dtype = np.dtype(np.float32) if output == "proba" else label_dtype(meta.num_classes)
     result = dask.array.Array(graph, name, chunks=layout.out_lead_chunks() + blocks.chunks, dtype=dtype,
@@ -219,18 +229,41 @@ def _block_grouping(plan: TilePlan, layout: Layout, budget: int | None, task_thr
     return tuple(group)
 
 
-def _whole_image_grouping(plan: TilePlan, layout: Layout, budget: int | None) -> tuple[int, ...]:
-    """All tiles in one block (the post-processing floods whole images), if its probabilities fit."""
-    needed = 4 * layout.classes * math.prod(layout.spatial)
+def _check_boundary_memory(layout: Layout, budget: int | None) -> None:
+    """Refuse images whose flood (one task per whole image) would exceed the memory budget."""
+    needed = BOUNDARY_BYTES_PER_PIXEL * math.prod(layout.spatial)
     room = budget or sizing.memory_budget()
     if needed > room:
         raise InvalidInputError(
-            f"the model's post-processing ({layout.output} of images {layout.spatial}) needs the probabilities "
-            f"of a whole image in one task, {needed / 1e9:.2f} GB, more than its memory budget of "
-            f"{room / 1e9:.2f} GB: give a larger memory_budget (--memory-budget), or postprocess=False "
-            "(--no-postprocess) for the network's raw output"
+            f"the model's post-processing floods the whole image ({layout.output} of images {layout.spatial}) in "
+            f"one task, {needed / 1e9:.2f} GB, more than its memory budget of {room / 1e9:.2f} GB: give a larger "
+            "memory_budget (--memory-budget), or postprocess=False (--no-postprocess) for the network's raw output"
         )
-    return tuple(len(a.starts) for a in plan.axes)
+
+
+def _add_boundary_tasks(layer: dict, token: str, name: str, context_key: tuple, layout: Layout, blocks: BlockPlan,
+                        n: int, foreground_class: int) -> None:
+    """Image ``n``'s post-processing stage: each block's foreground channel (taken where the block was
+    computed, so only it travels), one flood of the whole image, and each block's output with its window of
+    the lines."""
+    network = f"unet-sdk-network-{token}"
+    foreground = f"unet-sdk-foreground-{token}"
+    lines_key = (f"unet-sdk-lines-{token}", n)
+    for block in blocks:
+        layer[(foreground, n) + block.index] = (operator.getitem, (network, n) + block.index, foreground_class)
+
+    def nest(prefix: tuple[int, ...]) -> Any:  # the foreground keys as a nested list over the block grid
+        if len(prefix) == len(blocks.grid):
+            return (foreground, n) + prefix
+        return [nest(prefix + (i,)) for i in range(blocks.grid[len(prefix)])]
+
+    layer[lines_key] = (_lines_task, context_key, nest(()))
+    for flat, block in enumerate(blocks):
+        piece = (f"unet-sdk-lines-piece-{token}", n) + block.index
+        layer[piece] = (_lines_piece, lines_key, flat)
+        layer[(name,) + layout.out_index(n) + block.index] = (
+            _finish_task, context_key, (network, n) + block.index, piece
+        )
 
 
 def _chunk_parts(array: Any, axes: str, n: int, window: tuple[slice, ...] | None) -> tuple[list, tuple[int, ...]]:
@@ -300,6 +333,52 @@ def _report_non_finite(view: StackView, layout: Layout, n: int) -> None:
 def _block_task(
     context: Context, n: int, index: tuple[int, ...], statistics: Any, nested: Any, origin: Any
 ) -> np.ndarray:
+    """The block's output (labels or probabilities), shaped as its chunk of the result."""
+    return _shaped(context.layout, _network(context, n, index, statistics, nested, origin, context.layout.output))
+
+
+def _network_task(
+    context: Context, n: int, index: tuple[int, ...], statistics: Any, nested: Any, origin: Any
+) -> np.ndarray:
+    """The block's probabilities (K, *window), before post-processing."""
+    return _network(context, n, index, statistics, nested, origin, "proba")
+
+
+def _lines_task(context: Context, foreground: list) -> list[np.ndarray] | None:
+    """The watershed lines of one whole image, cut into its blocks' windows (block order), or None."""
+    from dask.array.core import concatenate3
+
+    segmenter = worker_segmenter(context.spec, context.settings)
+    lines = boundary_lines(concatenate3(foreground), segmenter.metadata.postprocessing,
+                           volumetric=len(context.layout.spatial) == 3)
+    return None if lines is None else [lines[block.window] for block in context.blocks]
+
+
+def _lines_piece(lines: list[np.ndarray] | None, flat: int) -> np.ndarray | None:
+    return None if lines is None else lines[flat]
+
+
+def _finish_task(context: Context, proba: np.ndarray, lines: np.ndarray | None) -> np.ndarray:
+    """A block's output after post-processing: its probabilities with its window of the lines applied."""
+    layout = context.layout
+    if lines is not None:  # on a copy: the network's result may be needed again if a worker is lost
+        segmenter = worker_segmenter(context.spec, context.settings)
+        proba = apply_lines(proba.copy(), lines, segmenter.metadata.foreground_class)
+    result = proba if layout.output == "proba" else labels_from_proba(proba).astype(label_dtype(layout.classes), copy=False)
+    return _shaped(layout, result)
+
+
+def _shaped(layout: Layout, result: np.ndarray) -> np.ndarray:
+    """A block's result (K, *window) or (*window) with the stack's image axis added, if any."""
+    lead = (1,) if "N" in layout.axes else ()
+    if layout.output == "proba":
+        return result.reshape((result.shape[0],) + lead + result.shape[1:])
+    return result.reshape(lead + result.shape)
+
+
+def _network(
+    context: Context, n: int, index: tuple[int, ...], statistics: Any, nested: Any, origin: Any, output: str
+) -> np.ndarray:
     layout, blocks = context.layout, context.blocks
     block = blocks.block(index)
     window = blocks.input_window(block)
@@ -309,7 +388,7 @@ def _block_task(
         data = StackView(context.source, layout.axes, n)[(slice(None),) + window]
     check_finite(data, _where(layout, n, window))
     segmenter = worker_segmenter(context.spec, context.settings)
-    result = predict_block(
+    return predict_block(
         WindowView(data, [w.start for w in window], layout.spatial),
         blocks.tiles,
         block,
@@ -318,12 +397,7 @@ def _block_task(
         normalization=context.normalization,
         statistics=statistics,
         activation=context.activation,
-        output=layout.output,
+        output=output,
         batch_size=segmenter.batch_size,
         tta=segmenter.tta,
-        postprocess=partial(apply_postprocessing, metadata=segmenter.metadata) if segmenter.postprocess else None,
     )
-    lead = (1,) if "N" in layout.axes else ()
-    if layout.output == "proba":
-        return result.reshape((result.shape[0],) + lead + result.shape[1:])
-    return result.reshape(lead + result.shape)

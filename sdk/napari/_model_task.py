@@ -3,6 +3,7 @@ bioimage.io package), device and tile; input checks that disable Run with the re
 worker thread with tile progress in napari's activity dock and a Cancel that stops between tiles."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from .prediction import PredictionCancelled
 
 MODEL_FILES = "Models (*.onnx *.zip *.yaml *.yml);;All files (*)"
 Progress = Callable[[int, int], None]
+PROGRESS_INTERVAL = 0.05  # seconds between tile-count updates sent to the GUI thread
 
 
 class _TileRelay(QObject):
@@ -44,12 +46,18 @@ class ModelJob:
                  work: Callable[[Segmenter, Progress], Any]) -> None:
         self.owner, self.title, self.settings, self.work = owner, title, settings, work
         self.cancel = threading.Event()
+        self._last_emit = -math.inf  # the first tile always shows
 
     def __str__(self) -> str:
         return f"unet-sdk: {self.title}"
 
     def progress(self, done: int, total: int) -> None:
-        self.owner._relay.tiles.emit(done, total)
+        # at most one queued update per PROGRESS_INTERVAL: tens of thousands of tiny tiles would flood the
+        # GUI thread's queue (and napari's progress events recursed under them)
+        now = time.monotonic()
+        if done == total or now - self._last_emit >= PROGRESS_INTERVAL:
+            self._last_emit = now
+            self.owner._relay.tiles.emit(done, total)
         if self.cancel.is_set():
             raise PredictionCancelled(f"cancelled after {done} of {total} tiles")
 
