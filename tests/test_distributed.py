@@ -61,6 +61,19 @@ def reference(model, image, *, proba=False, **options):
     return (seg.predict_proba if proba else seg.predict)(image)
 
 
+def test_local_cluster_runs_without_the_dask_profiler():
+    import dask
+
+    from sdk.distributed.workers import local_cluster
+
+    with local_cluster(1, 2) as cluster, distributed.Client(cluster) as own:
+        assert own.run(lambda: dask.config.get("distributed.worker.profile.enabled")) == {
+            address: False for address in own.scheduler_info()["workers"]
+        }
+        assert [w["nthreads"] for w in own.scheduler_info()["workers"].values()] == [2]
+    assert dask.config.get("distributed.worker.profile.enabled")  # this process's configuration is untouched
+
+
 def test_2d_stack_equals_single_machine(client, valid2d, tmp_path):
     stack = np.random.default_rng(0).normal(size=(3, 70, 90)).astype(np.float32)
     for proba in (False, True):

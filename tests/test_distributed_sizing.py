@@ -122,3 +122,6 @@ def test_blocks_partition_the_output_and_run_every_tile_they_need(merge):
     assert (covered == 1).all()
     if merge == "none":  # overlap-tile: each tile runs in exactly one block
         assert sum(len(b.tiles) for b in blocks) == len(plan)
+        for axis in blocks.axes:  # and the blocks are as even as the grouping allows (load balance)
+            counts = [len(t) for t in axis.tiles]
+            assert max(counts) - min(counts) <= 1 and max(counts) <= tiles_per_block(plan, 90 * 90)[0]

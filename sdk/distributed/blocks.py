@@ -99,11 +99,14 @@ class BlockPlan:
 def _axis_blocks(plan_axis: Any, merge: str, group: int) -> AxisBlocks:
     starts, keep = plan_axis.starts, plan_axis.keep
     count = len(starts)
-    firsts = list(range(0, count, group))
+    # as few blocks as `group` allows, their tile counts differing by at most one: 10 tiles in groups of 3
+    # are 3, 3, 2, 2, not 3, 3, 3, 1 (even blocks balance the workers' load)
+    blocks = math.ceil(count / group)
+    firsts = [b * (count // blocks) + min(b, count % blocks) for b in range(blocks)]
     if merge == "none":
         # kept windows partition the axis: a block keeps the windows of its own tiles
         bounds = tuple(keep[i][0] for i in firsts) + (plan_axis.size,)
-        tiles = tuple(tuple(range(i, min(i + group, count))) for i in firsts)
+        tiles = tuple(tuple(range(a, b)) for a, b in zip(firsts, firsts[1:] + [count]))
         return AxisBlocks(bounds, tiles)
     # blending: blocks start where their first tile starts; every tile whose output reaches in runs
     bounds = (0,) + tuple(starts[i] for i in firsts[1:]) + (plan_axis.size,)
@@ -116,8 +119,8 @@ def _axis_blocks(plan_axis: Any, merge: str, group: int) -> AxisBlocks:
 
 
 def plan_blocks(plan: TilePlan, tiles_per_block: int | Sequence[int]) -> BlockPlan:
-    """Group ``tiles_per_block`` consecutive tiles per axis into a block (the last block of an axis may
-    hold fewer)."""
+    """Group at most ``tiles_per_block`` consecutive tiles per axis into a block, in as few blocks as that
+    allows, as even as possible (their tile counts differ by at most one)."""
     groups = (
         (tiles_per_block,) * len(plan.axes)
         if isinstance(tiles_per_block, (int, np.integer))

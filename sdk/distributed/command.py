@@ -115,12 +115,12 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
     import distributed
 
     from ..runtime import default_threads
+    from .workers import local_cluster
 
     if not logging.getLogger().isEnabledFor(logging.INFO):  # without -v, the cluster's own chatter stays out
         logging.getLogger("distributed").setLevel(logging.WARNING)
     threads = max(1, default_threads() // args.workers)
-    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=threads, processes=True,
-                                       dashboard_address=":0", silence_logs=logging.ERROR)
+    cluster = local_cluster(args.workers, threads)
     print(f"unet-sdk predict: local Dask cluster of {args.workers} workers x {threads} threads, dashboard "
           f"{cluster.dashboard_link}", file=sys.stderr)
     return distributed.Client(cluster), cluster

@@ -137,6 +137,20 @@ def _visible_gpus() -> int:
 
 
 WORKER_BUDGET_FRACTION = 0.5  # of a Dask worker's memory limit, for one block per task thread
+# Dask's statistical profiler samples each worker's task threads every 10 ms: 3-4 % of a block's time on
+# this project's 2-core benchmark machine (benchmarks/README.md); the clusters unet-sdk starts run without it
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+def local_cluster(workers: int, threads_per_worker: int) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` processes on this machine with ``threads_per_worker``
+    task threads each, dashboard on a free port, without Dask's profiler (:data:`LOCAL_WORKER_CONFIG`)."""
+    import dask
+    import distributed
+
+    with dask.config.set(LOCAL_WORKER_CONFIG):  # the nannies hand this configuration to their workers
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                                        dashboard_address=":0", silence_logs=logging.ERROR)
 
 
 @dataclass(frozen=True)
