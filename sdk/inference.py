@@ -51,10 +51,15 @@ def label_dtype(classes: int) -> np.dtype:
 
 
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:
-    """Class index per pixel of ``proba`` (K, ...): argmax, or ``p >= 0.5`` for a single channel."""
+    """Class index per pixel of ``proba`` (K, ...) as :func:`label_dtype`: argmax (the first class on ties),
+    or ``p >= 0.5`` for a single channel."""
     if proba.shape[0] == 1:
-        return (proba[0] >= 0.5).astype(np.uint8)
-    return np.argmax(proba, axis=0)
+        return (proba[0] >= 0.5).view(np.uint8)
+    if proba.shape[0] == 2 and not np.isnan(proba).any():
+        # argmax of two classes, ties to class 0; one comparison instead of numpy's strided int64 argmax
+        # over the class axis (8192²: 0.1 s against 3.0 s)
+        return np.greater(proba[1], proba[0]).view(np.uint8)
+    return np.argmax(proba, axis=0).astype(label_dtype(proba.shape[0]))
 
 
 def tta_mode(tta: bool | str) -> str:

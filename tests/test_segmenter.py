@@ -508,3 +508,19 @@ def test_core_function_takes_any_predictor():
                                  activation="none", batch_size=4)
     padded = np.pad(image[0], 1, mode="reflect")
     np.testing.assert_allclose(out[0], box_mean(padded[None, None])[0, 0], atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**31), st.booleans())
+def test_labels_from_proba_is_numpys_argmax(classes, seed, with_nan):
+    # a coarse grid of values makes ties common: argmax gives the first class, as must the two-class shortcut
+    from sdk.inference import label_dtype, labels_from_proba
+
+    rng = np.random.default_rng(seed)
+    proba = (rng.integers(0, 4, (classes, 7, 9)) / 3).astype(np.float32)
+    if with_nan:
+        proba[rng.integers(classes), rng.integers(7), rng.integers(9)] = np.nan
+    got = labels_from_proba(proba)
+    expected = (proba[0] >= 0.5) if classes == 1 else np.argmax(proba, axis=0)
+    assert got.dtype == label_dtype(classes)
+    np.testing.assert_array_equal(got, expected.astype(label_dtype(classes)))
