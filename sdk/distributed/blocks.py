@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, ModelError
-from ..inference import label_dtype, labels_from_proba, tta_mode, tta_predictions
+from ..inference import labels_from_proba, tta_mode, tta_predictions
 from ..model_metadata import Normalization
 from ..tiling import Tile, TilePlan, blend_weights, extract_tile, reflect_indices
 
@@ -237,4 +237,4 @@ def predict_block(
         proba /= weight_sum
     if output == "proba":
         return proba
-    return labels_from_proba(proba).astype(label_dtype(channels), copy=False)
+    return labels_from_proba(proba)

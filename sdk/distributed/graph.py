@@ -25,7 +25,7 @@ import numpy as np
 from .. import image_statistics, sizing
 from ..errors import InvalidInputError, RuntimeUnavailableError
 from ..inference import OUTPUTS, label_dtype, labels_from_proba
-from ..model_metadata import Normalization
+from ..model_metadata import Normalization, Postprocessing
 from ..postprocessing import BOUNDARY_BYTES_PER_PIXEL, apply_lines, boundary_lines
 from ..segmenter import _resolve_axes
 from ..tiling import TilePlan, plan_tiles, validate_choice
@@ -74,6 +74,8 @@ class Context:
     blocks: BlockPlan
     normalization: Normalization
     activation: str
+    postprocessing: Postprocessing
+    foreground_class: int
     source: Any  # the array read in place, or None when the input travels as Dask chunks
 
 
@@ -184,8 +186,8 @@ def build_prediction(
     token = uuid.uuid4().hex
     name = f"unet-sdk-{output}-{token}"
     context_key = (f"unet-sdk-context-{token}",)
-    context = Context(spec, settings, layout, blocks, meta.normalization, meta.output_activation,
-                      None if is_dask else readable_source(array))
+    context = Context(spec, settings, layout, blocks, meta.normalization, meta.output_activation, meta.postprocessing,
+                      meta.foreground_class, None if is_dask else readable_source(array))
     layer: dict = {context_key: context}
     for n in range(images):
         stats_key = (f"unet-sdk-statistics-{token}", n)
@@ -201,7 +203,7 @@ def build_prediction(
             else:
                 layer[(name,) + layout.out_index(n) + block.index] = task
         if settings.postprocess:
-            _add_boundary_tasks(layer, token, name, context_key, layout, blocks, n, meta.foreground_class)
+            _add_boundary_tasks(layer, token, name, context_key, context, n)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[array] if is_dask else [])
     dtype = np.dtype(np.float32) if output == "proba" else label_dtype(meta.num_classes)
     result = dask.array.Array(graph, name, chunks=layout.out_lead_chunks() + blocks.chunks, dtype=dtype,
@@ -241,16 +243,16 @@ def _check_boundary_memory(layout: Layout, budget: int | None) -> None:
         )
 
 
-def _add_boundary_tasks(layer: dict, token: str, name: str, context_key: tuple, layout: Layout, blocks: BlockPlan,
-                        n: int, foreground_class: int) -> None:
+def _add_boundary_tasks(layer: dict, token: str, name: str, context_key: tuple, context: Context, n: int) -> None:
     """Image ``n``'s post-processing stage: each block's foreground channel (taken where the block was
     computed, so only it travels), one flood of the whole image, and each block's output with its window of
     the lines."""
+    layout, blocks = context.layout, context.blocks
     network = f"unet-sdk-network-{token}"
     foreground = f"unet-sdk-foreground-{token}"
     lines_key = (f"unet-sdk-lines-{token}", n)
     for block in blocks:
-        layer[(foreground, n) + block.index] = (operator.getitem, (network, n) + block.index, foreground_class)
+        layer[(foreground, n) + block.index] = (operator.getitem, (network, n) + block.index, context.foreground_class)
 
     def nest(prefix: tuple[int, ...]) -> Any:  # the foreground keys as a nested list over the block grid
         if len(prefix) == len(blocks.grid):
@@ -348,9 +350,7 @@ def _lines_task(context: Context, foreground: list) -> list[np.ndarray] | None:
     """The watershed lines of one whole image, cut into its blocks' windows (block order), or None."""
     from dask.array.core import concatenate3
 
-    segmenter = worker_segmenter(context.spec, context.settings)
-    lines = boundary_lines(concatenate3(foreground), segmenter.metadata.postprocessing,
-                           volumetric=len(context.layout.spatial) == 3)
+    lines = boundary_lines(concatenate3(foreground), context.postprocessing, volumetric=len(context.layout.spatial) == 3)
     return None if lines is None else [lines[block.window] for block in context.blocks]
 
 
@@ -362,9 +362,8 @@ def _finish_task(context: Context, proba: np.ndarray, lines: np.ndarray | None) 
     """A block's output after post-processing: its probabilities with its window of the lines applied."""
     layout = context.layout
     if lines is not None:  # on a copy: the network's result may be needed again if a worker is lost
-        segmenter = worker_segmenter(context.spec, context.settings)
-        proba = apply_lines(proba.copy(), lines, segmenter.metadata.foreground_class)
-    result = proba if layout.output == "proba" else labels_from_proba(proba).astype(label_dtype(layout.classes), copy=False)
+        proba = apply_lines(proba.copy(), lines, context.foreground_class)
+    result = proba if layout.output == "proba" else labels_from_proba(proba)
     return _shaped(layout, result)
 
 
