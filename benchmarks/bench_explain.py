@@ -26,9 +26,7 @@ import argparse
 import io
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_inference import _cpu_name  # noqa: E402
+from benchmarks.bench_inference import _cpu_name, _median_seconds  # noqa: E402
 
 THREADS = 2
 LAYER = "bottleneck"
@@ -80,16 +78,6 @@ def _torch_twin(model_bytes: bytes):
     state["head.weight"], state["head.bias"] = head_w, head_b
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})  # writable copies
     return model
-
-
-def _median_seconds(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _figure(segmenter, image: np.ndarray, labels: np.ndarray, path: Path) -> None:

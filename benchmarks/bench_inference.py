@@ -42,6 +42,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import statistics
 import time
 from pathlib import Path
 
@@ -222,6 +223,17 @@ def _isbi(name: str) -> np.ndarray:
     import tifffile
 
     return tifffile.imread(ISBI / name)
+
+
+def _median_seconds(call, repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls after one untimed warm-up call."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _cpu_name() -> str:

@@ -2,15 +2,15 @@
 the embedded model's post-processing adds to ``Segmenter.predict``.
 
 Input: the embedded ISBI 2012 model's P(cell) on an ISBI mosaic (``--side``, default 4096²), seeds P >= 0.5
-(the model's own setting). Timed on one thread, median of ``--repeats`` calls:
+(the model's own setting). Timed on one thread, median of ``--repeats`` calls after a warm-up call:
 
   flood          seeded_watershed(lines=False)
   skimage        skimage.segmentation.watershed(-p, markers), the same flood (outputs compared: equal)
   flood_lines    seeded_watershed(lines=True), what the post-processing runs
   skimage_lines  skimage.segmentation.watershed(..., watershed_line=True) (another line rule: timing only)
 
-and, with 2 threads, ``Segmenter.predict`` with and without the post-processing (one call each after a
-warm-up): the post-processing's share of a prediction.
+and, with 2 threads, ``Segmenter.predict`` with and without the post-processing (the second call): the
+post-processing's share of a prediction.
 
 Usage: ``nice python benchmarks/bench_watershed.py [--side 4096] [--repeats 3]``; writes
 benchmarks/results/watershed.json (CPU model and load average recorded).
@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_inference import _cpu_name, _isbi, _mosaic  # noqa: E402
+from benchmarks.bench_inference import _cpu_name, _isbi, _median_seconds, _mosaic  # noqa: E402
 
 THREADS = 2
-
-
-def _median_seconds(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def main() -> int:
@@ -62,8 +51,7 @@ def main() -> int:
     without = Segmenter("isbi2012", device="cpu", threads=THREADS, postprocess=False)
     threshold = with_post.metadata.postprocessing.seed_threshold
     for name, seg in (("predict_with_postprocessing", with_post), ("predict_without", without)):
-        seg.predict(image[:256, :256])  # warm-up
-        report[name] = _median_seconds(lambda: seg.predict(image), 1)[0]
+        report[name] = _median_seconds(lambda: seg.predict(image), 1)  # the second call (project protocol)
     p = without.predict_proba(image)[without.metadata.foreground_class]
     markers = label(p >= threshold, connectivity=1)
     report["pixels"], report["seed_fraction"] = int(p.size), float((p >= threshold).mean())
@@ -74,11 +62,10 @@ def main() -> int:
         "flood_lines": lambda: seeded_watershed(p, None, seed_threshold=threshold, lines=True, threads=1),
         "skimage_lines": lambda: watershed(-p, markers, connectivity=1, watershed_line=True),
     }
-    results = {}
     for name, fn in cases.items():
-        report[name], results[name] = _median_seconds(fn, args.repeats)
+        report[name] = _median_seconds(fn, args.repeats)
         print(f"{name}: {report[name]:.2f} s", flush=True)
-    report["flood_equals_skimage"] = bool(np.array_equal(results["flood"], results["skimage"]))
+    report["flood_equals_skimage"] = bool(np.array_equal(cases["flood"](), cases["skimage"]()))
     report["speedup_vs_skimage"] = report["skimage"] / report["flood"]
     report["lines_speedup_vs_skimage_lines"] = report["skimage_lines"] / report["flood_lines"]
     report["postprocessing_share_of_predict"] = report["predict_with_postprocessing"] / report["predict_without"] - 1
