@@ -52,7 +52,7 @@ IDLE_SECONDS = 10.0
 ASSUMED_NIC_BYTES_PER_S = 1.25e9  # 10 GbE per worker
 ASSUMED_STORAGE_BYTES_PER_S = 5e9  # aggregate parallel file system
 MODEL_WORKERS = (8, 64, 512)
-WHOLE_IMAGE_BYTES_PER_PIXEL = 800  # one ORT call on a whole image with the base-32 U-Net (~13 GB at 4096²)
+WHOLE_IMAGE_BYTES_PER_PIXEL = 1030  # peak of one ORT call on a whole image, base-32 U-Net (17.3 GB at 4096²)
 
 
 def _machine() -> dict:
@@ -100,8 +100,7 @@ print(time.perf_counter() - began)
 
 def _two_processes(source: Path, postprocess: bool) -> float:
     """Wall seconds of two plain processes, one thread each, each predicting half of the image at once: what
-    two single-threaded workers cost on this machine before any Dask (they share its caches and memory
-    bandwidth, where one 2-thread process shares one tile's working set)."""
+    two single-threaded workers cost on this machine before any Dask."""
     code = _HALF.format(tile=OVERHEAD_TILE)
     start = time.time() + 15.0  # after both have imported and warmed up
     procs = [subprocess.Popen([sys.executable, "-c", code, str(source), str(h), str(start), str(int(postprocess))],
@@ -288,7 +287,7 @@ def _defaults(args, work: Path) -> dict:
         np.save(image, bench_inference._mosaic(side, volume))
         row: dict = {"side": side}
         for name, cfg in configs.items():
-            if name == "whole_image" and WHOLE_IMAGE_BYTES_PER_PIXEL * side**2 > 0.6 * available_memory():
+            if name == "whole_image" and WHOLE_IMAGE_BYTES_PER_PIXEL * side**2 > 0.9 * available_memory():
                 continue
             spec = {**cfg, "image": str(image), "save": str(work / f"defaults_{name}_{side}.npy"),
                     "unet": models["unet"], "weights": models["weights"], "model": str(product), "once": args.once}
