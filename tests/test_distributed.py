@@ -49,10 +49,15 @@ def zarr_copy(path, image, chunks):
 
 
 def settle(client, timeout=30.0):
+    """Wait until no worker runs a task. A cancelled task that was running stays in its worker's ``executing``
+    set until its thread returns (it may still write its chunk), though the scheduler no longer lists it."""
     import time
 
+    def running(dask_worker):
+        return len(dask_worker.state.executing)
+
     deadline = time.monotonic() + timeout
-    while any(client.processing().values()) and time.monotonic() < deadline:
+    while (any(client.processing().values()) or any(client.run(running).values())) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
